@@ -1,0 +1,43 @@
+"""Shared fixtures. Tests run real kernels on a real OpenCL device (PoCL on machines without a GPU)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def cl_info():
+    """The default OpenCL device (the CPU device where there is no GPU)."""
+    from tunesvc.devices import discover, default_device
+
+    devices = [d for d in discover().devices if d.fingerprint.backend == "opencl"]
+    if not devices:
+        pytest.fail("no OpenCL device: install one, e.g. pip install 'tunesvc[pocl]'")
+    return default_device(devices)
+
+
+@pytest.fixture(scope="session")
+def cl_device(cl_info):
+    from tunesvc.devices import open_device
+
+    return open_device(cl_info)
+
+
+@pytest.fixture
+def db_path(tmp_path, monkeypatch):
+    """A fresh database file; TUNESVC_DB points at it so nothing touches the user's cache."""
+    path = tmp_path / "tune.db"
+    monkeypatch.setenv("TUNESVC_DB", str(path))
+    from tunesvc import lookup
+
+    lookup.clear_cache()
+    yield path
+    lookup.clear_cache()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Never write the developer's own ~/.cache/tunesvc from a test."""
+    os.environ.setdefault("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))

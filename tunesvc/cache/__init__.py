@@ -1,0 +1,3 @@
+"""The tuning database."""
+
+from .store import Store  # noqa: F401

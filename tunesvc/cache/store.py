@@ -1,0 +1,217 @@
+"""The tuning database: every measured config, in SQLite through sqlite-utils.
+
+One row per (device, template, template source hash, dtype, shape, config):
+named columns, the config as canonical JSON (never positional, never pickle),
+WAL so readers never wait on a writer, one transaction per write.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import sqlite_utils
+
+from .. import __version__
+from ..errors import StoreError
+from ..settings import default_db_path
+from ..types import Config, DeviceInfo, Fingerprint, Measurement, Record, Timing, shape_str
+
+SCHEMA_VERSION = 1
+TABLE = "measurements"
+
+COLUMNS = {
+    "id": int,
+    "device_key": str,
+    "backend": str,
+    "vendor": str,
+    "device_type": str,
+    "architecture": str,
+    "device_name": str,
+    "driver": str,
+    "template": str,
+    "template_hash": str,
+    "dtype": str,
+    "shape": str,
+    "config": str,
+    "status": str,
+    "reason": str,
+    "time_median": float,
+    "time_min": float,
+    "time_max": float,
+    "time_iqr": float,
+    "runs": int,
+    "gflops": float,
+    "gbps": float,
+    "compile_seconds": float,
+    "schema_version": int,
+    "tunesvc_version": str,
+    "created_at": str,
+    "source": str,
+}
+KEY = ("device_key", "template", "template_hash", "dtype", "shape", "config")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split("x"))
+
+
+def record_to_row(r: Record) -> dict:
+    m, fp, t = r.measurement, r.fingerprint, r.measurement.timing
+    return {
+        "device_key": fp.key,
+        "backend": fp.backend,
+        "vendor": fp.vendor,
+        "device_type": fp.device_type,
+        "architecture": fp.architecture,
+        "device_name": fp.name,
+        "driver": fp.driver,
+        "template": r.template,
+        "template_hash": r.template_hash,
+        "dtype": r.dtype,
+        "shape": shape_str(r.shape),
+        "config": m.config.key,
+        "status": m.status,
+        "reason": m.reason,
+        "time_median": t.median if t else None,
+        "time_min": t.min if t else None,
+        "time_max": t.max if t else None,
+        "time_iqr": t.iqr if t else None,
+        "runs": t.count if t else 0,
+        "gflops": m.gflops,
+        "gbps": m.gbps,
+        "compile_seconds": m.compile_seconds,
+        "schema_version": SCHEMA_VERSION,
+        "tunesvc_version": r.tunesvc_version or __version__,
+        "created_at": r.created_at or now_iso(),
+        "source": r.source,
+    }
+
+
+def row_to_record(row: dict) -> Record:
+    timing = None
+    if row["time_median"] is not None:
+        timing = Timing(row["time_median"], row["time_min"], row["time_max"], row["time_iqr"] or 0.0, row["runs"] or 0)
+    m = Measurement(
+        Config.from_json(row["config"]),
+        row["status"],
+        row["reason"] or "",
+        timing,
+        row["gflops"],
+        row["gbps"],
+        row["compile_seconds"] or 0.0,
+    )
+    fp = Fingerprint(row["backend"], row["vendor"], row["device_type"], row["architecture"], row["device_name"], row["driver"])
+    return Record(fp, row["template"], row["template_hash"], row["dtype"], parse_shape(row["shape"]), m,
+                  row["created_at"], row["tunesvc_version"], row["source"])
+
+
+class Store:
+    """A tuning database file. Open it with a path, or None for the default location."""
+
+    def __init__(self, path: str | Path | None = None, readonly: bool = False):
+        self.path = Path(path).expanduser() if path else default_db_path()
+        self.readonly = readonly
+        try:
+            if readonly:
+                if not self.path.exists():
+                    raise StoreError(f"tuning database {str(self.path)!r} does not exist; tune something first or pass --db")
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(str(self.path), check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            self.db = sqlite_utils.Database(conn)
+            if not readonly:
+                self._migrate()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot open tuning database {str(self.path)!r}: {e}; pass another file with --db") from None
+
+    # ---- schema -------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        db = self.db
+        if db.journal_mode != "wal":
+            db.enable_wal()
+        with db.conn:
+            if TABLE not in db.table_names():
+                db[TABLE].create(COLUMNS, pk="id", not_null={"device_key", "template", "template_hash", "dtype", "shape", "config", "status"})
+                db[TABLE].create_index(KEY, unique=True, if_not_exists=True)
+                db[TABLE].create_index(("template", "dtype", "status", "device_key"), if_not_exists=True)
+            if "devices" not in db.table_names():
+                db["devices"].create({"device_key": str, "id": str, "info": str, "updated_at": str}, pk="device_key")
+                db["devices"].create_index(("id",), if_not_exists=True)
+            if "meta" not in db.table_names():
+                db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+
+    # ---- writes -------------------------------------------------------------------------
+    def put(self, record: Record) -> None:
+        """Insert or replace one measurement, in its own transaction."""
+        self.put_many([record])
+
+    def put_many(self, records: Iterable[Record]) -> int:
+        rows = [record_to_row(r) for r in records]
+        with self.db.conn:
+            self._upsert(rows)
+        return len(rows)
+
+    def _upsert(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        cols = list(rows[0])
+        sql = (
+            f"INSERT INTO {TABLE} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+            f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in cols if c not in KEY)
+        )
+        self.db.conn.executemany(sql, [tuple(r[c] for c in cols) for r in rows])
+
+    def put_device(self, info: DeviceInfo) -> None:
+        """Remember a device's description, so later lookups by id need no driver."""
+        with self.db.conn:
+            self.db["devices"].upsert(
+                {"device_key": info.fingerprint.key, "id": info.id, "info": json.dumps(info.to_dict(), sort_keys=True), "updated_at": now_iso()},
+                pk="device_key",
+            )
+
+    # ---- reads --------------------------------------------------------------------------
+    def device(self, spec: str) -> DeviceInfo | None:
+        """A remembered device by id (``opencl:0:0``) or fingerprint key."""
+        row = self.db.execute("SELECT info FROM devices WHERE device_key = ? OR id = ? ORDER BY updated_at DESC LIMIT 1", (spec, spec)).fetchone()
+        return DeviceInfo.from_dict(json.loads(row[0])) if row else None
+
+    def measurements(self, device_key: str, template: str, template_hash: str, dtype: str, shape) -> dict[Config, Measurement]:
+        """What was measured before for exactly this problem."""
+        rows = self.db.query(
+            f"SELECT * FROM {TABLE} WHERE device_key = ? AND template = ? AND template_hash = ? AND dtype = ? AND shape = ?",
+            (device_key, template, template_hash, dtype, shape_str(shape)),
+        )
+        return {r.config: r.measurement for r in map(row_to_record, rows)}
+
+    def records(self, template: str | None = None, device: str | None = None, status: str | None = None) -> Iterator[Record]:
+        """Stored records, filtered; ``device`` matches a fingerprint key or a name substring."""
+        where, args = [], []
+        if template:
+            where.append("template = ?")
+            args.append(template)
+        if device:
+            where.append("(device_key = ? OR device_name LIKE ?)")
+            args += [device, f"%{device}%"]
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        sql = f"SELECT * FROM {TABLE}" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY template, device_key, dtype, shape, status != 'ok', time_median"
+        return map(row_to_record, self.db.query(sql, args))
+
+    def count(self) -> int:
+        return self.db[TABLE].count if TABLE in self.db.table_names() else 0
+
+    def close(self) -> None:
+        self.db.conn.close()

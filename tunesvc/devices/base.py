@@ -1,0 +1,70 @@
+"""The backend contract: describe a device, compile, move buffers, run and time.
+
+A backend is small on purpose (tinygrad's ``runtime/ops_*.py``, kernel_tuner's
+``backends/backend.py``): everything about *what* runs lives in templates, and
+everything about *which* configs to try lives in ``tunesvc.search``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..types import DeviceInfo
+
+
+class Program:
+    """A compiled program and its kernels, each created once and reused."""
+
+    def __init__(self, handle: Any, kernels: Mapping[str, Any], build_seconds: float = 0.0):
+        self.handle = handle
+        self.kernels = dict(kernels)
+        self.build_seconds = build_seconds
+
+
+class Device(ABC):
+    """One device of one backend, opened for use."""
+
+    #: which dialect prelude the template sources are rendered with
+    dialect: str = "opencl"
+
+    def __init__(self, info: DeviceInfo):
+        self.info = info
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.info.id} {self.info.name!r}>"
+
+    @abstractmethod
+    def build(self, source: str, defines: Mapping[str, Any], kernel_names: Sequence[str]) -> Program:
+        """Compile ``source`` with ``-D NAME=VALUE`` defines; raise BuildError with the log."""
+
+    @abstractmethod
+    def alloc(self, nbytes: int) -> Any:
+        """A device buffer of at least ``nbytes`` (never zero-sized)."""
+
+    @abstractmethod
+    def write(self, buf: Any, array: np.ndarray) -> None:
+        """Copy a host array into a device buffer, blocking."""
+
+    @abstractmethod
+    def read(self, buf: Any, out: np.ndarray) -> None:
+        """Copy a device buffer into a host array, blocking."""
+
+    @abstractmethod
+    def fill(self, buf: Any, nbytes: int, byte: int) -> None:
+        """Set every byte of a buffer (used to poison outputs before a verification run)."""
+
+    @abstractmethod
+    def run(self, program: Program, launches: Sequence, buffers: Mapping[str, Any]) -> float:
+        """Enqueue the launches in order, wait on their events (no spinning) and return the
+        summed kernel time in seconds as measured by the device. Raise LaunchError on failure."""
+
+    def close(self) -> None:
+        """Release driver resources; the default does nothing."""
+
+
+def format_defines(defines: Mapping[str, Any]) -> list[str]:
+    """Compiler flags for a dict of defines, in a stable order."""
+    return [f"-D{k}={int(v) if isinstance(v, bool) else v}" for k, v in sorted(defines.items())]

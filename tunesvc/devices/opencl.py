@@ -1,0 +1,180 @@
+"""OpenCL backend on pyopencl: every platform and device the ICD loader sees."""
+
+from __future__ import annotations
+
+import re
+import time
+from functools import lru_cache
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import BackendError, BuildError, LaunchError, MissingDependencyError
+from ..types import DeviceInfo, Fingerprint
+from .base import Device, Program, format_defines
+
+
+def _cl():
+    try:
+        import pyopencl as cl
+    except ImportError as e:  # pragma: no cover - pyopencl is a hard dependency
+        raise MissingDependencyError("pyopencl is not installed: pip install pyopencl") from e
+    return cl
+
+
+_TYPES = {"CPU": "cpu", "GPU": "gpu", "ACCELERATOR": "accelerator"}
+_VENDOR_NAMES = (
+    ("nvidia", "NVIDIA"),
+    ("advanced micro devices", "AMD"),
+    ("authenticamd", "AMD"),
+    ("amd", "AMD"),
+    ("intel", "Intel"),
+    ("genuineintel", "Intel"),
+    ("apple", "Apple"),
+    ("arm", "ARM"),
+    ("qualcomm", "Qualcomm"),
+)
+
+
+def normalise_vendor(vendor: str) -> str:
+    v = vendor.strip().lower()
+    for needle, name in _VENDOR_NAMES:
+        if needle in v:
+            return name
+    return vendor.strip() or "unknown"
+
+
+def _device_type(cl, dev) -> str:
+    for flag, name in _TYPES.items():
+        if dev.type & getattr(cl.device_type, flag):
+            return name
+    return "other"
+
+
+def _architecture(cl, dev) -> str:
+    """Best available family name: PoCL's LLVM target CPU, NVIDIA's compute capability,
+    AMD's gfx name; empty when the driver says nothing useful."""
+    ext = dev.extensions
+    if "cl_nv_device_attribute_query" in ext:
+        try:
+            return f"sm_{dev.compute_capability_major_nv}{dev.compute_capability_minor_nv}"
+        except cl.Error:
+            pass
+    if "cl_amd_device_attribute_query" in ext:
+        name = dev.name.strip()
+        if name.startswith("gfx"):
+            return name.split(":")[0]
+    # PoCL puts the LLVM CPU name last in its version string: "... HSTR: pthread-x86_64-...-znver3"
+    m = re.search(r"HSTR:\s*\S*-([A-Za-z0-9_.]+)\s*$", dev.version)
+    return m.group(1) if m else ""
+
+
+def _info(cl, p_idx: int, d_idx: int, platform, dev) -> DeviceInfo:
+    fp = Fingerprint(
+        backend="opencl",
+        vendor=normalise_vendor(dev.vendor),
+        device_type=_device_type(cl, dev),
+        architecture=_architecture(cl, dev),
+        name=" ".join(dev.name.split()),
+        driver=dev.driver_version.strip(),
+    )
+    return DeviceInfo(
+        id=f"opencl:{p_idx}:{d_idx}",
+        fingerprint=fp,
+        platform=platform.name.strip(),
+        version=dev.version.strip(),
+        c_version=dev.opencl_c_version.strip(),
+        compute_units=int(dev.max_compute_units),
+        max_work_group_size=int(dev.max_work_group_size),
+        max_work_item_sizes=tuple(int(x) for x in dev.max_work_item_sizes),
+        local_mem_size=int(dev.local_mem_size),
+        local_mem_type="local" if dev.local_mem_type == cl.device_local_mem_type.LOCAL else "global",
+        preferred_vector_width_float=int(dev.preferred_vector_width_float),
+        fp16="cl_khr_fp16" in dev.extensions,
+        fp64="cl_khr_fp64" in dev.extensions or dev.double_fp_config != 0,
+        global_mem_size=int(dev.global_mem_size),
+        max_alloc_size=int(dev.max_mem_alloc_size),
+    )
+
+
+@lru_cache(maxsize=1)
+def _platform_devices():
+    cl = _cl()
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error:  # no ICD installed: no OpenCL devices, not an error
+        return ()
+    out = []
+    for p_idx, platform in enumerate(platforms):
+        try:
+            devices = platform.get_devices()
+        except cl.Error:
+            continue
+        for d_idx, dev in enumerate(devices):
+            out.append((_info(cl, p_idx, d_idx, platform, dev), dev))
+    return tuple(out)
+
+
+def list_devices() -> list[DeviceInfo]:
+    return [info for info, _ in _platform_devices()]
+
+
+class OpenCLDevice(Device):
+    dialect = "opencl"
+
+    def __init__(self, info: DeviceInfo):
+        super().__init__(info)
+        cl = self._cl = _cl()
+        dev = next(d for i, d in _platform_devices() if i.id == info.id)
+        self.ctx = cl.Context([dev])
+        self.queue = cl.CommandQueue(self.ctx, properties=cl.command_queue_properties.PROFILING_ENABLE)
+
+    def build(self, source: str, defines: Mapping[str, Any], kernel_names: Sequence[str]) -> Program:
+        cl = self._cl
+        t0 = time.perf_counter()
+        try:
+            prg = cl.Program(self.ctx, source).build(options=format_defines(defines) + ["-cl-mad-enable"])
+            kernels = {name: cl.Kernel(prg, name) for name in kernel_names}
+        except cl.Error as e:
+            raise BuildError(_first_error_line(str(e))) from None
+        return Program(prg, kernels, time.perf_counter() - t0)
+
+    def alloc(self, nbytes: int):
+        cl = self._cl
+        try:
+            return cl.Buffer(self.ctx, cl.mem_flags.READ_WRITE, size=max(int(nbytes), 4))
+        except cl.Error as e:
+            raise LaunchError(f"cannot allocate {nbytes} bytes: {e}") from None
+
+    def write(self, buf, array: np.ndarray) -> None:
+        self._cl.enqueue_copy(self.queue, buf, np.ascontiguousarray(array), is_blocking=True)
+
+    def read(self, buf, out: np.ndarray) -> None:
+        self._cl.enqueue_copy(self.queue, out, buf, is_blocking=True)
+
+    def fill(self, buf, nbytes: int, byte: int) -> None:
+        self._cl.enqueue_fill_buffer(self.queue, buf, np.uint8(byte), 0, int(nbytes)).wait()
+
+    def run(self, program: Program, launches: Sequence, buffers: Mapping[str, Any]) -> float:
+        cl = self._cl
+        events = []
+        try:
+            for launch in launches:
+                kernel = program.kernels[launch.kernel]
+                kernel.set_args(*[buffers[a] if isinstance(a, str) else a for a in launch.args])
+                events.append(cl.enqueue_nd_range_kernel(self.queue, kernel, launch.global_size, launch.local_size))
+            cl.wait_for_events(events)
+            return sum((e.profile.end - e.profile.start) for e in events) * 1e-9
+        except cl.Error as e:
+            raise LaunchError(str(e).splitlines()[0]) from None
+
+    def close(self) -> None:
+        self.queue.finish()
+
+
+def _first_error_line(log: str) -> str:
+    """The first compiler error, not the whole build log."""
+    for line in log.splitlines():
+        if "error" in line.lower() and ":" in line:
+            return line.strip()[:300]
+    return " ".join(log.split())[:300]

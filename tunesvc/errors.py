@@ -1,0 +1,81 @@
+"""Every exception tunesvc raises on purpose, in one place.
+
+Errors that come from what a user typed or passed (a shape, a template name, a
+device, an import file) subclass :class:`UsageError`; the CLI turns those into
+exit code 2 with the one-line message.
+"""
+
+from __future__ import annotations
+
+
+class TunesvcError(Exception):
+    """Base class of every tunesvc error."""
+
+
+class UsageError(TunesvcError):
+    """Input from the user is invalid; the message says how to fix it."""
+
+
+class UnknownTemplateError(UsageError):
+    """No template is registered under that name."""
+
+
+class InvalidShapeError(UsageError):
+    """A shape does not parse or is out of range for the template."""
+
+
+class UnsupportedDtypeError(UsageError):
+    """The dtype is unknown, not offered by the template, or missing on the device."""
+
+
+class DeviceNotFoundError(UsageError):
+    """No device matches the given id, name or fingerprint."""
+
+
+class InvalidConfigError(UsageError):
+    """A config names unknown parameters, has values outside the space, or breaks a constraint."""
+
+
+class ImportFileError(UsageError):
+    """A tuning file to import is unreadable, corrupt or of an unknown format."""
+
+
+class MissingDependencyError(TunesvcError):
+    """An optional dependency is needed for this feature but is not installed."""
+
+
+class BackendError(TunesvcError):
+    """A device backend failed outside of a single candidate's evaluation."""
+
+
+class CandidateError(TunesvcError):
+    """One candidate config failed; ``reason`` is a short failure class."""
+
+    reason = "runtime"
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class BuildError(CandidateError):
+    """The kernel source did not compile with this config's defines."""
+
+    reason = "build"
+
+
+class LaunchError(CandidateError):
+    """The kernel compiled but could not be launched or failed while running."""
+
+    reason = "launch"
+
+
+class WrongResultError(CandidateError):
+    """The kernel ran but its output does not match the float64 reference."""
+
+    reason = "wrong_result"
+
+
+class StoreError(TunesvcError):
+    """The tuning database cannot be opened or written."""

@@ -1,0 +1,76 @@
+"""Ready tuned kernels: run the best known config of a template on numpy arrays."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from . import templates
+from .devices import open_device
+from .errors import UsageError
+from .lookup import lookup
+from .templates.base import Context
+from .types import Config
+
+_PROGRAMS: OrderedDict = OrderedDict()
+_MAX_PROGRAMS = 64
+
+
+def _program(device, tpl, config: Config, plan):
+    """Build once per (device, template version, config, defines); keep the most recent 64."""
+    key = (device.info.id, tpl.name, tpl.source_hash, tuple(sorted(plan.defines.items())))
+    prog = _PROGRAMS.get(key)
+    if prog is None:
+        prog = device.build(tpl.render(device.dialect), plan.defines, tpl.kernel_names)
+        _PROGRAMS[key] = prog
+        if len(_PROGRAMS) > _MAX_PROGRAMS:
+            _PROGRAMS.popitem(last=False)
+    else:
+        _PROGRAMS.move_to_end(key)
+    return prog
+
+
+def run_tuned(template, inputs: dict[str, np.ndarray], shape, dtype: str, device=None, db=None, config: Config | None = None):
+    """Run ``template`` on host arrays with the best known (or the given) config; return its outputs."""
+    tpl = templates.get(template)
+    dev = open_device(device)
+    tpl.check_dtype(dtype, dev.info)
+    ctx = Context(tuple(shape), dtype, dev.info)
+    if config is None:
+        config = lookup(tpl.name, tuple(shape), dtype, dev.info, db).config
+    if not tpl.is_valid(config, ctx):
+        config = tpl.default_config()
+    plan = tpl.plan(config, tuple(shape), dtype)
+    prog = _program(dev, tpl, config, plan)
+    bufs = {b.name: dev.alloc(b.nbytes) for b in plan.buffers}
+    for b in plan.buffers:
+        if b.role == "in":
+            dev.write(bufs[b.name], np.ascontiguousarray(inputs[b.name], dtype=b.dtype))
+    dev.run(prog, plan.launches, bufs)
+    out = {}
+    for b in plan.buffers:
+        if b.role == "out":
+            out[b.name] = np.empty(b.shape, dtype=b.dtype)
+            dev.read(bufs[b.name], out[b.name])
+    return out
+
+
+_FLOAT_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}
+
+
+def _dtype_of(*arrays) -> str:
+    dts = {a.dtype for a in arrays}
+    if len(dts) != 1 or next(iter(dts)) not in _FLOAT_DTYPES:
+        raise UsageError(f"arrays must all be float32 or all float16, got {sorted(str(d) for d in dts)}; convert with .astype(np.float32)")
+    return _FLOAT_DTYPES[next(iter(dts))]
+
+
+def matmul(a, b, device=None, db=None) -> np.ndarray:
+    """``a @ b`` for 2-D float32 (or float16) arrays, with the tuned matmul kernel."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or 0 in a.shape or 0 in b.shape:
+        raise UsageError(f"matmul needs non-empty 2-D arrays (M, K) and (K, N); got {a.shape} and {b.shape}")
+    dtype = _dtype_of(a, b)
+    shape = (a.shape[0], b.shape[1], a.shape[1])
+    return run_tuned("matmul", {"A": a, "B": b}, shape, dtype, device, db)["C"]

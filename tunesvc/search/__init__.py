@@ -1,0 +1,23 @@
+"""Search strategies by name. Optuna is imported only when a strategy that needs it is made."""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import UsageError
+from .base import Strategy  # noqa: F401
+from .space import Dimension, SearchSpace  # noqa: F401
+
+STRATEGIES = {
+    "tpe": "tunesvc.search.optuna_tpe:TPEStrategy",
+    "random": "tunesvc.search.simple:RandomStrategy",
+    "grid": "tunesvc.search.simple:GridStrategy",
+}
+DEFAULT_STRATEGY = "tpe"
+
+
+def make(name: str, space: SearchSpace, seed: int | None = None) -> Strategy:
+    if name not in STRATEGIES:
+        raise UsageError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
+    module, cls = STRATEGIES[name].split(":")
+    return getattr(importlib.import_module(module), cls)(space, seed)

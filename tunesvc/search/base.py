@@ -1,0 +1,48 @@
+"""The strategy interface: construct over a space, ``ask`` for a config, ``tell`` its outcome.
+
+Strategies only ever see valid configs (the space holds nothing else), never
+get a config twice, and are told every outcome, failures included, so they can
+steer away from them. The same strategy objects drive live tuning and replay.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from ..types import Config, Measurement
+from .space import SearchSpace
+
+
+class Strategy(ABC):
+    name = ""
+
+    def __init__(self, space: SearchSpace, seed: int | None = None):
+        self.space = space
+        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        #: True where a config has not been asked or told yet
+        self.unseen = np.ones(len(space), dtype=bool)
+
+    @abstractmethod
+    def propose(self) -> int:
+        """Index of the next config to measure; only called while some config is unseen."""
+
+    def ask(self) -> Config | None:
+        """The next config to measure, or None when every config has been seen."""
+        if not self.unseen.any():
+            return None
+        i = self.propose()
+        self.unseen[i] = False
+        return self.space.configs[i]
+
+    def tell(self, config: Config, measurement: Measurement) -> None:
+        """Record an outcome: of a config this strategy asked for, or one known beforehand."""
+        i = self.space.index.get(config)
+        if i is not None:
+            self.unseen[i] = False
+            self.observe(i, measurement)
+
+    def observe(self, index: int, measurement: Measurement) -> None:
+        """Hook for strategies that learn from outcomes; the default learns nothing."""

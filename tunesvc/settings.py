@@ -1,0 +1,26 @@
+"""Settings read from the environment, in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_DB = "TUNESVC_DB"
+
+
+def default_db_path() -> Path:
+    """``$TUNESVC_DB``, else ``$XDG_CACHE_HOME/tunesvc/tunesvc.db`` (``~/.cache`` by default)."""
+    env = os.environ.get(ENV_DB)
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "tunesvc" / "tunesvc.db"
+
+
+def shipped_db_dir() -> Path:
+    """The ``tuning_db/`` folder of shipped results: beside the package in a checkout, or inside it when installed."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "tuning_db", here.parent / "tuning_db"):
+        if candidate.is_dir():
+            return candidate
+    return here.parent / "tuning_db"

@@ -1,0 +1,112 @@
+"""matmul: C = A·B, row-major, any M, N, K >= 1; float32, and float16 storage with float accumulation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..types import Config
+from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Param, Plan
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _pow2_ceil(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _threads(c: Config) -> tuple[int, int]:
+    """Work-items along (N, M) of a work-group."""
+    return c["NWG"] // c["WPTN"], c["MWG"] // c["WPTM"]
+
+
+def _local_bytes(c: Config) -> int:
+    return (c["MWG"] + c["NWG"]) * c["KWG"] * 4 if c["LOCAL"] else 0
+
+
+def _fits_work_group(c: Config, ctx: Context) -> bool:
+    tn, tm = _threads(c)
+    sizes = ctx.device.max_work_item_sizes
+    return tn * tm <= ctx.device.max_work_group_size and tn <= sizes[0] and tm <= sizes[1]
+
+
+class Matmul(KernelTemplate):
+    """Tiled, register-blocked matrix multiply C = A·B (row-major)."""
+
+    name = "matmul"
+    source_file = "matmul.cl"
+    kernel_names = ("matmul",)
+    dims = ("M", "N", "K")
+    dtypes = ("float32", "float16")
+    default_shape = (1024, 1024, 1024)
+    bound = "flops"
+    params = (
+        Param("MWG", (8, 16, 32, 64, 128), 8, "rows of C per work-group"),
+        Param("NWG", (8, 16, 32, 64, 128), 8, "columns of C per work-group"),
+        Param("KWG", (8, 16, 32), 8, "K slice staged in local memory (LOCAL=1 only)"),
+        Param("WPTM", (1, 2, 4, 8), 2, "rows of C per work-item (register blocking)"),
+        Param("WPTN", (1, 2, 4, 8), 2, "columns of C per work-item (register blocking)"),
+        Param("VW", (1, 2, 4, 8), 1, "vector width of loads of B and stores of C"),
+        Param("LOCAL", (0, 1), 0, "stage tiles of A and B in local memory"),
+        Param("UNROLL", (1, 2, 4, 8), 1, "unroll factor of the K loop"),
+    )
+    constraints = (
+        Constraint("tile_divisible_by_work_per_thread", lambda c, x: c["MWG"] % c["WPTM"] == 0 and c["NWG"] % c["WPTN"] == 0),
+        Constraint("vector_fits_work_per_thread", lambda c, x: c["WPTN"] % c["VW"] == 0),
+        Constraint("vector_divides_n", lambda c, x: x.shape[1] % c["VW"] == 0),
+        Constraint("registers_bounded", lambda c, x: c["WPTM"] * c["WPTN"] <= 64),
+        Constraint("k_tile_only_with_local", lambda c, x: c["LOCAL"] == 1 or c["KWG"] == 8),
+        Constraint("unroll_within_k_tile", lambda c, x: c["LOCAL"] == 0 or c["UNROLL"] <= c["KWG"]),
+        Constraint("unroll_within_k", lambda c, x: c["UNROLL"] == 1 or c["UNROLL"] <= x.shape[2]),
+        Constraint("tile_not_beyond_shape", lambda c, x: c["MWG"] <= max(8, _pow2_ceil(x.shape[0])) and c["NWG"] <= max(8, _pow2_ceil(x.shape[1]))),
+        Constraint("work_group_size", _fits_work_group, needs_device=True),
+        Constraint("local_memory", lambda c, x: _local_bytes(c) <= x.device.local_mem_size, needs_device=True),
+    )
+
+    def plan(self, config: Config, shape, dtype: str) -> Plan:
+        m, n, k = shape
+        np_dtype = DTYPES[dtype][0]
+        tn, tm = _threads(config)
+        launch = Launch(
+            "matmul",
+            global_size=(_ceil_div(n, config["NWG"]) * tn, _ceil_div(m, config["MWG"]) * tm),
+            local_size=(tn, tm),
+            args=("A", "B", "C"),
+        )
+        buffers = (
+            BufferSpec("A", (m, k), np_dtype, "in"),
+            BufferSpec("B", (k, n), np_dtype, "in"),
+            BufferSpec("C", (m, n), np_dtype, "out"),
+        )
+        defines = {**config, "TS_M": m, "TS_N": n, "TS_K": k, "TS_FP16": int(dtype == "float16")}
+        return Plan(buffers, (launch,), defines)
+
+    def make_inputs(self, shape, dtype: str, rng: np.random.Generator):
+        m, n, k = shape
+        np_dtype = DTYPES[dtype][0]
+        return {
+            "A": rng.uniform(-1, 1, (m, k)).astype(np_dtype),
+            "B": rng.uniform(-1, 1, (k, n)).astype(np_dtype),
+        }
+
+    def reference(self, inputs, shape):
+        return {"C": inputs["A"].astype(np.float64) @ inputs["B"].astype(np.float64)}
+
+    def error_scale(self, inputs, ref, name):
+        # |A|·|B| bounds the rounding error of every dot product; |C| alone can be ~0 by cancellation.
+        return np.abs(inputs["A"].astype(np.float64)) @ np.abs(inputs["B"].astype(np.float64)) + 1e-30
+
+    def tolerance(self, dtype: str, shape) -> float:
+        k = shape[2]
+        eps = {"float32": 2.0**-24, "float16": 2.0**-11}[dtype]
+        # float accumulation of K products: worst case ~K·eps, typically far less; storage rounding for fp16.
+        return 4 * eps * max(16, k) ** 0.5 * 8 + (2 * 2.0**-11 if dtype == "float16" else 0)
+
+    def flops(self, shape) -> float:
+        m, n, k = shape
+        return 2.0 * m * n * k
+
+    def bytes_moved(self, shape, dtype: str) -> float:
+        m, n, k = shape
+        return float(DTYPE_BYTES[dtype] * (m * k + k * n + m * n))
