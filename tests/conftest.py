@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
+
+# Never write the developer's own ~/.cache/tunesvc from a test (PoCL's kernel cache stays where it is).
+os.environ.setdefault("TUNESVC_DB", os.path.join(tempfile.mkdtemp(prefix="tunesvc-test-"), "default.db"))
 
 
 @pytest.fixture(scope="session")
@@ -35,9 +39,3 @@ def db_path(tmp_path, monkeypatch):
     lookup.clear_cache()
     yield path
     lookup.clear_cache()
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _isolated_cache(tmp_path_factory):
-    """Never write the developer's own ~/.cache/tunesvc from a test."""
-    os.environ.setdefault("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
