@@ -144,6 +144,11 @@ class Store:
                 db[TABLE].create(COLUMNS, pk="id", not_null={"device_key", "template", "template_hash", "dtype", "shape", "config", "status"})
                 db[TABLE].create_index(KEY, unique=True, if_not_exists=True)
                 db[TABLE].create_index(("template", "dtype", "status", "device_key"), if_not_exists=True)
+            else:  # columns added by later versions: add them, keep every row
+                have = set(db[TABLE].columns_dict)
+                for name, kind in COLUMNS.items():
+                    if name not in have:
+                        db[TABLE].add_column(name, kind)
             if "devices" not in db.table_names():
                 db["devices"].create({"device_key": str, "id": str, "info": str, "updated_at": str}, pk="device_key")
                 db["devices"].create_index(("id",), if_not_exists=True)

@@ -16,8 +16,10 @@ STRATEGIES = {
 DEFAULT_STRATEGY = "tpe"
 
 
-def make(name: str, space: SearchSpace, seed: int | None = None) -> Strategy:
+def make(name: str, space: SearchSpace, seed: int | None = None, **options) -> Strategy:
+    """A strategy by name. ``options`` (e.g. ``storage``, ``study_name`` for Optuna-backed ones)
+    are passed to strategies that take them and ignored by the others."""
     if name not in STRATEGIES:
         raise UsageError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
     module, cls = STRATEGIES[name].split(":")
-    return getattr(importlib.import_module(module), cls)(space, seed)
+    return getattr(importlib.import_module(module), cls)(space, seed, **options)

@@ -15,10 +15,14 @@ from ..types import Config, Measurement
 from .space import SearchSpace
 
 
+class SpaceExhausted(Exception):
+    """Raised by ``propose`` when no unseen config is left (e.g. other workers took them)."""
+
+
 class Strategy(ABC):
     name = ""
 
-    def __init__(self, space: SearchSpace, seed: int | None = None):
+    def __init__(self, space: SearchSpace, seed: int | None = None, **options):
         self.space = space
         self.rng = np.random.default_rng(seed)
         self.seed = seed
@@ -33,7 +37,10 @@ class Strategy(ABC):
         """The next config to measure, or None when every config has been seen."""
         if not self.unseen.any():
             return None
-        i = self.propose()
+        try:
+            i = self.propose()
+        except SpaceExhausted:
+            return None
         self.unseen[i] = False
         return self.space.configs[i]
 

@@ -10,29 +10,58 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .._imports import require
 from ..types import Measurement
-from .base import Strategy
+from .base import SpaceExhausted, Strategy
 from .space import SearchSpace
+
+
+MEASURED = "tunesvc_measured"  # user attr of trials that carry a real measurement
 
 
 class OptunaStrategy(Strategy):
     name = "optuna"
 
-    def __init__(self, space: SearchSpace, seed: int | None = None):
+    def __init__(self, space: SearchSpace, seed: int | None = None, storage: str | None = None, study_name: str | None = None):
         super().__init__(space, seed)
         self.optuna = require("optuna")
         self.optuna.logging.set_verbosity(self.optuna.logging.WARNING)
         self.dists = {
             d.name: self.optuna.distributions.IntDistribution(0, max(0, len(d.values) - 1)) for d in space.dims
         }
-        self.study = self.optuna.create_study(direction="minimize", sampler=self.make_sampler())
+        # With a storage (an Optuna RDB URL), the study outlives the process and can be shared by
+        # several workers: the measured trials in it are the shared record of what was tried.
+        self.study = self.optuna.create_study(
+            direction="minimize", sampler=self.make_sampler(), storage=storage, study_name=study_name, load_if_exists=True
+        )
         self.worst = -math.inf
+        self._in_study = np.zeros(len(space), dtype=bool)
+        self._synced = 0
+        self.sync()
+
+    def sync(self) -> None:
+        """Mark configs measured by other workers (or an earlier run) in the study as seen."""
+        trials = self.study.get_trials(deepcopy=False)
+        for t in trials[self._synced:]:
+            if not t.user_attrs.get(MEASURED):
+                continue
+            i = self.space.index.get(self.space.decode(t.params))
+            if i is not None:
+                self._in_study[i] = True
+                self.unseen[i] = False
+                if t.value is not None:
+                    self.worst = max(self.worst, t.value)
+        self._synced = len(trials)
 
     def make_sampler(self):
         raise NotImplementedError
 
     def propose(self) -> int:
+        self.sync()
+        if not self.unseen.any():  # another worker took the last ones
+            raise SpaceExhausted
         trial = self.study.ask(self.dists)
         point = [trial.params[n] for n in self.space.names]
         # The proposal itself is never evaluated: its outcome is the measured config's, told in observe().
@@ -40,6 +69,9 @@ class OptunaStrategy(Strategy):
         return self.space.nearest(point, self.unseen)
 
     def observe(self, index: int, m: Measurement) -> None:
+        if self._in_study[index]:
+            return  # already recorded (a resumed or shared study)
+        self._in_study[index] = True
         codes = self.space.codes[index]
         params = {n: int(codes[j]) for j, n in enumerate(self.space.names)}
         if m.ok:
@@ -56,6 +88,7 @@ class OptunaStrategy(Strategy):
                 distributions=self.dists,
                 value=value,
                 state=trial_state.COMPLETE if value is not None else trial_state.FAIL,
+                user_attrs={MEASURED: True, "status": m.status},
             )
         )
 

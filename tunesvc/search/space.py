@@ -51,6 +51,10 @@ class SearchSpace:
     def encode(self, config: Config) -> np.ndarray:
         return self.codes[self.index[config]]
 
+    def decode(self, codes) -> Config:
+        """The config for a mapping of parameter name to value index (Optuna's params)."""
+        return Config({d.name: d.values[int(codes[d.name])] for d in self.dims})
+
     def unit(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Codes scaled to [0, 1] per dimension."""
         codes = self.codes if rows is None else self.codes[rows]
