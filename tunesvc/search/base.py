@@ -28,6 +28,16 @@ class Strategy(ABC):
         self.seed = seed
         #: True where a config has not been asked or told yet
         self.unseen = np.ones(len(space), dtype=bool)
+        #: configs to try before the strategy's own proposals (transfer seeds), best first
+        self.preferred: list[int] = []
+
+    def prefer(self, configs) -> None:
+        """Measure these configs first, in order (e.g. the best known for related problems);
+        configs outside the space are ignored, so a seed can never be an invalid proposal."""
+        for c in configs:
+            i = self.space.index.get(c)
+            if i is not None and i not in self.preferred:
+                self.preferred.append(i)
 
     @abstractmethod
     def propose(self) -> int:
@@ -37,6 +47,11 @@ class Strategy(ABC):
         """The next config to measure, or None when every config has been seen."""
         if not self.unseen.any():
             return None
+        while self.preferred:
+            i = self.preferred.pop(0)
+            if self.unseen[i]:
+                self.unseen[i] = False
+                return self.space.configs[i]
         try:
             i = self.propose()
         except SpaceExhausted:

@@ -1,0 +1,53 @@
+"""``tunesvc replay``: run a search strategy on recorded tuning spaces and score it."""
+
+from __future__ import annotations
+
+import click
+
+from .cli import emit_json, json_option, library_errors, main, table
+
+
+def _transfer_seeds(device, sources: tuple[str, ...]) -> list:
+    """Seeds for ``device`` from the results recorded in other files (e.g. another GPU)."""
+    from .devices.replay import to_records
+    from .kerneltuner_files import load
+    from .search.transfer import Problem, seed_configs
+
+    records = [r for path in sources for r in to_records(load(path))]
+    target = Problem(device.info.fingerprint, device.recorded.problem_size)
+    return seed_configs(records, target, device.space)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--strategy", default=None, help="Search strategy (default: the measured default of 'tunesvc tune').")
+@click.option("--budget", type=int, default=None,
+              help="Feasible evaluations per run (default: 4x random search's expected evaluations to within 5% of the optimum, at most 1000).")
+@click.option("--repeats", type=int, default=10, show_default=True, help="Runs per file, with seeds SEED, SEED+1, ...")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first run.")
+@click.option("--transfer", "transfer_from", multiple=True,
+              help="Recorded file of a related problem (another GPU, same kernel): try its best configs first. Repeatable.")
+@json_option
+@library_errors
+def replay(files, strategy, budget, repeats, seed, transfer_from, as_json):
+    """Replay a strategy on recorded tuning spaces (Kernel Tuner cache files or T4 files, .json or .json.gz)."""
+    from . import search
+    from .devices.replay import ReplayDevice
+    from .replay import replay as run_replay
+
+    strategy = strategy or search.DEFAULT_STRATEGY
+    reports = []
+    for path in files:
+        device = ReplayDevice(path)
+        seeds = _transfer_seeds(device, transfer_from) if transfer_from else ()
+        reports.append(run_replay(device, strategy, budget, repeats, seed, seeds))
+    if as_json:
+        emit_json([r.to_dict() for r in reports])
+        return
+    rows = [{"file": r.file, "strategy": r.strategy, "valid": r.n_valid, "budget": r.budget,
+             "evals_to_5%": f"{r.median_evals_to_5pct:g}", "random": f"{r.expected_random_evals_to_5pct:.1f}",
+             "reached": f"{r.fraction_reached:.0%}", "best/opt": f"{r.best_over_optimum:.3f}", "score": f"{r.score:.3f}"}
+            for r in reports]
+    click.echo(table(rows, list(rows[0])))
+    if len(reports) > 1:
+        click.echo(f"mean score {sum(r.score for r in reports) / len(reports):.3f} over {len(reports)} files, {repeats} runs each")
