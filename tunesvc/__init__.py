@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["lookup", "tune", "matmul", "run_tuned", "__version__"]
+__all__ = ["lookup", "tune", "matmul", "attention", "reduce", "run_tuned", "__version__"]
 
 
 def __getattr__(name: str):
@@ -20,7 +20,7 @@ def __getattr__(name: str):
         from .tuner import tune
 
         return tune
-    if name in ("matmul", "run_tuned"):
+    if name in ("matmul", "attention", "reduce", "run_tuned"):
         from . import kernels
 
         return getattr(kernels, name)

@@ -74,3 +74,31 @@ def matmul(a, b, device=None, db=None) -> np.ndarray:
     dtype = _dtype_of(a, b)
     shape = (a.shape[0], b.shape[1], a.shape[1])
     return run_tuned("matmul", {"A": a, "B": b}, shape, dtype, device, db)["C"]
+
+
+def reduce(x, op: str = "sum", axis: int | None = -1, device=None, db=None) -> np.ndarray:
+    """Reduce ``x`` along ``axis`` (``None``: the whole array) with ``op`` in sum, max, mean, sumsq.
+
+    Accumulates in float32 and returns float32 for float32 and float16 input. A
+    reduction along an axis other than the last copies ``x`` with that axis moved last.
+    """
+    from .templates.reduce import OPS
+
+    if op not in OPS:
+        raise UsageError(f"unknown reduce op {op!r}; use one of {list(OPS)}")
+    x = np.asarray(x)
+    if x.ndim == 0 or x.size == 0:
+        raise UsageError(f"reduce needs a non-empty array with at least one dimension; got shape {x.shape}")
+    dtype = _dtype_of(x)
+    if axis is None:
+        rows, cols, out_shape = 1, x.size, ()
+    else:
+        if not -x.ndim <= axis < x.ndim:
+            raise UsageError(f"axis {axis} is out of range for an array of {x.ndim} dimension(s)")
+        x = np.moveaxis(x, axis, -1)
+        out_shape = x.shape[:-1]
+        cols = x.shape[-1]
+        rows = x.size // cols
+    flat = np.ascontiguousarray(x).reshape(rows, cols)
+    out = run_tuned(f"reduce_{op}", {"x": flat}, (rows, cols), dtype, device, db)["out"]
+    return out.reshape(out_shape)

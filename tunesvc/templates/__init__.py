@@ -15,6 +15,10 @@ from .base import Constraint, Context, KernelTemplate, Launch, Param, Plan, Buff
 #: name -> "module:Class" for the built-in templates.
 BUILTIN = {
     "matmul": "tunesvc.templates.matmul:Matmul",
+    "reduce_sum": "tunesvc.templates.reduce:ReduceSum",
+    "reduce_max": "tunesvc.templates.reduce:ReduceMax",
+    "reduce_mean": "tunesvc.templates.reduce:ReduceMean",
+    "reduce_sumsq": "tunesvc.templates.reduce:ReduceSumsq",
 }
 
 _instances: dict[str, KernelTemplate] = {}
