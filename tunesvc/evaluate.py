@@ -2,14 +2,26 @@
 
 Every candidate runs first on fresh random inputs with its outputs poisoned
 (all bytes 0xFF, a NaN pattern), so a kernel that skips elements cannot pass
-on leftovers. Only a verified config is timed: one discarded warm-up, then
-``Method.runs`` launches timed by device events.
+on leftovers. Only a verified config is timed, by the method in ``Method``:
+
+* warm-up launches are discarded (first-touch, lazy JIT and clock ramp-up);
+* launches are timed by device events until the median is known to
+  ``precision`` (relative half-width of its ~95% interval) or ``max_runs`` /
+  ``max_seconds`` is reached, never fewer than ``runs``;
+* a problem smaller than ``rotate_bytes`` rotates through several copies of
+  its buffers, so a small kernel is not timed with its data left hot in cache
+  by the run before (which would flatter it against a larger one);
+* ``compare`` re-measures a few configs interleaved (round-robin), so a drift
+  in the machine's speed hits every one of them alike; the tuner uses it when
+  the leaders' intervals overlap.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -19,14 +31,40 @@ from .templates.base import Context, KernelTemplate
 from .types import Config, Measurement, Timing
 
 POISON_BYTE = 0xFF
+#: the notch of a box plot (McGill, Tukey & Larsen 1978): median ± 1.57·IQR/√n is a ~95% interval
+NOTCH = 1.57
+MAX_SETS = 256
 
 
 @dataclass(frozen=True)
 class Method:
-    """How a verified config is timed."""
+    """How a verified config is timed. ``Method.plain(5)``: warm-up, then a plain median of 5."""
 
-    warmup: int = 1
-    runs: int = 5
+    warmup: int = 1  # launches discarded before timing
+    runs: int = 5  # at least this many timed launches
+    max_runs: int = 60  # at most this many
+    precision: float = 0.02  # stop once the median's interval half-width is within 2% of it
+    max_seconds: float = 1.0  # wall time spent timing one config, at most (about)
+    rotate_bytes: int = 64 << 20  # rotate buffer copies until they span this much (0: one copy)
+    confirm: int = 4  # leaders re-measured interleaved when their intervals overlap (0: never)
+    confirm_rounds: int = 15  # interleaved rounds of that re-measurement
+
+    @classmethod
+    def plain(cls, runs: int = 5) -> "Method":
+        """The naive method: one warm-up, a fixed number of runs, one buffer set, no confirmation."""
+        return cls(warmup=1, runs=runs, max_runs=runs, precision=math.inf, max_seconds=math.inf, rotate_bytes=0, confirm=0)
+
+
+def interval(t: Timing) -> tuple[float, float]:
+    """~95% interval of the median, from what a stored Timing keeps (median, IQR, count)."""
+    half = NOTCH * t.iqr / math.sqrt(max(t.count, 1))
+    return t.median - half, t.median + half
+
+
+def precise_enough(samples: Sequence[float], method: Method) -> bool:
+    t = Timing.from_samples(list(samples))
+    lo, hi = interval(t)
+    return (hi - lo) / 2 <= method.precision * t.median
 
 
 class Evaluator:
@@ -39,15 +77,41 @@ class Evaluator:
         self.ctx = Context(self.shape, dtype, device.info)
         self.source = template.render(device.dialect)
         self._rng = np.random.default_rng(seed)
-        self._buffers: dict[tuple[str, int], object] = {}
+        self._sets: list[dict[tuple[str, int], object]] = [{}]
+        self._timing_inputs: dict[str, np.ndarray] | None = None
 
-    def _buffer(self, name: str, nbytes: int):
-        key = (name, nbytes)
-        if key not in self._buffers:
-            self._buffers[key] = self.device.alloc(nbytes)
-        return self._buffers[key]
+    # ---- buffers ------------------------------------------------------------------------
+    def _buffers(self, plan, index: int = 0) -> dict[str, object]:
+        """Buffer set ``index`` for ``plan``, allocated on first use (set 0 is the verification set)."""
+        while len(self._sets) <= index:
+            self._sets.append({})
+        pool = self._sets[index]
+        out = {}
+        for spec in plan.buffers:
+            key = (spec.name, spec.nbytes)
+            if key not in pool:
+                pool[key] = self.device.alloc(spec.nbytes)
+                if index > 0 and spec.role == "in":
+                    # Real data, not garbage: NaNs or denormals would make timing runs slower than real ones.
+                    self.device.write(pool[key], self._input(spec.name))
+            out[spec.name] = pool[key]
+        return out
 
-    def evaluate(self, config: Config) -> Measurement:
+    def _input(self, name: str) -> np.ndarray:
+        if self._timing_inputs is None or name not in self._timing_inputs:
+            self._timing_inputs = self.template.make_inputs(self.shape, self.dtype, self._rng)
+        return self._timing_inputs[name]
+
+    def _set_count(self, plan) -> int:
+        size = sum(b.nbytes for b in plan.buffers)
+        if self.method.rotate_bytes <= 0 or size >= self.method.rotate_bytes:
+            return 1
+        return min(MAX_SETS, math.ceil(self.method.rotate_bytes / max(size, 1)))
+
+    # ---- one config ---------------------------------------------------------------------
+    def evaluate(self, config: Config, on_built: Callable[[float], None] | None = None) -> Measurement:
+        """Build, verify and time one config. ``on_built`` is called with the compile time once
+        the program is built (the worker uses it to restart its timeout for the run phase)."""
         broken = self.template.violations(config, self.ctx)
         if broken:
             return Measurement(config, "constraint", "violates " + ", ".join(broken))
@@ -56,13 +120,15 @@ class Evaluator:
         try:
             program = self.device.build(self.source, plan.defines, self.template.kernel_names)
             compile_seconds = time.perf_counter() - t0
-            buffers = {b.name: self._buffer(b.name, b.nbytes) for b in plan.buffers}
-            self._verify(program, plan, buffers)
-            for _ in range(self.method.warmup):
-                self.device.run(program, plan.launches, buffers)
-            samples = [self.device.run(program, plan.launches, buffers) for _ in range(self.method.runs)]
+            if on_built:
+                on_built(compile_seconds)
+            self._verify(program, plan, self._buffers(plan))
+            samples = self._time(program, plan)
         except CandidateError as e:
             return Measurement(config, e.reason, str(e), compile_seconds=time.perf_counter() - t0)
+        return self._measurement(config, samples, compile_seconds)
+
+    def _measurement(self, config: Config, samples: list[float], compile_seconds: float, **extra) -> Measurement:
         timing = Timing.from_samples(samples)
         t = max(timing.median, 1e-12)
         return Measurement(
@@ -72,10 +138,59 @@ class Evaluator:
             gflops=self.template.flops(self.shape) / t * 1e-9,
             gbps=self.template.bytes_moved(self.shape, self.dtype) / t * 1e-9,
             compile_seconds=compile_seconds,
+            extra=extra,
         )
 
+    def _time(self, program, plan) -> list[float]:
+        m = self.method
+        sets = [self._buffers(plan, i) for i in range(self._set_count(plan))]
+        for i in range(m.warmup):
+            self.device.run(program, plan.launches, sets[i % len(sets)])
+        samples: list[float] = []
+        start = time.perf_counter()
+        while len(samples) < m.max_runs:
+            samples.append(self.device.run(program, plan.launches, sets[len(samples) % len(sets)]))
+            if len(samples) >= m.runs and (precise_enough(samples, m) or time.perf_counter() - start >= m.max_seconds):
+                break
+        return samples
+
+    # ---- several configs, interleaved ---------------------------------------------------
+    def compare(self, configs: Sequence[Config], rounds: int | None = None) -> list[Measurement]:
+        """Re-measure verified configs round-robin, so a slow spell of the machine is shared by all.
+        A config that now fails is returned with its failure."""
+        rounds = rounds or self.method.confirm_rounds
+        ready, out = [], {}
+        for c in configs:
+            plan = self.template.plan(c, self.shape, self.dtype)
+            try:
+                program = self.device.build(self.source, plan.defines, self.template.kernel_names)
+                sets = [self._buffers(plan, i) for i in range(self._set_count(plan))]
+                for i in range(self.method.warmup):
+                    self.device.run(program, plan.launches, sets[i % len(sets)])
+            except CandidateError as e:
+                out[c] = Measurement(c, e.reason, str(e))
+                continue
+            ready.append((c, program, plan, sets))
+        samples = {c: [] for c, *_ in ready}
+        for r in range(rounds if ready else 0):
+            # Rotate the order every round: no config always runs right after the same neighbour.
+            for c, program, plan, sets in ready[r % len(ready):] + ready[: r % len(ready)]:
+                if c in out:
+                    continue
+                try:
+                    samples[c].append(self.device.run(program, plan.launches, sets[r % len(sets)]))
+                except CandidateError as e:
+                    out[c] = Measurement(c, e.reason, str(e))
+        for c, s in samples.items():
+            if c not in out:
+                out[c] = self._measurement(c, s, 0.0, interleaved=len(ready))
+        return [out[c] for c in configs]
+
+    # ---- verification -------------------------------------------------------------------
     def _verify(self, program, plan, buffers) -> None:
         inputs = self.template.make_inputs(self.shape, self.dtype, self._rng)
+        if self._timing_inputs is None:
+            self._timing_inputs = inputs
         for spec in plan.buffers:
             if spec.role == "in":
                 self.device.write(buffers[spec.name], inputs[spec.name])

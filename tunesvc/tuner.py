@@ -1,21 +1,24 @@
 """tune(): one tuning problem from start to stored result.
 
-Device + template -> space of valid configs -> strategy asks, evaluator
-measures -> every measurement stored. Configs measured before for the same
-problem are reused, not run again.
+Device + template -> space of valid configs -> strategy asks, a worker
+process measures -> every measurement stored. Configs measured before for the
+same problem are reused, not run again, and the strategy's own state (an
+Optuna study) persists beside the database, so an interrupted run resumes.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 from . import search, templates
 from .cache import Store
 from .devices import open_device, select_device
 from .errors import InvalidShapeError, UsageError
-from .evaluate import Evaluator, Method
+from .evaluate import Evaluator, Method, interval
 from .templates.base import Context
 from .types import DeviceInfo, Measurement, Record, shape_str
 
@@ -46,6 +49,13 @@ class TuneResult:
     stop_reason: str
     db_path: str = ""
     failures: dict = field(default_factory=dict)  # status -> count among new measurements
+    stop_rules: str = ""  # the rules in force, e.g. "50 trials, patience 10 trials at 1.0%"
+    confirmed: tuple[Measurement, ...] = ()  # leaders re-measured interleaved at the end
+    isolated: bool = False  # candidates ran in a worker process
+    replaced_workers: int = 0  # workers lost to crashes and timeouts, and replaced
+    build_workers: int = 0
+    storage: str = ""  # Optuna storage of the search state (password hidden)
+    study: str = ""
 
     @property
     def speedup(self) -> float | None:
@@ -77,6 +87,125 @@ def prepare(template, shape, dtype: str, device):
     return tpl, shape, dtype, info
 
 
+@dataclass(frozen=True)
+class StopRules:
+    """When a tuning run stops: whichever rule fires first (or when the space runs out)."""
+
+    trials: int | None = None  # new measurements
+    time_budget: float | None = None  # seconds
+    patience: int | None = None  # trials in a row without an improvement of min_improvement
+    min_improvement: float = 0.01  # relative: 0.01 = the best time must drop by 1%
+
+    def check(self) -> None:
+        if self.trials is not None and self.trials < 1:
+            raise UsageError("--trials must be at least 1")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise UsageError("--time-budget must be a positive number of seconds")
+        if self.patience is not None and self.patience < 1:
+            raise UsageError("--patience must be at least 1 trial")
+        if not 0 <= self.min_improvement < 1:
+            raise UsageError("--min-improvement must be a fraction in [0, 1), e.g. 0.01 for 1%")
+
+    def describe(self) -> str:
+        parts = []
+        if self.trials is not None:
+            parts.append(f"{self.trials} trials")
+        if self.time_budget is not None:
+            parts.append(f"budget {self.time_budget:g} s")
+        if self.patience is not None:
+            parts.append(f"patience {self.patience} trials at {self.min_improvement:.1%}")
+        return ", ".join(parts) or "whole space"
+
+
+@dataclass
+class _Progress:
+    """What the stopping rules look at, updated after every trial."""
+
+    start: float
+    best: Measurement | None
+    measured: int = 0
+    since_improvement: int = 0
+
+    def record(self, m: Measurement, min_improvement: float) -> None:
+        self.measured += 1
+        self.since_improvement += 1
+        if m.ok and (self.best is None or m.time < self.best.time):
+            if self.best is None or m.time <= self.best.time * (1 - min_improvement):
+                self.since_improvement = 0
+            self.best = m
+
+
+def stop_reason(rules: StopRules, p: _Progress) -> str | None:
+    if rules.trials is not None and p.measured >= rules.trials:
+        return f"{rules.trials} trials done"
+    if rules.time_budget is not None and time.perf_counter() - p.start >= rules.time_budget:
+        return f"time budget of {rules.time_budget:g} s spent"
+    if rules.patience is not None and p.since_improvement >= rules.patience:
+        return f"no improvement of {rules.min_improvement:.1%} in {rules.patience} trials"
+    return None
+
+
+def default_storage(db_path) -> str:
+    """Optuna's study beside the tuning database: tune.db -> tune.optuna.db. The long SQLite
+    timeout lets several tuning processes share the file without 'database is locked'."""
+    p = Path(db_path).resolve()
+    return f"sqlite:///{p.with_name(p.stem + '.optuna.db')}?timeout=60"
+
+
+def study_name(info: DeviceInfo, tpl, dtype: str, shape) -> str:
+    """One study per problem: device, template, template version, dtype and shape."""
+    return f"tunesvc|{info.fingerprint.key}|{tpl.name}|{tpl.source_hash}|{dtype}|{shape_str(shape)}"
+
+
+def _make_strategy(name: str, space, seed, storage: str, study: str):
+    """The strategy, retried a few times: processes that create the same fresh Optuna storage at
+    once can trip over each other's schema creation; the second attempt finds it made."""
+    for attempt in range(5):
+        try:
+            return search.make(name, space, seed, storage=storage, study_name=study)
+        except UsageError:
+            raise
+        except Exception:  # sqlalchemy's OperationalError / IntegrityError; optuna may wrap them
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def _build_workers(requested: int | None, info: DeviceInfo, isolate: bool) -> int:
+    """Default: one builder beside a GPU; none beside a CPU device, whose cores the compiler
+    would take from the kernel being timed (and so make its timing noisier)."""
+    if not isolate:
+        return 0
+    if requested is not None:
+        return requested
+    return 0 if info.device_type == "cpu" else 1
+
+
+def _runner(tpl, shape, dtype, info, method, seed, isolate: bool, timeout):
+    """The Worker (child process) that evaluates candidates, or an in-process Evaluator."""
+    from .worker import Job, Worker, template_ref
+
+    ref = template_ref(tpl) if isolate else None
+    if ref is None:
+        return Evaluator(open_device(info), tpl, shape, dtype, method, seed=seed or 0), None
+    job = Job(ref, tuple(shape), dtype, info, method, seed or 0)
+    return Worker(job, timeout), job
+
+
+def confirm_leaders(runner, candidates, method: Method) -> list[Measurement]:
+    """Re-measure the leaders interleaved when their intervals overlap the best's; [] if they don't."""
+    leaders = sorted((m for m in candidates if m.ok), key=lambda m: m.time)[: max(method.confirm, 0)]
+    if len(leaders) < 2:
+        return []
+    best_hi = interval(leaders[0].timing)[1]
+    close = [leaders[0]] + [m for m in leaders[1:] if interval(m.timing)[0] <= best_hi]
+    if len(close) < 2:
+        return []
+    fresh = runner.compare([m.config for m in close])
+    # Keep what the first measurement knew that a re-measurement does not: the compile time.
+    return [replace(f, compile_seconds=old.compile_seconds) for f, old in zip(fresh, close)]
+
+
 def tune(
     template,
     shape,
@@ -89,58 +218,106 @@ def tune(
     seed: int | None = None,
     method: Method = Method(),
     on_trial: Callable[[TrialEvent], None] | None = None,
+    *,
+    patience: int | None = None,
+    min_improvement: float = 0.01,
+    timeout: float | None = 60.0,
+    isolate: bool = True,
+    build_workers: int | None = None,
+    storage: str | None = None,
+    study: str | None = None,
 ) -> TuneResult:
     """Tune ``template`` for ``shape`` on ``device``; store and return what was measured.
 
-    Stops after ``trials`` new measurements, after ``time_budget`` seconds, or
-    when every valid config has been measured, whichever comes first. With
-    neither limit, 50 trials.
+    Stops after ``trials`` new measurements, after ``time_budget`` seconds, after
+    ``patience`` trials without an improvement of ``min_improvement`` (a fraction),
+    or when every valid config has been measured, whichever comes first. With no
+    limit at all, 50 trials.
+
+    Candidates run in a worker process (``isolate``) that is killed after
+    ``timeout`` seconds per phase (build, run) and replaced after a crash.
+    ``build_workers`` processes compile upcoming configs meanwhile. The search
+    state lives in an Optuna ``storage`` (default: an SQLite file beside the
+    database), in a study named per problem, so a stopped run resumes and
+    several processes or machines can share one search.
     """
-    if trials is not None and trials < 1:
-        raise UsageError("--trials must be at least 1")
-    if time_budget is not None and time_budget <= 0:
-        raise UsageError("--time-budget must be a positive number of seconds")
-    if trials is None and time_budget is None:
-        trials = 50
+    rules = StopRules(trials, time_budget, patience, min_improvement)
+    rules.check()
+    if timeout is not None and timeout <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    if build_workers is not None and build_workers < 0:
+        raise UsageError("--build-workers must be 0 or more")
+    if trials is None and time_budget is None and patience is None:
+        rules = replace(rules, trials=50)
     tpl, shape, dtype, info = prepare(template, shape, dtype, device)
     store = Store(db)
     store.put_device(info)
     space = search.SearchSpace.from_template(tpl, Context(shape, dtype, info))
-    strat = search.make(strategy, space, seed)
+    storage = storage or default_storage(store.path)
+    study = study or study_name(info, tpl, dtype, shape)
+    strat = _make_strategy(strategy, space, seed, storage, study)
     known = store.measurements(info.fingerprint.key, tpl.name, tpl.source_hash, dtype, shape)
     for config, m in known.items():
         strat.tell(config, m)
-    evaluator = Evaluator(open_device(info), tpl, shape, dtype, method, seed=seed or 0)
+    runner, job = _runner(tpl, shape, dtype, info, method, seed, isolate, timeout)
+    n_builders = _build_workers(build_workers, info, job is not None)
+    builders = None
+    if n_builders:
+        from .worker import Builders
 
-    start = time.perf_counter()
+        builders = Builders(job, n_builders, timeout)
+    progress = _Progress(time.perf_counter(), min((m for m in known.values() if m.ok), key=lambda m: m.time, default=None))
     measured: list[Measurement] = []
-    best = min((m for m in known.values() if m.ok), key=lambda m: m.time, default=None)
-    stop = "space exhausted"
-    pending = [space.default] if space.default is not None and space.default not in known else []
-    while True:
-        if trials is not None and len(measured) >= trials:
-            stop = f"{trials} trials done"
-            break
-        if time_budget is not None and time.perf_counter() - start >= time_budget:
-            stop = f"time budget of {time_budget:g} s spent"
-            break
-        config = pending.pop() if pending else strat.ask()
-        if config is None:
-            break
-        m = evaluator.evaluate(config)
-        strat.tell(config, m)
-        store.put(Record(info.fingerprint, tpl.name, tpl.source_hash, dtype, shape, m))
-        measured.append(m)
-        if m.ok and (best is None or m.time < best.time):
-            best = m
-        if on_trial:
-            on_trial(TrialEvent(len(measured), m, best, time.perf_counter() - start))
+    queue = [space.default] if space.default is not None and space.default not in known else []
 
+    def record(m: Measurement) -> None:
+        store.put(Record(info.fingerprint, tpl.name, tpl.source_hash, dtype, shape, m))
+
+    try:
+        stop = "space exhausted"
+        while True:
+            reason = stop_reason(rules, progress)
+            if reason:
+                stop = reason
+                break
+            # With builders, ask a few configs ahead so they can compile while this one is timed.
+            while len(queue) < 1 + n_builders and (c := strat.ask()) is not None:
+                queue.append(c)
+            if not queue:
+                break
+            config = queue.pop(0)
+            if builders:
+                builders.prefetch(queue)
+            m = runner.evaluate(config)
+            strat.tell(config, m)
+            record(m)
+            measured.append(m)
+            progress.record(m, rules.min_improvement)
+            if on_trial:
+                on_trial(TrialEvent(len(measured), m, progress.best, time.perf_counter() - progress.start))
+        confirmed = confirm_leaders(runner, [*known.values(), *measured], method) if method.confirm else []
+        for m in confirmed:
+            record(m)
+    finally:
+        if builders:
+            builders.close()
+        if hasattr(runner, "close"):
+            runner.close()
+    latest = {m.config: m for m in [*known.values(), *measured, *confirmed]}
+    best = min((m for m in latest.values() if m.ok), key=lambda m: m.time, default=None)
     default_cfg = tpl.default_config()
-    default = next((m for m in measured if m.config == default_cfg), known.get(default_cfg))
+    default = latest.get(default_cfg)
     failures: dict[str, int] = {}
     for m in measured:
         if not m.ok:
             failures[m.status] = failures.get(m.status, 0) + 1
     return TuneResult(tpl.name, shape, dtype, info, strategy, len(space), default, best, tuple(measured),
-                      len(known), time.perf_counter() - start, stop, str(store.path), failures)
+                      len(known), time.perf_counter() - progress.start, stop, str(store.path), failures,
+                      stop_rules=rules.describe(), confirmed=tuple(confirmed), isolated=job is not None,
+                      replaced_workers=getattr(runner, "replaced", 0), build_workers=n_builders,
+                      storage=_redact(storage), study=study)
+
+
+def _redact(url: str) -> str:
+    """A storage URL fit to print: without a password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
