@@ -125,6 +125,9 @@ def result_to_dict(r) -> dict:
         "strategy": r.strategy, "space_size": r.space_size, "trials": len(r.measured), "reused": r.reused,
         "elapsed": r.elapsed, "stop_reason": r.stop_reason, "failures": r.failures, "best": m(r.best), "default": m(r.default),
         "speedup_over_default": r.speedup, "db": r.db_path,
+        "stop_rules": getattr(r, "stop_rules", ""), "new_configs": [dict(x.config) for x in r.measured],
+        "confirmed": [m(x) for x in getattr(r, "confirmed", ())], "isolated": getattr(r, "isolated", False),
+        "replaced_workers": getattr(r, "replaced_workers", 0), "storage": getattr(r, "storage", ""), "study": getattr(r, "study", ""),
     }
 
 
@@ -137,17 +140,24 @@ def result_to_dict(r) -> dict:
 @click.option("--time-budget", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--strategy", default=None, help="Search strategy: tpe (default), random or grid.")
 @click.option("--seed", type=int, default=None, help="Seed of the strategy and the random inputs.")
+@click.option("--patience", type=int, default=None, help="Stop after this many trials without an improvement of --min-improvement.")
+@click.option("--min-improvement", type=float, default=0.01, show_default=True, help="Improvement that resets --patience, as a fraction (0.01 = 1%).")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds a candidate may take to build, and again to run, before its worker is killed.")
+@click.option("--isolation/--no-isolation", default=True, show_default=True, help="Run candidates in a worker process that a hang or crash cannot take down.")
+@click.option("--build-workers", type=int, default=None, help="Processes compiling upcoming candidates meanwhile (default: 1 for a GPU, 0 for a CPU device).")
+@click.option("--storage", default=None, help="Optuna storage URL of the search state, e.g. postgresql://user@host/db to share one search between machines (default: an SQLite file beside --db).")
 @db_option
 @json_option
 @library_errors
-def tune(template, shape, dtype, device, trials, time_budget, strategy, seed, db, as_json):
-    """Tune TEMPLATE for one shape on one device and store every measurement."""
+def tune(template, shape, dtype, device, trials, time_budget, strategy, seed, patience, min_improvement, timeout, isolation,
+         build_workers, storage, db, as_json):
+    """Tune TEMPLATE for one shape on one device and store every measurement (resumes where a stopped run left off)."""
     from . import search, templates
     from .tuner import tune as run_tune
 
     tpl = templates.get(template)
     shape = tpl.parse_shape(shape) if shape else tpl.default_shape
-    total = trials if trials is not None else (None if time_budget else 50)
+    total = trials if trials is not None else (None if time_budget or patience else 50)
     bar_ctx = click.progressbar(length=total or 0, label=f"tuning {tpl.name} {shape_str(shape)}", file=sys.stderr,
                                 show_eta=False, show_pos=True, item_show_func=lambda s: s) if not as_json else None
     state = {"done": 0}
@@ -162,11 +172,17 @@ def tune(template, shape, dtype, device, trials, time_budget, strategy, seed, db
             click.echo(f"  trial {ev.index}: {best}", err=True)
         state["done"] = ev.index
 
-    if bar_ctx is not None:
-        with bar_ctx:
-            result = run_tune(tpl, shape, dtype, device, db, strategy or search.DEFAULT_STRATEGY, trials, time_budget, seed, on_trial=progress)
-    else:
-        result = run_tune(tpl, shape, dtype, device, db, strategy or search.DEFAULT_STRATEGY, trials, time_budget, seed)
+    opts = dict(patience=patience, min_improvement=min_improvement, timeout=timeout, isolate=isolation,
+                build_workers=build_workers, storage=storage)
+    try:
+        if bar_ctx is not None:
+            with bar_ctx:
+                result = run_tune(tpl, shape, dtype, device, db, strategy or search.DEFAULT_STRATEGY, trials, time_budget, seed, on_trial=progress, **opts)
+        else:
+            result = run_tune(tpl, shape, dtype, device, db, strategy or search.DEFAULT_STRATEGY, trials, time_budget, seed, **opts)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: every config measured so far is stored; run the same command again to resume", err=True)
+        sys.exit(130)
     ref = _numpy_gflops(tpl.name, result.shape, dtype)
     if as_json:
         emit_json(dict(result_to_dict(result), numpy_gflops=ref))
@@ -178,6 +194,8 @@ def summary(r, numpy_gflops: float | None) -> str:
     lines = [f"tuned {r.template} {shape_str(r.shape)} {r.dtype} on {r.device.id} ({r.device.name})",
              f"  {len(r.measured)} new trials, {r.reused} reused from the database, {r.space_size} valid configs; "
              f"stopped: {r.stop_reason}; {r.elapsed:.1f} s"]
+    if getattr(r, "stop_rules", ""):
+        lines.append(f"  stopping rules: {r.stop_rules}")
     if r.failures:
         lines.append("  failed: " + ", ".join(f"{k} {v}" for k, v in sorted(r.failures.items())))
     if r.best is None:
