@@ -1,0 +1,261 @@
+"""Untrusted tuning files, line by line: bounded reading and per-record validation.
+
+Every check happens before the expensive or dangerous step it guards: the
+line length before decoding, the bracket count before ``json.loads`` (so
+neither a 100 MB line nor 10^5 nested brackets ever reaches the parser), and
+the template registry before anything is written. Nothing is evaluated, and
+values reach SQL only as bound parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .. import templates
+from ..errors import TunesvcError, UsageError
+from ..types import STATUSES, shape_str
+
+#: the longest line read; a record is a few hundred bytes, a long build log a few KiB
+MAX_LINE = 64 * 1024
+#: ``{`` and ``[`` a record may hold outside strings (the record and its config)
+MAX_BRACKETS = 8
+MAX_NAME = 200  # device fields, source, versions
+MAX_REASON = 4096
+MAX_SECONDS = 1e6  # a kernel time above ~11 days is not a measurement
+MAX_RATE = 1e9  # GFLOP/s and GB/s ceilings far beyond any device
+MAX_RUNS = 10**9
+
+DEVICE_TYPES = ("gpu", "cpu", "accelerator", "other")
+FIELDS = (
+    "template", "template_hash", "dtype", "shape",
+    "backend", "vendor", "device_type", "architecture", "device_name", "driver",
+    "config", "status", "reason",
+    "time_median", "time_min", "time_max", "time_iqr", "runs", "gflops", "gbps", "compile_seconds",
+    "created_at", "tunesvc_version", "source",
+)  # fmt: skip
+_FIELD_SET = frozenset(FIELDS)
+_TIMES = ("time_median", "time_min", "time_max")
+_HASH = re.compile(r"[0-9a-f]{16}\Z")
+_IDENT = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f|]")
+
+
+class Rejected(TunesvcError):
+    """One record of a file is invalid; the message is the reason."""
+
+
+@dataclass
+class Checks:
+    """Memo of checks that repeat across records (templates, configs, shapes, devices)."""
+
+    configs: dict = field(default_factory=dict)
+    shapes: dict = field(default_factory=dict)
+    names: dict = field(default_factory=dict)
+
+
+# ---- lines -------------------------------------------------------------------------------
+def read_lines(stream, max_line: int = MAX_LINE):
+    """Yield (line number, text or Rejected) from a binary stream, never holding more than
+    ``max_line`` bytes of one line."""
+    number = 0
+    while True:
+        raw = stream.readline(max_line + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > max_line and not raw.endswith(b"\n"):
+            while (rest := stream.readline(max_line)) and not rest.endswith(b"\n"):
+                pass  # drop the rest of an overlong line without keeping it
+            yield number, Rejected(f"line longer than {max_line} bytes")
+            continue
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield number, Rejected("not UTF-8 text")
+
+
+def _no_duplicates(pairs):
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise Rejected(f"duplicate key {dup[:40]!r}")
+    return d
+
+
+def _no_constant(name):
+    raise Rejected(f"non-finite number {name} (NaN and infinities are not allowed)")
+
+
+_decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
+def parse_line(text: str) -> dict:
+    """One JSON object from one line, with the bounds checked first; raise Rejected."""
+    if text.count("{") + text.count("[") > MAX_BRACKETS:
+        # brackets inside strings (a build log) are harmless: count only the structural ones
+        bare = _STRING.sub("", text)
+        if bare.count("{") + bare.count("[") > MAX_BRACKETS:
+            raise Rejected(f"more than {MAX_BRACKETS} nested objects or arrays")
+    try:
+        obj = _decoder.decode(text)
+    except Rejected:
+        raise
+    except (ValueError, RecursionError) as e:
+        raise Rejected(f"not valid JSON ({str(e).split(':')[0][:80]}; truncated or corrupt?)") from None
+    if not isinstance(obj, dict):
+        raise Rejected(f"a record must be a JSON object, not {type(obj).__name__}")
+    return obj
+
+
+# ---- fields ------------------------------------------------------------------------------
+def _text(obj: dict, key: str, limit: int = MAX_NAME, empty: bool = True) -> str:
+    v = obj[key]
+    if type(v) is not str:
+        raise Rejected(f"{key} must be a string, not {type(v).__name__}")
+    if len(v) > limit:
+        raise Rejected(f"{key} longer than {limit} characters")
+    if not empty and not v:
+        raise Rejected(f"{key} is empty")
+    return v
+
+
+def _name(obj: dict, key: str, memo: dict) -> str:
+    """A device or provenance field: bounded, printable, without the key separator '|'."""
+    v = obj[key]
+    hit = memo.get((key, v)) if type(v) is str else None
+    if hit is not None:
+        return hit
+    v = _text(obj, key)
+    if _CONTROL.search(v):
+        raise Rejected(f"{key} contains a control character or '|'")
+    memo[(key, v)] = v
+    return v
+
+
+def _number(obj: dict, key: str, low: float, high: float, *, integer: bool = False, optional: bool = True):
+    v = obj[key]
+    if v is None and optional:
+        return None
+    if type(v) is bool or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+        raise Rejected(f"{key} must be {'an integer' if integer else 'a number'}, not {type(v).__name__}")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise Rejected(f"{key} is not finite")
+    if not low <= v <= high:
+        raise Rejected(f"{key}={v!r:.40} is outside [{low:g}, {high:g}]")
+    return float(v) if not integer else v
+
+
+def _timestamp(obj: dict, key: str) -> str:
+    v = _text(obj, key, 64, empty=False)
+    try:
+        datetime.fromisoformat(v)
+    except ValueError:
+        raise Rejected(f"{key} {v[:40]!r} is not an ISO 8601 time") from None
+    return v
+
+
+def _template_part(obj: dict, checks: Checks):
+    """(template name, canonical shape, canonical config JSON), validated by the registry."""
+    name = _text(obj, "template", 100, empty=False)
+    try:
+        tpl = templates.get(name) if not name.endswith(".py") else None
+    except UsageError:
+        tpl = None
+    if tpl is None:
+        raise Rejected(f"unknown template {name[:60]!r}")
+    dtype = _text(obj, "dtype", 32)
+    try:
+        tpl.check_dtype(dtype)
+    except UsageError as e:
+        raise Rejected(str(e)) from None
+    return tpl, _shape(tpl, obj, checks), _config(tpl, obj, checks)
+
+
+def _shape(tpl, obj: dict, checks: Checks) -> str:
+    text = _text(obj, "shape", 64, empty=False)
+    key = (tpl.name, text)
+    hit = checks.shapes.get(key)
+    if hit is None:
+        try:
+            hit = checks.shapes[key] = shape_str(tpl.parse_shape(text))
+        except UsageError as e:
+            raise Rejected(str(e)) from None
+    return hit
+
+
+def _config(tpl, obj: dict, checks: Checks) -> str:
+    values = obj["config"]
+    if not isinstance(values, dict):
+        raise Rejected(f"config must be an object of parameter values, not {type(values).__name__}")
+    raw = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    key = (tpl.name, raw)
+    hit = checks.configs.get(key)
+    if hit is not None:
+        return hit
+    try:
+        config = tpl.check_config(values)
+    except UsageError as e:
+        raise Rejected(str(e)) from None
+    for p in tpl.params:  # 8.0 == 8 in Python: insist on the parameter's own type, so keys stay canonical
+        v = values[p.name]
+        if type(v) is not type(next(x for x in p.values if x == v)):
+            raise Rejected(f"{tpl.name}: {p.name}={v!r} has the wrong type")
+    checks.configs[key] = config.key
+    return config.key
+
+
+def _measurement(obj: dict) -> tuple:
+    status = obj["status"]
+    if status not in STATUSES:
+        raise Rejected(f"status {str(status)[:40]!r} is not one of {list(STATUSES)}")
+    reason = _text(obj, "reason", MAX_REASON)
+    times = tuple(_number(obj, k, 1e-15, MAX_SECONDS) for k in _TIMES)
+    iqr = _number(obj, "time_iqr", 0.0, MAX_SECONDS)
+    runs = _number(obj, "runs", 0, MAX_RUNS, integer=True, optional=False)
+    rates = (_number(obj, "gflops", 0.0, MAX_RATE), _number(obj, "gbps", 0.0, MAX_RATE))
+    compile_s = _number(obj, "compile_seconds", 0.0, MAX_SECONDS, optional=False)
+    if status == "ok":
+        if None in times or runs < 1:
+            raise Rejected("an ok record needs time_median, time_min, time_max and runs >= 1")
+        if not times[1] <= times[0] <= times[2]:
+            raise Rejected("times must satisfy time_min <= time_median <= time_max")
+    elif any(t is not None for t in times):
+        raise Rejected(f"a failed record ({status}) has no times")
+    return (status, reason) + times + (iqr, runs) + rates + (compile_s,)
+
+
+def validate(obj: dict, checks: Checks) -> dict:
+    """A database row (column -> value) for one record, or raise Rejected with the reason."""
+    keys = obj.keys()
+    if keys != _FIELD_SET:
+        missing, unknown = _FIELD_SET - keys, keys - _FIELD_SET
+        raise Rejected((f"missing field(s) {sorted(missing)}" if missing else "")
+                       + ("; " if missing and unknown else "")
+                       + (f"unknown field(s) {sorted(str(k)[:40] for k in unknown)[:5]}" if unknown else ""))
+    tpl, shape, config = _template_part(obj, checks)
+    template_hash = _text(obj, "template_hash", 16)
+    if not _HASH.match(template_hash):
+        raise Rejected("template_hash must be 16 lowercase hex digits")
+    backend = _name(obj, "backend", checks.names)
+    if not _IDENT.match(backend):
+        raise Rejected(f"backend {backend[:40]!r} is not a backend name")
+    device_type = obj["device_type"]
+    if device_type not in DEVICE_TYPES:
+        raise Rejected(f"device_type must be one of {list(DEVICE_TYPES)}")
+    device = (backend, _name(obj, "vendor", checks.names), device_type, _name(obj, "architecture", checks.names),
+              _name(obj, "device_name", checks.names), _name(obj, "driver", checks.names))
+    status, reason, t_med, t_min, t_max, iqr, runs, gflops, gbps, compile_s = _measurement(obj)
+    return {
+        "device_key": "|".join(device), "backend": backend, "vendor": device[1], "device_type": device_type,
+        "architecture": device[3], "device_name": device[4], "driver": device[5],
+        "template": tpl.name, "template_hash": template_hash, "dtype": obj["dtype"], "shape": shape, "config": config,
+        "status": status, "reason": reason, "time_median": t_med, "time_min": t_min, "time_max": t_max,
+        "time_iqr": iqr, "runs": runs, "gflops": gflops, "gbps": gbps, "compile_seconds": compile_s,
+        "created_at": _timestamp(obj, "created_at"), "tunesvc_version": _name(obj, "tunesvc_version", checks.names),
+    }
