@@ -287,6 +287,3 @@ from .cli_replay import replay as _replay_cmd  # noqa: E402,F401  (registers its
 from .cli_exchange import export_cmd, import_cmd  # noqa: E402
 main.add_command(export_cmd)
 main.add_command(import_cmd)
-from .cli_exchange import export_cmd, import_cmd  # noqa: E402
-main.add_command(export_cmd)
-main.add_command(import_cmd)
