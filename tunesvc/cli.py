@@ -153,10 +153,11 @@ def tune(template, shape, dtype, device, trials, time_budget, strategy, seed, pa
          build_workers, storage, db, as_json):
     """Tune TEMPLATE for one shape on one device and store every measurement (resumes where a stopped run left off)."""
     from . import search, templates
-    from .tuner import tune as run_tune
+    from .tuner import check_options, tune as run_tune
 
     tpl = templates.get(template)
     shape = tpl.parse_shape(shape) if shape else tpl.default_shape
+    check_options(trials, time_budget, patience, min_improvement, timeout, build_workers)
     total = trials if trials is not None else (None if time_budget or patience else 50)
     bar_ctx = click.progressbar(length=total or 0, label=f"tuning {tpl.name} {shape_str(shape)}", file=sys.stderr,
                                 show_eta=False, show_pos=True, item_show_func=lambda s: s) if not as_json else None

@@ -145,6 +145,17 @@ def stop_reason(rules: StopRules, p: _Progress) -> str | None:
     return None
 
 
+def check_options(trials=None, time_budget=None, patience=None, min_improvement=0.01, timeout=None, build_workers=None) -> StopRules:
+    """Validate tune's options (the CLI calls this before it draws anything); return the stop rules."""
+    rules = StopRules(trials, time_budget, patience, min_improvement)
+    rules.check()
+    if timeout is not None and timeout <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    if build_workers is not None and build_workers < 0:
+        raise UsageError("--build-workers must be 0 or more")
+    return rules
+
+
 def default_storage(db_path) -> str:
     """Optuna's study beside the tuning database: tune.db -> tune.optuna.db. The long SQLite
     timeout lets several tuning processes share the file without 'database is locked'."""
@@ -241,12 +252,7 @@ def tune(
     database), in a study named per problem, so a stopped run resumes and
     several processes or machines can share one search.
     """
-    rules = StopRules(trials, time_budget, patience, min_improvement)
-    rules.check()
-    if timeout is not None and timeout <= 0:
-        raise UsageError("--timeout must be a positive number of seconds")
-    if build_workers is not None and build_workers < 0:
-        raise UsageError("--build-workers must be 0 or more")
+    rules = check_options(trials, time_budget, patience, min_improvement, timeout, build_workers)
     if trials is None and time_budget is None and patience is None:
         rules = replace(rules, trials=50)
     tpl, shape, dtype, info = prepare(template, shape, dtype, device)
