@@ -83,7 +83,15 @@ def match_device(spec: str | None, devices: list[DeviceInfo]) -> DeviceInfo:
 def select_device(spec: str | DeviceInfo | None = None) -> DeviceInfo:
     if isinstance(spec, DeviceInfo):
         return spec
-    return match_device(spec, list_devices())
+    found = discover()
+    try:
+        return match_device(spec, list(found.devices))
+    except DeviceNotFoundError as e:
+        # "cuda:0" where pycuda is missing: say why the backend has no devices, not only that none matched.
+        backend = str(spec or "").split(":")[0]
+        if backend in found.unavailable:
+            raise DeviceNotFoundError(f"{e}; {backend}: {found.unavailable[backend]}") from None
+        raise
 
 
 def open_device(spec: str | DeviceInfo | Device | None = None) -> Device:
