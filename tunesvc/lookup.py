@@ -1,29 +1,57 @@
 """The lookup API: the best known config for a problem, fast enough for a framework's hot path.
 
-Resolution goes level by level and stops at the first that answers:
-the device's own records (``exact`` shape, else ``nearest_shape`` in log
-space), then the template default. A warm lookup is one ``PRAGMA
-data_version`` (to notice other processes' writes) and one dict hit.
+An answer always comes back, from the first level that has one:
+
+1. ``exact`` / ``nearest_shape``: the device's own records;
+2. ``family``: devices of the same normalised name or architecture (any driver);
+3. ``vendor``: devices of the same vendor and device type;
+4. ``shipped``: the exports in ``tuning_db/`` (read-only; matched by device the same way);
+5. ``default``: the template's default config.
+
+Within a level the nearest tuned shape in log space answers, with its fastest
+config that is valid for the asked shape (and device, when known). Records of
+an older template source hash are stale and never answer. A warm lookup is one
+``PRAGMA data_version`` (to notice other processes' writes) and one dict hit.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 from pathlib import Path
 
 from . import templates
-from .settings import default_db_path
+from .settings import default_db_path, shipped_db_dir
 from .types import Config, DeviceInfo, Fingerprint, LookupResult
 
-_OK_BY_SHAPE = (
-    "SELECT shape, config, time_median, gflops FROM measurements "
-    "WHERE template = ? AND dtype = ? AND template_hash = ? AND status = 'ok' AND {where} "
-    "ORDER BY shape, time_median"
+_SHAPES = ("SELECT DISTINCT shape FROM measurements WHERE template = ? AND template_hash = ? AND dtype = ? "
+           "AND status = 'ok' AND device_key IN ({keys})")
+_BY_TIME = ("SELECT config, time_median, gflops, device_key FROM measurements WHERE template = ? AND template_hash = ? "
+            "AND dtype = ? AND status = 'ok' AND device_key IN ({keys}) AND shape = ? ORDER BY time_median LIMIT 256")
+_DEVICES = "SELECT device_key, backend, vendor, device_type, architecture, device_name FROM record_devices"
+_DEVICES_OLD = "SELECT DISTINCT device_key, backend, vendor, device_type, architecture, device_name FROM measurements"
+
+
+# ---- device names ------------------------------------------------------------------------
+_MARKS = re.compile(r"\((?:r|tm|c)\)|[®™]|\b\d+[- ]core\b")
+_SEPARATORS = re.compile(r"[-_/,@]+")
+_NOISE = re.compile(
+    r"^(?:nvidia|amd|ati|intel|apple|arm|qualcomm|advanced|micro|devices|corporation|corp|inc|pthread|cpu|gpu|"
+    r"pcie|sxm\d*|nvl|oem|\d+gb|hbm\d*e?|processor|graphics|device|\d+-core|\d+core|[\d.]+[gm]hz)$"
 )
 
 
+def normalise_name(name: str) -> str:
+    """A device name without vendor prefixes, board suffixes, marks and spacing:
+    'NVIDIA A100-SXM4-80GB' and 'A100 PCIe 40GB' both become 'a100'."""
+    text = _SEPARATORS.sub(" ", _MARKS.sub(" ", name.lower()))
+    words = [w for w in text.split() if not _NOISE.match(w)]
+    return " ".join(words) or name.strip().lower()
+
+
+# ---- connections -------------------------------------------------------------------------
 class _Reader:
     """A read-only connection and the memo of answers it has given."""
 
@@ -48,8 +76,42 @@ class _Reader:
             return []
         try:
             return self.conn.execute(sql, args).fetchall()
-        except sqlite3.OperationalError:  # no such table yet
+        except sqlite3.DatabaseError:  # no such table yet, or not a database
             return []
+
+    def devices(self) -> list:
+        """(device_key, backend, vendor, device_type, architecture, name) of every device with records."""
+        return self.query(_DEVICES, ()) or self.query(_DEVICES_OLD, ())  # a database no writer has migrated yet
+
+
+class _Shipped(_Reader):
+    """The exports in ``tuning_db/``, loaded once into memory through the validated import."""
+
+    def __init__(self, folder: Path):
+        super().__init__(folder)
+        self.loaded = False
+        self.problems: list[str] = []  # files that could not be read, for explain
+
+    def version(self):
+        if not self.loaded:
+            self.loaded = True
+            files = sorted(self.path.glob("*.jsonl")) + sorted(self.path.glob("*.jsonl.gz")) if self.path.is_dir() else []
+            if files:
+                self.conn = self._load(files)
+        return 0
+
+    def _load(self, files) -> sqlite3.Connection:
+        from .cache import Store
+        from .cache.exchange import import_files
+        from .errors import ImportFileError
+
+        store = Store(":memory:")
+        for f in files:  # one broken file must not hide the others, nor break a lookup
+            try:
+                import_files([f], store)
+            except ImportFileError as e:
+                self.problems.append(f"shipped file skipped: {e}")
+        return store.db.conn
 
 
 _readers: dict = {}
@@ -60,6 +122,13 @@ def _reader(db) -> _Reader:
     if r is None:
         path = Path(db).expanduser() if db else default_db_path()
         r = _readers[db] = _Reader(path)
+    return r
+
+
+def _shipped() -> _Reader:
+    r = _readers.get(_Shipped)
+    if r is None:
+        r = _readers[_Shipped] = _Shipped(shipped_db_dir())
     return r
 
 
@@ -103,44 +172,75 @@ def lookup(template, shape, dtype: str = "float32", device=None, db=None) -> Loo
     return result
 
 
+# ---- resolution --------------------------------------------------------------------------
 def _resolve(template, shape, dtype, device, reader: _Reader) -> LookupResult:
     tpl = templates.get(template)
     shape = tpl.parse_shape(shape)
     tpl.check_dtype(dtype)
     device_key, info = resolve_device(device, reader)
     ctx = templates.Context(shape, dtype, info)
+    problem = (tpl.name, tpl.source_hash, dtype)
     why: list[str] = []
-    for level, where, arg in _levels(device_key):
-        rows = reader.query(_OK_BY_SHAPE.format(where=where), (tpl.name, dtype, tpl.source_hash, arg))
-        found = _nearest_valid(tpl, rows, shape, ctx)
-        if found is None:
-            why.append(f"{level}: no valid record for this template and dtype" + ("" if rows else " (none stored)"))
+    for source, src in (("database", reader), ("shipped", _shipped())):
+        if src.version() is None or src.conn is None:
+            why.append(f"{source}: {'no tuning database at ' + str(src.path) if source == 'database' else 'no shipped results in ' + str(src.path)}")
             continue
-        tuned_shape, config, t, gflops = found
-        name = level
-        if level == "device":
-            name = "exact" if tuned_shape == shape else "nearest_shape"
-        return LookupResult(tpl.name, shape, dtype, config, name, t, gflops, tuned_shape, device_key, tuple(why))
+        why.extend(getattr(src, "problems", ()))
+        for level, keys, label in _levels(device_key, src.devices()):
+            found, tuned = _nearest_valid(tpl, src, problem, keys, shape, ctx) if keys else (None, 0)
+            if found is None:
+                why.append(f"{source} {level} ({label}): " + _none_because(keys, tuned, tpl.name, dtype))
+                continue
+            tuned_shape, config, t, gflops, by = found
+            name = "shipped" if source == "shipped" else level
+            if level == "exact":
+                name = ("exact" if tuned_shape == shape else "nearest_shape") if source == "database" else "shipped"
+            why.append(f"{name}: answered by {source} records of {Fingerprint.from_key(by).name!r} at {'x'.join(map(str, tuned_shape))}")
+            return LookupResult(tpl.name, shape, dtype, config, name, t, gflops, tuned_shape, device_key, tuple(why))
     why.append("default: the template's default config, valid on every device")
     return LookupResult(tpl.name, shape, dtype, tpl.default_config(), "default", device_key=device_key, explain=tuple(why))
 
 
-def _levels(device_key: str):
-    yield "device", "device_key = ?", device_key
+def _levels(device_key: str, devices: list):
+    """(level, device keys, description) from the exact device out to its vendor."""
+    try:
+        fp = Fingerprint.from_key(device_key)
+    except ValueError:
+        yield "exact", [device_key], "this device"
+        return
+    name = normalise_name(fp.name)
+    family, vendor = [], []
+    for key, _backend, v, dtype, arch, dname in devices:
+        if key == device_key or v != fp.vendor or dtype != fp.device_type:
+            continue
+        same = normalise_name(dname) == name or (fp.architecture and arch == fp.architecture)
+        (family if same else vendor).append(key)
+    yield "exact", [device_key], "this device"
+    arch = f" or architecture {fp.architecture!r}" if fp.architecture else ""
+    yield "family", family, f"name {name!r}{arch}, any driver"
+    yield "vendor", vendor, f"other {fp.vendor} {fp.device_type} devices"
 
 
-def _nearest_valid(tpl, rows, shape, ctx):
-    """From rows sorted by (shape, time), the fastest config valid for ``shape`` at the nearest tuned shape."""
-    by_shape: dict[str, list] = {}
-    for s, cfg, t, g in rows:
-        by_shape.setdefault(s, []).append((cfg, t, g))
-    ranked = sorted(by_shape, key=lambda s: log_distance(_shape(s), shape))
+def _none_because(keys: list, tuned: int, template: str, dtype: str) -> str:
+    if not keys:
+        return "no such device has records"
+    if not tuned:
+        return f"no ok record of the current {template} version for {dtype}"
+    return f"{tuned} tuned shape(s), but no config among them is valid for this shape and device"
+
+
+def _nearest_valid(tpl, src: _Reader, problem: tuple, keys: list, shape, ctx):
+    """(the fastest config valid for ``shape`` at the nearest tuned shape of these devices, or None;
+    how many shapes were tuned)."""
+    marks = ", ".join("?" * len(keys))
+    shapes = [row[0] for row in src.query(_SHAPES.format(keys=marks), (*problem, *keys))]
+    ranked = sorted(shapes, key=lambda s: log_distance(_shape(s), shape) if len(_shape(s)) == len(shape) else math.inf)
     for s in ranked:
-        for cfg, t, g in by_shape[s]:
+        for cfg, t, g, by in src.query(_BY_TIME.format(keys=marks), (*problem, *keys, s)):
             config = Config.from_json(cfg)
             if tpl.is_valid(config, ctx):
-                return _shape(s), config, t, g
-    return None
+                return (_shape(s), config, t, g, by), len(shapes)
+    return None, len(shapes)
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -153,5 +253,3 @@ def clear_cache() -> None:
         if r.conn is not None:
             r.conn.close()
     _readers.clear()
-
-

@@ -53,6 +53,8 @@ COLUMNS = {
     "source": str,
 }
 KEY = ("device_key", "template", "template_hash", "dtype", "shape", "config")
+LOOKUP_INDEX = ("template", "template_hash", "dtype", "status", "device_key", "shape", "time_median")
+RECORD_DEVICES = "record_devices"
 
 
 def now_iso() -> str:
@@ -149,11 +151,26 @@ class Store:
                 for name, kind in COLUMNS.items():
                     if name not in have:
                         db[TABLE].add_column(name, kind)
+            # the lookup's path: problem, then device, then shapes and their fastest configs, from the index alone
+            db[TABLE].create_index(LOOKUP_INDEX, index_name="measurements_lookup", if_not_exists=True)
+            if RECORD_DEVICES not in db.table_names():
+                self._create_record_devices()
             if "devices" not in db.table_names():
                 db["devices"].create({"device_key": str, "id": str, "info": str, "updated_at": str}, pk="device_key")
                 db["devices"].create_index(("id",), if_not_exists=True)
             if "meta" not in db.table_names():
                 db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+
+    def _create_record_devices(self) -> None:
+        """Every device that has records, kept by a trigger: the lookup's fallback levels
+        pick devices of the same family or vendor from it without scanning the records."""
+        cols = ("device_key", "backend", "vendor", "device_type", "architecture", "device_name")
+        self.db[RECORD_DEVICES].create({c: str for c in cols}, pk="device_key")
+        self.db.execute(f"INSERT OR IGNORE INTO {RECORD_DEVICES} SELECT DISTINCT {', '.join(cols)} FROM {TABLE}")
+        self.db.execute(
+            f"CREATE TRIGGER IF NOT EXISTS {RECORD_DEVICES}_add AFTER INSERT ON {TABLE} BEGIN "
+            f"INSERT OR IGNORE INTO {RECORD_DEVICES} VALUES ({', '.join('new.' + c for c in cols)}); END"
+        )
 
     # ---- writes -------------------------------------------------------------------------
     def put(self, record: Record) -> None:

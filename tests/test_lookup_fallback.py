@@ -1,0 +1,145 @@
+"""Lookup with fallback: exact device -> family -> vendor -> shipped tuning_db/ -> template default."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+from click.testing import CliRunner
+from db_helpers import CPU, GPU, file_digest, make_records, valid_configs
+
+from tunesvc import lookup as lookup_mod
+from tunesvc import templates
+from tunesvc.cache import Store
+from tunesvc.cache.exchange import export
+from tunesvc.cli import main
+from tunesvc.lookup import lookup, normalise_name
+from tunesvc.types import Measurement, Record, Timing
+
+SHAPE = (100, 100, 100)
+
+
+@pytest.fixture
+def no_shipped(tmp_path, monkeypatch):
+    """An empty tuning_db/, so the repository's shipped files do not answer."""
+    folder = tmp_path / "empty_tuning_db"
+    folder.mkdir()
+    monkeypatch.setattr(lookup_mod, "shipped_db_dir", lambda: folder)
+    lookup_mod.clear_cache()
+    yield folder
+    lookup_mod.clear_cache()
+
+
+def _db(path, records):
+    store = Store(path)
+    store.put_many(records)
+    store.close()
+    return path
+
+
+@pytest.mark.parametrize("name, want", [
+    ("NVIDIA A100-SXM4-80GB", "a100"),
+    ("A100 PCIe 40GB", "a100"),
+    ("NVIDIA GeForce RTX 3090", "geforce rtx 3090"),
+    ("GeForce  RTX_3090", "geforce rtx 3090"),
+    ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", "core i7 8700"),
+    ("pthread-AMD EPYC 7B13 64-Core Processor", "epyc 7b13"),
+    ("AMD Radeon RX 7900 XTX", "radeon rx 7900 xtx"),
+])  # fmt: skip
+def test_device_names_are_normalised(name, want):
+    assert normalise_name(name) == want
+
+
+def test_exact_then_nearest_shape(tmp_path, no_shipped):
+    db = _db(tmp_path / "t.db", make_records(CPU))
+    exact = lookup("matmul", (64, 64, 64), "float32", CPU.key, db)
+    assert exact.level == "exact" and exact.config == valid_configs((64, 64, 64), 1)[0]
+    near = lookup("matmul", (300, 200, 250), "float32", CPU.key, db)
+    assert near.level == "nearest_shape" and near.tuned_shape == (256, 256, 256)
+
+
+@pytest.mark.parametrize("asker, level", [
+    (replace(CPU, driver="9.9"), "family"),  # same hardware, new driver
+    (replace(CPU, name="something else", driver="x"), "family"),  # same architecture
+    (replace(CPU, architecture="", name="AMD EPYC"), "family"),  # same normalised name, no architecture
+    (replace(CPU, architecture="zen5", name="Ryzen 9"), "vendor"),  # another AMD CPU
+    (replace(CPU, device_type="gpu"), "default"),  # an AMD GPU: CPU results do not answer
+    (GPU, "default"),
+])  # fmt: skip
+def test_fallback_by_device_family_and_vendor(tmp_path, no_shipped, asker, level):
+    db = _db(tmp_path / "t.db", make_records(CPU))
+    res = lookup("matmul", SHAPE, "float32", asker.key, db)
+    assert res.level == level
+    assert len(res.explain) >= 2 and "this device" in res.explain[0]
+    if level == "default":
+        assert res.config == templates.get("matmul").default_config() and "shipped" in " ".join(res.explain)
+
+
+def test_stale_records_never_answer(tmp_path, no_shipped):
+    stale = [replace(r, template_hash="0123456789abcdef") for r in make_records(CPU)]
+    db = _db(tmp_path / "t.db", stale)
+    res = lookup("matmul", (64, 64, 64), "float32", CPU.key, db)
+    assert res.level == "default" and "current matmul version" in res.explain[0]
+
+
+def test_invalid_fastest_config_is_passed_over(tmp_path, no_shipped):
+    """The fastest config at the tuned shape uses VW=2; N=101 is odd, so the next valid one answers."""
+    tpl = templates.get("matmul")
+    wide = next(c for c in valid_configs((64, 64, 64), 400) if c["VW"] == 2)
+    narrow = next(c for c in valid_configs((64, 64, 64), 400) if c["VW"] == 1)
+    recs = [Record(CPU, "matmul", tpl.source_hash, "float32", (64, 64, 64),
+                   Measurement(c, "ok", timing=Timing(t, t, t, 0, 3), gflops=1.0, gbps=1.0))
+            for c, t in ((wide, 1e-4), (narrow, 2e-4))]
+    db = _db(tmp_path / "t.db", recs)
+    assert lookup("matmul", (64, 64, 64), "float32", CPU.key, db).config == wide
+    assert lookup("matmul", (64, 101, 64), "float32", CPU.key, db).config == narrow
+
+
+def test_shipped_results_answer_read_only(tmp_path, monkeypatch):
+    shipped = tmp_path / "tuning_db"
+    shipped.mkdir()
+    src = _db(tmp_path / "src.db", make_records(CPU))
+    path = export(shipped / "pocl.jsonl.gz", src).path
+    (shipped / "broken.jsonl").write_text("not an export\n")
+    before = file_digest(path)
+    monkeypatch.setattr(lookup_mod, "shipped_db_dir", lambda: shipped)
+    lookup_mod.clear_cache()
+    try:
+        own = _db(tmp_path / "own.db", make_records(GPU))  # records, but of another device
+        res = lookup("matmul", SHAPE, "float32", replace(CPU, driver="new").key, own)
+        assert res.level == "shipped" and res.tuned_shape == (64, 64, 64)
+        assert any("broken.jsonl" in line for line in res.explain)
+        assert lookup("matmul", SHAPE, "float32", GPU.key, own).level == "nearest_shape"
+        assert file_digest(path) == before and sorted(p.name for p in shipped.iterdir()) == ["broken.jsonl", "pocl.jsonl.gz"]
+        assert not (tmp_path / "missing.db").exists()
+        assert lookup("matmul", SHAPE, "float32", CPU.key, tmp_path / "missing.db").level == "shipped"
+        assert not (tmp_path / "missing.db").exists()  # a lookup never creates a database
+    finally:
+        lookup_mod.clear_cache()
+
+
+def test_a_write_by_another_connection_is_seen(tmp_path, no_shipped):
+    db = _db(tmp_path / "t.db", [])
+    assert lookup("matmul", SHAPE, "float32", CPU.key, db).level == "default"
+    _db(db, make_records(replace(CPU, driver="other")))
+    assert lookup("matmul", SHAPE, "float32", CPU.key, db).level == "family"
+    _db(db, make_records(CPU))
+    assert lookup("matmul", SHAPE, "float32", CPU.key, db).level == "nearest_shape"
+
+
+def test_cli_lookup_explain(tmp_path, no_shipped):
+    db = _db(tmp_path / "t.db", make_records(CPU))
+    res = CliRunner().invoke(main, ["lookup", "matmul", "--shape", "100x100x100", "--device", replace(CPU, driver="9").key,
+                                    "--db", str(db), "--explain"])
+    assert res.exit_code == 0, res.output
+    assert "family" in res.output and "this device" in res.output and "answered by" in res.output
+
+
+def test_lookup_with_fallback_imports_no_driver_nor_optuna(tmp_path):
+    db = _db(tmp_path / "t.db", make_records(CPU))
+    code = (f"import sys, tunesvc; r = tunesvc.lookup('matmul', (100, 100, 100), 'float32', {GPU.key!r}, {str(db)!r}); "
+            "assert r.level in ('default', 'shipped'), r.level; "
+            "bad = [m for m in ('optuna', 'pyopencl', 'pycuda') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
