@@ -253,3 +253,15 @@ def test_cli_export_import_and_errors(src, tmp_path):
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1 and "not a tunesvc export" in res.output
     res = r.invoke(main, ["import", str(src), "--db", str(dst)])
     assert res.exit_code == 2 and "SQLite database" in res.output
+
+
+def test_show_marks_stale_records(tmp_path):
+    from dataclasses import replace
+
+    current = make_records(CPU, shapes=((64, 64, 64),), n=1)
+    old = [replace(r, template_hash="0123456789abcdef", shape=(32, 32, 32)) for r in current]
+    db = _db(tmp_path / "t.db", current + old)
+    res = CliRunner().invoke(main, ["show", "--db", str(db), "--json"])
+    assert res.exit_code == 0, res.output
+    assert sorted((r["shape"], r["status"], r["stale"]) for r in json.loads(res.output)) == [
+        ("32x32x32", "ok (stale)", True), ("64x64x64", "ok", False)]

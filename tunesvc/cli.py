@@ -248,6 +248,18 @@ def lookup(template, shape, dtype, device, db, as_json, explain):
 
 
 # ---- show ---------------------------------------------------------------------------------
+def _is_stale(record, hashes: dict) -> bool:
+    """Whether a record is of an older template source than the one installed (never served by lookup)."""
+    from . import templates
+
+    if record.template not in hashes:
+        try:
+            hashes[record.template] = templates.get(record.template).source_hash
+        except UsageError:  # a user template that is not loaded: cannot tell
+            hashes[record.template] = record.template_hash
+    return hashes[record.template] != record.template_hash
+
+
 @main.command()
 @db_option
 @click.option("--template", default=None, help="Only this template.")
@@ -263,10 +275,12 @@ def show(db, template, device, status, limit, as_json):
     store = Store(db, readonly=True)
     records = store.records(template, device, status)
     rows = []
+    hashes: dict = {}
     for r in records:
         m = r.measurement
+        stale = _is_stale(r, hashes)
         rows.append({"template": r.template, "device": r.fingerprint.name, "dtype": r.dtype, "shape": shape_str(r.shape),
-                     "status": m.status, "time": _fmt_time(m.time) if m.ok else "-",
+                     "status": m.status + (" (stale)" if stale else ""), "stale": stale, "time": _fmt_time(m.time) if m.ok else "-",
                      "gflops": f"{m.gflops:.2f}" if m.gflops is not None else "-",
                      "config": " ".join(f"{k}={v}" for k, v in m.config.items()),
                      "reason": m.reason, "source": r.source, "created_at": r.created_at,
