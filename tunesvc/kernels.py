@@ -102,3 +102,21 @@ def reduce(x, op: str = "sum", axis: int | None = -1, device=None, db=None) -> n
     flat = np.ascontiguousarray(x).reshape(rows, cols)
     out = run_tuned(f"reduce_{op}", {"x": flat}, (rows, cols), dtype, device, db)["out"]
     return out.reshape(out_shape)
+
+
+def attention(q, k, v, causal: bool = False, scale: float | None = None, device=None, db=None) -> np.ndarray:
+    """softmax(q·kᵀ·scale)·v for q (B, H, Q, D) and k, v (B, H, KV, D), fused, with the tuned kernel.
+
+    ``scale`` defaults to 1/sqrt(D). ``causal`` masks key j for query i when
+    j > i + KV - Q (queries aligned to the end of the keys), so it needs Q <= KV.
+    """
+    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    if q.ndim != 4 or k.ndim != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3] or 0 in q.shape or 0 in k.shape:
+        raise UsageError(f"attention needs non-empty q (B, H, Q, D) and k, v (B, H, KV, D); got {q.shape}, {k.shape}, {v.shape}")
+    dtype = _dtype_of(q, k, v)
+    b, h, nq, d = q.shape
+    if scale is None:
+        scale = 1.0 / float(np.sqrt(d))
+    name = "attention_causal" if causal else "attention"
+    inputs = {"Q": q, "K": k, "V": v, "scale": np.array([scale], dtype=np.float32)}
+    return run_tuned(name, inputs, (b, h, nq, k.shape[2], d), dtype, device, db)["O"]

@@ -19,6 +19,8 @@ BUILTIN = {
     "reduce_max": "tunesvc.templates.reduce:ReduceMax",
     "reduce_mean": "tunesvc.templates.reduce:ReduceMean",
     "reduce_sumsq": "tunesvc.templates.reduce:ReduceSumsq",
+    "attention": "tunesvc.templates.attention:Attention",
+    "attention_causal": "tunesvc.templates.attention:AttentionCausal",
 }
 
 _instances: dict[str, KernelTemplate] = {}

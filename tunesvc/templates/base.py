@@ -267,5 +267,10 @@ class KernelTemplate(ABC):
                 return f"{name}: relative error {worst:.3g} > {tol:.3g} at {tuple(int(i) for i in idx)}"
         return None
 
+    def bound_for(self, shape: tuple[int, ...]) -> str:
+        """Which ceiling bounds this problem ("flops" or "bandwidth"); ``bound`` unless a
+        template's regime changes with the shape (attention: decode vs prefill)."""
+        return self.bound
+
     def describe(self) -> str:
         return self.description or (self.__doc__ or "").strip().splitlines()[0]

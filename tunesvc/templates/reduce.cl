@@ -85,7 +85,7 @@ KERNEL void reduce_rows(const GLOBAL real* RESTRICT x, GLOBAL float* RESTRICT ou
     for (int b = 0; b < blocks; b++) {
         UNROLL_ALL for (int e = 0; e < EPT; e++) {
             float v[VW];
-            LOADV(VW)(v, base, c0 + b * STEP + (e * ROW_THREADS + t) * VW);
+            LOADV(VW)(v, 0, base, c0 + b * STEP + (e * ROW_THREADS + t) * VW);
             UNROLL_ALL for (int w = 0; w < VW; w++) acc[w] = COMBINE(acc[w], TERM(v[w]));
         }
     }

@@ -1,0 +1,188 @@
+"""Fused softmax attention, O = softmax(Q·Kᵀ·scale)·V, with a streaming softmax.
+
+Two templates share one kernel source: ``attention`` and ``attention_causal``.
+The mask changes what is computed, so it is part of the problem key, never a
+tuned parameter. The shape is ``BxHxQxKVxD``; Q (B, H, Q, D), K and V
+(B, H, KV, D). Causal attention aligns the queries to the end of the keys
+(query i sees keys j <= i + KV - Q, as when decoding after a KV cache), so it
+needs Q <= KV. The scale is an input (a one-element float32 buffer), default
+1/sqrt(D).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InvalidShapeError
+from ..types import Config
+from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Param, Plan
+
+MAX_HEAD_DIM = 256
+#: queries per head up to which a problem is decode (memory-bound) rather than prefill
+DECODE_MAX_Q = 16
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _pow2_ceil(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _chunk(c: Config, kv: int) -> int:
+    """Keys per split, in whole blocks (as CHUNK in attention.cl)."""
+    return _ceil_div(_ceil_div(kv, c["SPLIT"]), c["KB"]) * c["KB"]
+
+
+def _out_vectors(c: Config, d: int) -> int:
+    return c["QPG"] * d // c["DV"]
+
+
+def _registers(c: Config, x: Context) -> int:
+    """Floats of output each work-item keeps in registers."""
+    return _ceil_div(_out_vectors(c, x.shape[4]), c["WG"]) * c["DV"]
+
+
+def _local_bytes(c: Config, d: int) -> int:
+    return 4 * (c["QPG"] * d + c["QPG"] * c["KB"] + 3 * c["QPG"] + (2 * c["KB"] * d if c["LKV"] else 0))
+
+
+def _fits_work_group(c: Config, x: Context) -> bool:
+    return c["WG"] <= x.device.max_work_group_size and c["WG"] <= x.device.max_work_item_sizes[0]
+
+
+class Attention(KernelTemplate):
+    """Fused softmax attention with an online softmax and flash-decoding splits."""
+
+    name = "attention"
+    description = "O = softmax(Q·Kᵀ·scale)·V fused (shape BxHxQxKVxD), online softmax, split-KV decoding"
+    causal = False
+    # absolute, so subclasses defined elsewhere (tests, users) still find it
+    source_file = str(Path(__file__).with_name("attention.cl"))
+    kernel_names = ("attention", "attention_combine")
+    dims = ("B", "H", "Q", "KV", "D")
+    dtypes = ("float32", "float16")
+    default_shape = (1, 8, 1, 4096, 128)
+    bound = "bandwidth"  # for decode; bound_for() says per shape
+    params = (
+        Param("QPG", (1, 2, 4, 8, 16), 1, "queries per work-group"),
+        Param("KB", (8, 16, 32, 64), 16, "keys per block of the streaming softmax"),
+        Param("DV", (1, 2, 4, 8), 1, "head-dimension vector width of K and V loads"),
+        Param("WG", (16, 32, 64, 128), 32, "work-items per work-group"),
+        Param("LKV", (0, 1), 0, "stage each block of K and V in local memory"),
+        Param("SPLIT", (1, 2, 4, 8, 16, 32), 1, "work-groups per query block along KV; above 1 a second pass combines them"),
+    )
+    constraints = (
+        Constraint("vector_divides_head_dim", lambda c, x: x.shape[4] % c["DV"] == 0),
+        Constraint("queries_per_group_not_beyond_q", lambda c, x: c["QPG"] <= _pow2_ceil(x.shape[2])),
+        Constraint("key_block_not_beyond_kv", lambda c, x: c["KB"] <= max(16, _pow2_ceil(x.shape[3]))),
+        Constraint("every_split_has_keys", lambda c, x: c["SPLIT"] == 1 or (c["SPLIT"] - 1) * _chunk(c, x.shape[3]) < x.shape[3]),
+        Constraint("registers_bounded", lambda c, x: _registers(c, x) <= 64),
+        # 32 work-items are always allowed, so the default config is valid for every shape
+        Constraint("threads_have_work", lambda c, x: c["WG"] <= max(32, c["QPG"] * c["KB"], _out_vectors(c, x.shape[4]))),
+        Constraint("work_group_size", _fits_work_group, needs_device=True),
+        Constraint("local_memory", lambda c, x: _local_bytes(c, x.shape[4]) <= x.device.local_mem_size, needs_device=True),
+    )
+
+    def validate_shape(self, shape) -> None:
+        b, h, q, kv, d = shape
+        if d > MAX_HEAD_DIM:
+            raise InvalidShapeError(f"head dim D={d} is above {MAX_HEAD_DIM}; {self.name} takes BxHxQxKVxD with D <= {MAX_HEAD_DIM}")
+        if self.causal and q > kv:
+            raise InvalidShapeError(f"causal attention needs Q <= KV (queries align to the end of the keys); got Q={q}, KV={kv}")
+
+    def bound_for(self, shape) -> str:
+        """Decode (few queries) streams K and V once: bandwidth; prefill is compute: FLOP/s."""
+        return "bandwidth" if shape[2] <= DECODE_MAX_Q else "flops"
+
+    def plan(self, config: Config, shape, dtype: str) -> Plan:
+        b, h, q, kv, d = shape
+        bh, split, wg = b * h, config["SPLIT"], config["WG"]
+        storage = DTYPES[dtype][0]
+        groups = bh * _ceil_div(q, config["QPG"]) * split
+        buffers = [
+            BufferSpec("Q", (b, h, q, d), storage, "in"),
+            BufferSpec("K", (b, h, kv, d), storage, "in"),
+            BufferSpec("V", (b, h, kv, d), storage, "in"),
+            BufferSpec("scale", (1,), np.float32, "in"),
+            BufferSpec("O", (b, h, q, d), storage, "out"),
+        ]
+        if split == 1:
+            launches = [Launch("attention", (groups * wg,), (wg,), ("Q", "K", "V", "scale", "O"))]
+        else:
+            buffers += [BufferSpec("Opart", (bh, split, q, d), np.float32, "scratch"),
+                        BufferSpec("ML", (bh, split, q, 2), np.float32, "scratch")]
+            cwg = 64
+            launches = [Launch("attention", (groups * wg,), (wg,), ("Q", "K", "V", "scale", "Opart", "ML")),
+                        Launch("attention_combine", (_ceil_div(bh * q * d, cwg) * cwg,), (cwg,), ("Opart", "ML", "O"))]
+        defines = {**config, "TS_BH": bh, "TS_Q": q, "TS_KV": kv, "TS_D": d,
+                   "CAUSAL": int(self.causal), "TS_FP16": int(dtype == "float16")}
+        return Plan(tuple(buffers), tuple(launches), defines)
+
+    def make_inputs(self, shape, dtype: str, rng: np.random.Generator):
+        b, h, q, kv, d = shape
+        storage = DTYPES[dtype][0]
+        # Scores of a few units, so the softmax is neither flat nor one-hot and a missed or
+        # repeated key moves the output well beyond the tolerance.
+        return {
+            "Q": rng.standard_normal((b, h, q, d)).astype(storage),
+            "K": rng.standard_normal((b, h, kv, d)).astype(storage),
+            "V": rng.uniform(-1, 1, (b, h, kv, d)).astype(storage),
+            "scale": np.array([1.0 / np.sqrt(d)], dtype=np.float32),
+        }
+
+    def reference(self, inputs, shape):
+        return {"O": attention_reference(inputs["Q"], inputs["K"], inputs["V"], float(inputs["scale"][0]), self.causal)}
+
+    def tolerance(self, dtype: str, shape) -> float:
+        # Scores of a few units carry ~D·eps of rounding into the exponent; the weighted sum of
+        # KV values adds ~sqrt(KV)·eps. fp16 storage rounds inputs and output once more.
+        b, h, q, kv, d = shape
+        eps = 2.0**-24
+        return 64 * eps * (d + np.sqrt(kv)) + (4 * 2.0**-11 if dtype == "float16" else 0)
+
+    def pairs(self, shape) -> float:
+        """(query, key) pairs that are not masked, per head."""
+        b, h, q, kv, d = shape
+        if not self.causal:
+            return float(q * kv)
+        off = kv - q
+        # query i sees min(kv, i + off + 1) keys; with q <= kv that is i + off + 1
+        return float(q * (off + 1) + q * (q - 1) / 2)
+
+    def flops(self, shape) -> float:
+        b, h, q, kv, d = shape
+        return 4.0 * d * b * h * self.pairs(shape)  # Q·Kᵀ and P·V, a multiply and an add each
+
+    def bytes_moved(self, shape, dtype: str) -> float:
+        b, h, q, kv, d = shape
+        return float(DTYPE_BYTES[dtype] * b * h * d * (2 * q + 2 * kv))
+
+
+class AttentionCausal(Attention):
+    """Fused causal softmax attention (queries aligned to the end of the keys)."""
+
+    name = "attention_causal"
+    description = "causal O = softmax(mask(Q·Kᵀ·scale))·V fused (shape BxHxQxKVxD, Q <= KV), online softmax"
+    causal = True
+
+
+def attention_reference(q, k, v, scale: float, causal: bool) -> np.ndarray:
+    """float64 attention, one head at a time so long sequences fit in memory."""
+    q64, k64, v64 = (a.astype(np.float64) for a in (q, k, v))
+    b, h, nq, d = q64.shape
+    nkv = k64.shape[2]
+    out = np.empty((b, h, nq, d))
+    mask = np.arange(nkv)[None, :] > (np.arange(nq)[:, None] + nkv - nq) if causal else None
+    for i in range(b):
+        for j in range(h):
+            s = q64[i, j] @ k64[i, j].T * scale
+            if mask is not None:
+                s[mask] = -np.inf
+            s -= s.max(axis=1, keepdims=True)
+            p = np.exp(s)
+            out[i, j] = (p @ v64[i, j]) / p.sum(axis=1, keepdims=True)
+    return out
