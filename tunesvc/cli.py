@@ -299,6 +299,7 @@ def show(db, template, device, status, limit, as_json):
 # ---- commands of other modules ------------------------------------------------------------
 # Each capability keeps its commands in its own module; register them here, one line each.
 from .cli_replay import replay as _replay_cmd  # noqa: E402,F401  (registers itself on main)
-from .cli_exchange import export_cmd, import_cmd  # noqa: E402
+from .cli_exchange import export_cmd, import_cmd, tune_all_cmd  # noqa: E402
 main.add_command(export_cmd)
 main.add_command(import_cmd)
+main.add_command(tune_all_cmd)

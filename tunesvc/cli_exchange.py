@@ -59,3 +59,59 @@ def import_report(s) -> str:
     if s.stale:
         lines.append(f"  {s.stale} record(s) are of an older template version: kept, never served as exact answers")
     return "\n".join(lines)
+
+
+@click.command("tune-all")
+@click.option("--device", default=None, help="Device id (opencl:0:0), fingerprint or name substring; default: first GPU, else first CPU.")
+@click.option("--preset", default="small", show_default=True,
+              help="Shapes to tune: small (a quick run) or full (common transformer shapes, for a release).")
+@click.option("--time-budget", type=float, default=None, help="Stop after this many seconds in all (run again to resume).")
+@click.option("--template", "only", multiple=True, help="Only this template (repeatable); default: every built-in one.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Export file written at the end (default: tunesvc-<backend>-<device>-<preset>.jsonl.gz).")
+@db_option
+@json_option
+@library_errors
+def tune_all_cmd(device, preset, time_budget, only, out, db, as_json):
+    """Tune every built-in template over a preset of common shapes on one device; export the results."""
+    import sys
+
+    from .tune_all import tune_all
+
+    bar = None if as_json else click.progressbar(length=1, label=f"tune-all {preset}", file=sys.stderr, show_pos=True,
+                                                 show_eta=False, item_show_func=lambda s: s)
+
+    def progress(p):
+        if bar is not None:
+            bar.length = max(p.total, 1)
+            best = f"{p.best_gflops:.1f} GFLOP/s" if p.best_gflops is not None else ""
+            bar.update(p.done - bar.pos, f"{p.problem} {best}")
+
+    if bar is None:
+        r = tune_all(device, preset, time_budget, db, out, list(only) or None)
+    else:
+        with bar:
+            r = tune_all(device, preset, time_budget, db, out, list(only) or None, on_progress=progress)
+    if as_json:
+        emit_json({"device": r.device.id, "device_name": r.device.name, "preset": r.preset, "elapsed": r.elapsed,
+                   "stopped": r.stopped, "export": {"path": r.export.path, "records": r.export.records},
+                   "problems": [{"problem": str(o.problem), "status": o.status, "new_trials": o.new_trials,
+                                 "best_time": o.best_time, "best_gflops": o.best_gflops, "reason": o.reason}
+                                for o in r.outcomes]})
+        return
+    click.echo(tune_all_report(r))
+
+
+def tune_all_report(r) -> str:
+    from .cli import table
+
+    rows = [{"problem": str(o.problem), "status": o.status, "new": o.new_trials,
+             "best GFLOP/s": f"{o.best_gflops:.2f}" if o.best_gflops is not None else "-", "note": o.reason[:70]}
+            for o in r.outcomes]
+    tuned = sum(o.status == "tuned" for o in r.outcomes)
+    lines = [f"tune-all {r.preset} on {r.device.id} ({r.device.name}): {tuned} tuned, "
+             f"{sum(o.status == 'done earlier' for o in r.outcomes)} done earlier, "
+             f"{sum(o.status == 'skipped' for o in r.outcomes)} skipped; {r.elapsed:.0f} s" + (f"; stopped: {r.stopped}" if r.stopped else ""),
+             table(rows, ["problem", "status", "new", "best GFLOP/s", "note"]),
+             f"exported {r.export.records} records to {r.export.path}"]
+    return "\n".join(lines)

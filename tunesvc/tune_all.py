@@ -1,0 +1,214 @@
+"""tune_all(): every built-in template over a preset of common shapes, then an export to share.
+
+Resumable: a problem that already has its preset's number of measurements in
+the database is not tuned again, and one that has some gets only the rest
+(the tuner reuses what is stored). One progress callback covers the whole run.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+from . import templates
+from .cache import Store
+from .cache.exchange import ExportSummary, export
+from .devices import select_device
+from .errors import UsageError
+from .types import DeviceInfo, shape_str
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Shapes per template, how many configs to measure per problem, and the dtypes."""
+
+    name: str
+    description: str
+    shapes: Mapping[str, tuple]
+    trials: int
+    dtypes: tuple[str, ...] = ("float32",)
+
+
+_LLM = {  # shapes of common transformer layers (hidden 4096, MLP 11008, heads of 128)
+    "matmul": ((1, 4096, 4096), (16, 4096, 4096), (128, 4096, 4096), (2048, 4096, 4096), (2048, 11008, 4096),
+               (2048, 4096, 11008), (512, 768, 768), (512, 3072, 768), (1024, 1024, 1024), (4096, 4096, 4096)),
+    "reduce": ((4096, 4096), (2048, 32000), (8192, 768), (128, 32768), (1, 1 << 24)),
+    "attention": ((1, 32, 1, 4096, 128), (8, 32, 1, 2048, 128), (1, 32, 512, 512, 128), (1, 12, 128, 128, 64),
+                  (1, 32, 2048, 2048, 128)),
+}
+PRESETS = {
+    "small": Preset("small", "a quick run: one or two small shapes per template, 8 configs each", {
+        "matmul": ((128, 128, 128), (256, 256, 256)),
+        "reduce": ((256, 4096),),
+        "attention": ((1, 4, 16, 256, 64),),
+    }, trials=8),
+    "full": Preset("full", "a release run: shapes of common transformer layers, 60 configs each, float16 where the device has it",
+                   _LLM, trials=60, dtypes=("float32", "float16")),
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    template: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def __str__(self) -> str:
+        return f"{self.template} {shape_str(self.shape)} {self.dtype}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one problem: ``tuned``, ``done earlier`` or ``skipped`` (with the reason)."""
+
+    problem: Problem
+    status: str
+    new_trials: int = 0
+    best_time: float | None = None
+    best_gflops: float | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Reported after every trial and every problem: for one progress display."""
+
+    done: int  # trials done in this run
+    total: int  # trials planned in this run
+    problem: Problem
+    best_gflops: float | None = None
+
+
+@dataclass(frozen=True)
+class TuneAllResult:
+    device: DeviceInfo
+    preset: str
+    outcomes: tuple[Outcome, ...]
+    export: ExportSummary
+    elapsed: float
+    db_path: str = ""
+    stopped: str = ""  # why the run ended early, if it did
+
+
+def shapes_for(preset: Preset, template) -> tuple:
+    """A template's shapes in a preset: by its name, else its family (``reduce_max`` -> ``reduce``), else its default."""
+    for key in (template.name, template.name.split("_")[0]):
+        if key in preset.shapes:
+            return preset.shapes[key]
+    return (template.default_shape,)
+
+
+def plan(preset: Preset, info: DeviceInfo, names=None) -> tuple[list[Problem], list[Outcome]]:
+    """The problems this device can run, and the ones it cannot (skipped, with the reason)."""
+    from .tuner import check_fits
+
+    problems, skipped = [], []
+    for name in names or sorted(templates.BUILTIN):
+        tpl = templates.get(name)
+        for shape in shapes_for(preset, tpl):
+            for dtype in preset.dtypes:
+                p = Problem(tpl.name, tuple(shape), dtype)
+                try:
+                    tpl.parse_shape(shape)
+                    tpl.check_dtype(dtype, info)
+                    check_fits(tpl, tuple(shape), dtype, info)
+                except UsageError as e:
+                    skipped.append(Outcome(p, "skipped", reason=str(e)))
+                    continue
+                problems.append(p)
+    return problems, skipped
+
+
+def default_output(info: DeviceInfo, preset: str) -> Path:
+    from .lookup import normalise_name
+
+    slug = re.sub(r"[^a-z0-9]+", "-", normalise_name(info.name)).strip("-") or "device"
+    return Path(f"tunesvc-{info.fingerprint.backend}-{slug}-{preset}.jsonl.gz")
+
+
+def tune_all(device=None, preset: str = "small", time_budget: float | None = None, db=None, out=None,
+             templates_only=None, on_progress: Callable[[Progress], None] | None = None, **tune_options) -> TuneAllResult:
+    """Tune every built-in template (or ``templates_only``) over ``preset`` on ``device``; export the device's records."""
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+    if time_budget is not None and time_budget <= 0:
+        raise UsageError("--time-budget must be a positive number of seconds")
+    chosen = PRESETS[preset]
+    info = select_device(device)
+    problems, outcomes = plan(chosen, info, templates_only)
+    store = Store(db)
+    try:
+        remaining = {p: max(0, chosen.trials - _stored(store, info, p)) for p in problems}
+    finally:
+        store.close()
+    run = _Run(info, db, chosen, remaining, time_budget, on_progress, tune_options)
+    outcomes += [run.problem(p) for p in problems]
+    path = Path(out) if out else default_output(info, preset)
+    summary = export(path, db, device=info.fingerprint.key)
+    return TuneAllResult(info, preset, tuple(outcomes), summary, time.perf_counter() - run.start, run.db_path, run.stopped)
+
+
+def _stored(store: Store, info: DeviceInfo, p: Problem) -> int:
+    tpl = templates.get(p.template)
+    return len(store.measurements(info.fingerprint.key, tpl.name, tpl.source_hash, p.dtype, p.shape))
+
+
+@dataclass
+class _Run:
+    """State of one tune-all run: the budget left and the progress so far."""
+
+    info: DeviceInfo
+    db: object
+    preset: Preset
+    remaining: dict
+    time_budget: float | None
+    on_progress: Callable | None
+    tune_options: dict
+    start: float = field(default_factory=time.perf_counter)
+    done: int = 0
+    db_path: str = ""
+    stopped: str = ""
+
+    @property
+    def total(self) -> int:
+        return sum(self.remaining.values())
+
+    def problem(self, p: Problem) -> Outcome:
+        from .tuner import tune
+
+        want = self.remaining[p]
+        if want == 0:
+            self._report(p, None)
+            return Outcome(p, "done earlier", reason=f"{self.preset.trials} configs already measured")
+        budget = self._budget_share(p)
+        if budget is not None and budget <= 0:
+            self.stopped = f"time budget of {self.time_budget:g} s spent"
+            return Outcome(p, "skipped", reason=self.stopped + "; run again to resume")
+        base = self.done
+
+        def trial(ev):
+            self.done = base + ev.index
+            self._report(p, ev.best.gflops if ev.best else None)
+
+        r = tune(p.template, p.shape, p.dtype, self.info, self.db, trials=want, time_budget=budget, on_trial=trial, **self.tune_options)
+        self.done = base + want  # a problem that stopped early (space exhausted, budget) counts as done
+        self.db_path = r.db_path
+        best = r.best
+        return Outcome(p, "tuned", len(r.measured), best.time if best else None, best.gflops if best else None,
+                       "" if best else "no config ran correctly")
+
+    def _budget_share(self, p: Problem) -> float | None:
+        """An even share of the time left among the problems still to tune."""
+        if self.time_budget is None:
+            return None
+        left = self.time_budget - (time.perf_counter() - self.start)
+        todo = [q for q, n in self.remaining.items() if n]
+        later = len(todo) - todo.index(p)
+        return left / later if left > 0 else 0.0
+
+    def _report(self, p: Problem, best_gflops) -> None:
+        if self.on_progress:
+            self.on_progress(Progress(self.done, self.total, p, best_gflops))
