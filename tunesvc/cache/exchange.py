@@ -150,6 +150,22 @@ def read_header(lines, path) -> dict:
     return header
 
 
+_CORRUPT = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def check_file(path: str | Path) -> dict:
+    """The header of an export file; raise ImportFileError if it is not one."""
+    stream = open_binary(path)
+    try:
+        return read_header(read_lines(stream), path)
+    except _CORRUPT as e:
+        raise ImportFileError(f"{str(path)!r} is truncated or corrupt ({e}); nothing was imported") from None
+    except OSError as e:
+        raise ImportFileError(f"cannot read {str(path)!r}: {e}") from None
+    finally:
+        stream.close()
+
+
 def records(path: str | Path, checks: Checks | None = None):
     """Yield (line number, row dict or Rejected) for each record of an export file.
 
@@ -170,7 +186,7 @@ def records(path: str | Path, checks: Checks | None = None):
                 yield number, validate(parse_line(text), checks)
             except Rejected as e:
                 yield number, e
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+    except _CORRUPT as e:
         raise ImportFileError(f"{str(path)!r} is truncated or corrupt ({e}); nothing was imported") from None
     except OSError as e:
         raise ImportFileError(f"cannot read {str(path)!r}: {e}") from None
@@ -274,11 +290,7 @@ def import_files(paths, db=None, policy: str = "keep-fastest", dry_run: bool = F
         raise UsageError("name at least one file to import")
     labels = [_label(p, source) for p in paths]
     for p in paths:  # refuse a file that is not an export before the database is touched
-        stream = open_binary(p)
-        try:
-            read_header(read_lines(stream), p)
-        finally:
-            stream.close()
+        check_file(p)
     store = db if isinstance(db, Store) else Store(db)
     try:
         return _merge(store, paths, labels, policy, dry_run)
