@@ -66,16 +66,21 @@ def main():
 
 # ---- devices ------------------------------------------------------------------------------
 @main.command()
+@click.option("--probe", is_flag=True, help="Measure each device's roofline ceilings (copy bandwidth, FMA throughput) and store them.")
+@db_option
 @json_option
 @library_errors
-def devices(as_json):
-    """List every OpenCL (and CUDA) device with its id and properties."""
+def devices(probe, db, as_json):
+    """List every OpenCL (and CUDA) device with its id, properties and stored roofline ceilings."""
+    from . import roofline
     from .devices import default_device, discover
 
     found = discover()
     default = default_device(list(found.devices)).id if found.devices else None
+    ceilings = _device_ceilings(found.devices, probe, db)
     if as_json:
-        emit_json({"devices": [dict(d.to_dict(), default=d.id == default) for d in found.devices], "unavailable": found.unavailable})
+        emit_json({"devices": [dict(d.to_dict(), default=d.id == default, ceilings=_ceilings_dict(ceilings[d.id])) for d in found.devices],
+                   "unavailable": found.unavailable})
         return
     for d in found.devices:
         mark = "  (default)" if d.id == default else ""
@@ -85,8 +90,30 @@ def devices(as_json):
         click.echo(f"    compute units {d.compute_units}; max work-group {d.max_work_group_size}; "
                    f"local memory {d.local_mem_size // 1024} KiB ({d.local_mem_type}); preferred float vector width {d.preferred_vector_width_float}")
         click.echo(f"    fp16 {'yes' if d.fp16 else 'no'}; fp64 {'yes' if d.fp64 else 'no'}; global memory {d.global_mem_size / 2**30:.1f} GiB")
+        click.echo(f"    {roofline.ceilings_line(ceilings[d.id])}")
     for backend, why in found.unavailable.items():
         click.echo(f"{backend}: {why}")
+
+
+def _device_ceilings(infos, probe: bool, db) -> dict:
+    """Device id -> Ceilings: measured now and stored with --probe, else as stored (or None)."""
+    from . import roofline
+
+    if not probe:
+        return {d.id: roofline.ceilings_in(db, d.fingerprint.key) for d in infos}
+    from .cache import Store
+    from .devices import open_device
+
+    store = Store(db)
+    out = {}
+    for d in infos:
+        click.echo(f"probing {d.id} ({d.name}) ...", err=True)
+        out[d.id] = roofline.measure_and_store(store, open_device(d))
+    return out
+
+
+def _ceilings_dict(c) -> dict | None:
+    return None if c is None else {"gbps": c.gbps, "gflops": c.gflops, "measured_at": c.measured_at, "details": dict(c.details or {})}
 
 
 # ---- tune ---------------------------------------------------------------------------------
@@ -210,6 +237,10 @@ def summary(r, numpy_gflops: float | None) -> str:
         lines.append(f"  speedup over the default config: {r.speedup:.2f}x ({r.default.gflops:.2f} GFLOP/s)")
     if numpy_gflops:
         lines.append(f"  numpy on the same product: {numpy_gflops:.2f} GFLOP/s (tuned/numpy {b.gflops / numpy_gflops:.2f})")
+    from .roofline import summary_line
+
+    if roof := summary_line(r):
+        lines.append(roof)
     lines.append(f"  stored in {r.db_path}")
     return "\n".join(lines)
 
@@ -276,15 +307,18 @@ def show(db, template, device, status, limit, as_json):
     records = store.records(template, device, status)
     rows = []
     hashes: dict = {}
+    ceilings: dict = {}
     for r in records:
         m = r.measurement
         stale = _is_stale(r, hashes)
+        roof = _roofline_cell(store, r, ceilings)
         rows.append({"template": r.template, "device": r.fingerprint.name, "dtype": r.dtype, "shape": shape_str(r.shape),
                      "status": m.status + (" (stale)" if stale else ""), "stale": stale, "time": _fmt_time(m.time) if m.ok else "-",
                      "gflops": f"{m.gflops:.2f}" if m.gflops is not None else "-",
                      "config": " ".join(f"{k}={v}" for k, v in m.config.items()),
                      "reason": m.reason, "source": r.source, "created_at": r.created_at,
-                     "time_s": m.time if m.ok else None})
+                     "time_s": m.time if m.ok else None, "roofline": f"{roof[1]:.0%} {'BW' if roof[0] == 'bandwidth' else 'FLOP'}" if roof else "-",
+                     "roofline_fraction": roof[1] if roof else None})
         if limit and len(rows) >= limit:
             break
     if as_json:
@@ -293,7 +327,17 @@ def show(db, template, device, status, limit, as_json):
     if not rows:
         click.echo("no records match")
         return
-    click.echo(table(rows, ["template", "device", "dtype", "shape", "status", "time", "gflops", "config", "reason"]))
+    click.echo(table(rows, ["template", "device", "dtype", "shape", "status", "time", "gflops", "roofline", "config", "reason"]))
+
+
+def _roofline_cell(store, record, cache: dict):
+    """(bound, fraction of the device's ceiling) of a record, ceilings read once per device."""
+    from . import roofline
+
+    key = record.fingerprint.key
+    if key not in cache:
+        cache[key] = roofline.stored(store, key)
+    return roofline.record_fraction(record, cache[key])
 
 
 # ---- commands of other modules ------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -22,6 +23,7 @@ from ..types import Config, DeviceInfo, Fingerprint, Measurement, Record, Timing
 
 SCHEMA_VERSION = 1
 TABLE = "measurements"
+CEILINGS = "ceilings"
 
 COLUMNS = {
     "id": int,
@@ -132,7 +134,7 @@ class Store:
             conn.execute("PRAGMA busy_timeout = 10000")
             self.db = sqlite_utils.Database(conn)
             if not readonly:
-                self._migrate()
+                self._retrying(self._migrate)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot open tuning database {str(self.path)!r}: {e}; pass another file with --db") from None
 
@@ -160,6 +162,8 @@ class Store:
                 db["devices"].create_index(("id",), if_not_exists=True)
             if "meta" not in db.table_names():
                 db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+            if CEILINGS not in db.table_names():  # roofline ceilings, one row per device (tunesvc.roofline)
+                db[CEILINGS].create({"device_key": str, "gbps": float, "gflops": float, "details": str, "measured_at": str}, pk="device_key")
 
     def _create_record_devices(self) -> None:
         """Every device that has records, kept by a trigger: the lookup's fallback levels
@@ -179,9 +183,25 @@ class Store:
 
     def put_many(self, records: Iterable[Record]) -> int:
         rows = [record_to_row(r) for r in records]
-        with self.db.conn:
-            self._upsert(rows)
+
+        def write():
+            with self.db.conn:
+                self._upsert(rows)
+
+        self._retrying(write)
         return len(rows)
+
+    def _retrying(self, write, attempts: int = 8):
+        """Run ``write``; retry it while other processes hold the lock beyond the busy timeout,
+        or race this one to create the same fresh schema (each step re-checks what exists)."""
+        for attempt in range(attempts):
+            try:
+                return write()
+            except (sqlite3.OperationalError, sqlite3.IntegrityError) as e:
+                transient = any(s in str(e) for s in ("locked", "busy", "already exists", "UNIQUE constraint failed: meta"))
+                if not transient or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * 2**attempt)
 
     def _upsert(self, rows: list[dict]) -> None:
         if not rows:
@@ -202,7 +222,20 @@ class Store:
                 pk="device_key",
             )
 
+    def put_ceilings(self, device_key: str, gbps: float, gflops: float, measured_at: str, details: dict) -> None:
+        """Store a device's measured roofline ceilings, replacing older ones."""
+        with self.db.conn:
+            self.db[CEILINGS].upsert({"device_key": device_key, "gbps": gbps, "gflops": gflops,
+                                      "details": json.dumps(details, sort_keys=True), "measured_at": measured_at}, pk="device_key")
+
     # ---- reads --------------------------------------------------------------------------
+    def ceilings(self, device_key: str) -> dict | None:
+        """A device's stored roofline ceilings (gbps, gflops, measured_at, details), or None."""
+        if CEILINGS not in self.db.table_names():  # a read-only store of an older file
+            return None
+        row = self.db.execute(f"SELECT gbps, gflops, measured_at, details FROM {CEILINGS} WHERE device_key = ?", (device_key,)).fetchone()
+        return {"gbps": row[0], "gflops": row[1], "measured_at": row[2], "details": json.loads(row[3] or "{}")} if row else None
+
     def device(self, spec: str) -> DeviceInfo | None:
         """A remembered device by id (``opencl:0:0``) or fingerprint key."""
         row = self.db.execute("SELECT info FROM devices WHERE device_key = ? OR id = ? ORDER BY updated_at DESC LIMIT 1", (spec, spec)).fetchone()
