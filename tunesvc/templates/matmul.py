@@ -36,30 +36,34 @@ class Matmul(KernelTemplate):
 
     name = "matmul"
     source_file = "matmul.cl"
-    kernel_names = ("matmul",)
+    kernel_names = ("matmul", "pack_b")
     dims = ("M", "N", "K")
     dtypes = ("float32", "float16")
     default_shape = (1024, 1024, 1024)
     bound = "flops"
     params = (
-        Param("MWG", (8, 16, 32, 64, 128), 8, "rows of C per work-group"),
+        Param("MWG", (4, 8, 16, 32, 64, 128), 4, "rows of C per work-group"),
         Param("NWG", (8, 16, 32, 64, 128), 8, "columns of C per work-group"),
         Param("KWG", (8, 16, 32), 8, "K slice staged in local memory (LOCAL=1 only)"),
-        Param("WPTM", (1, 2, 4, 8), 2, "rows of C per work-item (register blocking)"),
-        Param("WPTN", (1, 2, 4, 8), 2, "columns of C per work-item (register blocking)"),
+        Param("WPTM", (1, 2, 4, 8), 1, "rows of C per work-item (register blocking)"),
+        Param("WPTN", (1, 2, 4, 8, 16), 1, "columns of C per work-item (register blocking)"),
         Param("VW", (1, 2, 4, 8), 1, "vector width of loads of B and stores of C"),
         Param("LOCAL", (0, 1), 0, "stage tiles of A and B in local memory"),
         Param("UNROLL", (1, 2, 4, 8), 1, "unroll factor of the K loop"),
+        Param("PACKB", (0, 1), 1, "copy B into contiguous panels of WPTN columns first (streams on CPUs)"),
     )
     constraints = (
         Constraint("tile_divisible_by_work_per_thread", lambda c, x: c["MWG"] % c["WPTM"] == 0 and c["NWG"] % c["WPTN"] == 0),
         Constraint("vector_fits_work_per_thread", lambda c, x: c["WPTN"] % c["VW"] == 0),
         Constraint("vector_divides_n", lambda c, x: x.shape[1] % c["VW"] == 0),
         Constraint("registers_bounded", lambda c, x: c["WPTM"] * c["WPTN"] <= 64),
+        Constraint("pack_without_local", lambda c, x: not (c["PACKB"] and c["LOCAL"])),
         Constraint("k_tile_only_with_local", lambda c, x: c["LOCAL"] == 1 or c["KWG"] == 8),
         Constraint("unroll_within_k_tile", lambda c, x: c["LOCAL"] == 0 or c["UNROLL"] <= c["KWG"]),
         Constraint("unroll_within_k", lambda c, x: c["UNROLL"] == 1 or c["UNROLL"] <= x.shape[2]),
         Constraint("tile_not_beyond_shape", lambda c, x: c["MWG"] <= max(8, _pow2_ceil(x.shape[0])) and c["NWG"] <= max(8, _pow2_ceil(x.shape[1]))),
+        Constraint("block_within_shape", lambda c, x: c["LOCAL"] == 1 or (
+            c["WPTM"] <= x.shape[0] and (c["WPTN"] if c["PACKB"] else c["NWG"]) <= x.shape[1])),
         Constraint("work_group_size", _fits_work_group, needs_device=True),
         Constraint("local_memory", lambda c, x: _local_bytes(c) <= x.device.local_mem_size, needs_device=True),
     )
@@ -68,19 +72,25 @@ class Matmul(KernelTemplate):
         m, n, k = shape
         np_dtype = DTYPES[dtype][0]
         tn, tm = _threads(config)
-        launch = Launch(
+        wptn = config["WPTN"]
+        main = Launch(
             "matmul",
             global_size=(_ceil_div(n, config["NWG"]) * tn, _ceil_div(m, config["MWG"]) * tm),
             local_size=(tn, tm),
-            args=("A", "B", "C"),
+            args=("A", "Bp" if config["PACKB"] else "B", "C"),
         )
-        buffers = (
+        buffers = [
             BufferSpec("A", (m, k), np_dtype, "in"),
             BufferSpec("B", (k, n), np_dtype, "in"),
             BufferSpec("C", (m, n), np_dtype, "out"),
-        )
+        ]
+        launches = [main]
+        if config["PACKB"]:
+            panels = _ceil_div(n, wptn)
+            buffers.append(BufferSpec("Bp", (panels, k, wptn), np_dtype, "scratch"))
+            launches.insert(0, Launch("pack_b", (panels * wptn, k), (wptn, 1), ("B", "Bp")))
         defines = {**config, "TS_M": m, "TS_N": n, "TS_K": k, "TS_FP16": int(dtype == "float16")}
-        return Plan(buffers, (launch,), defines)
+        return Plan(tuple(buffers), tuple(launches), defines)
 
     def make_inputs(self, shape, dtype: str, rng: np.random.Generator):
         m, n, k = shape

@@ -8,8 +8,10 @@
  *   LID(d), GID(d), GRP(d), LSZ(d), NGRP(d)  work-item indices and sizes
  *   BARRIER()                                 work-group barrier with a local fence
  *   real, TS_FP16                             storage type (float, or half with TS_FP16=1)
- *   LOADV(n)(dst, p, off)                     n consecutive reals at p[off] -> float dst[0..n)
- *   STOREV(n)(src, p, off)                    float src[0..n) -> n consecutive reals at p[off]
+ *   LOADV(n)(dst, i, p, off)                  n consecutive reals p[off..] -> float dst[i..i+n)
+ *   STOREV(n)(src, i, p, off)                 float src[i..i+n) -> n consecutive reals p[off..]
+ *     (dst/src are private arrays indexed, never offset as pointers: a pointer into a
+ *      private array can keep it out of registers)
  *   TO_FLOAT(x), TO_REAL(x)                   scalar conversions
  *   UNROLL_ALL                                #pragma to fully unroll the next loop
  */
@@ -49,17 +51,17 @@ typedef float real;
 #define TS_CVT8
 #endif
 
-#define TS_LOAD1(d, p, o) { (d)[0] = TO_FLOAT((p)[o]); }
-#define TS_LOAD2(d, p, o) { float2 v_ = convert_float2(vload2(0, (p) + (o))); (d)[0] = v_.s0; (d)[1] = v_.s1; }
-#define TS_LOAD4(d, p, o) { float4 v_ = convert_float4(vload4(0, (p) + (o))); \
-    (d)[0] = v_.s0; (d)[1] = v_.s1; (d)[2] = v_.s2; (d)[3] = v_.s3; }
-#define TS_LOAD8(d, p, o) { float8 v_ = convert_float8(vload8(0, (p) + (o))); \
-    (d)[0] = v_.s0; (d)[1] = v_.s1; (d)[2] = v_.s2; (d)[3] = v_.s3; \
-    (d)[4] = v_.s4; (d)[5] = v_.s5; (d)[6] = v_.s6; (d)[7] = v_.s7; }
-#define TS_STORE1(s, p, o) { (p)[o] = TO_REAL((s)[0]); }
-#define TS_STORE2(s, p, o) vstore2(TS_CVT2((float2)((s)[0], (s)[1])), 0, (p) + (o))
-#define TS_STORE4(s, p, o) vstore4(TS_CVT4((float4)((s)[0], (s)[1], (s)[2], (s)[3])), 0, (p) + (o))
-#define TS_STORE8(s, p, o) vstore8(TS_CVT8((float8)((s)[0], (s)[1], (s)[2], (s)[3], \
-    (s)[4], (s)[5], (s)[6], (s)[7])), 0, (p) + (o))
+#define TS_LOAD1(d, i, p, o) { (d)[(i)] = TO_FLOAT((p)[o]); }
+#define TS_LOAD2(d, i, p, o) { float2 v_ = convert_float2(vload2(0, (p) + (o))); (d)[(i)] = v_.s0; (d)[(i) + 1] = v_.s1; }
+#define TS_LOAD4(d, i, p, o) { float4 v_ = convert_float4(vload4(0, (p) + (o))); \
+    (d)[(i)] = v_.s0; (d)[(i) + 1] = v_.s1; (d)[(i) + 2] = v_.s2; (d)[(i) + 3] = v_.s3; }
+#define TS_LOAD8(d, i, p, o) { float8 v_ = convert_float8(vload8(0, (p) + (o))); \
+    (d)[(i)] = v_.s0; (d)[(i) + 1] = v_.s1; (d)[(i) + 2] = v_.s2; (d)[(i) + 3] = v_.s3; \
+    (d)[(i) + 4] = v_.s4; (d)[(i) + 5] = v_.s5; (d)[(i) + 6] = v_.s6; (d)[(i) + 7] = v_.s7; }
+#define TS_STORE1(s, i, p, o) { (p)[o] = TO_REAL((s)[(i)]); }
+#define TS_STORE2(s, i, p, o) vstore2(TS_CVT2((float2)((s)[(i)], (s)[(i) + 1])), 0, (p) + (o))
+#define TS_STORE4(s, i, p, o) vstore4(TS_CVT4((float4)((s)[(i)], (s)[(i) + 1], (s)[(i) + 2], (s)[(i) + 3])), 0, (p) + (o))
+#define TS_STORE8(s, i, p, o) vstore8(TS_CVT8((float8)((s)[(i)], (s)[(i) + 1], (s)[(i) + 2], (s)[(i) + 3], \
+    (s)[(i) + 4], (s)[(i) + 5], (s)[(i) + 6], (s)[(i) + 7])), 0, (p) + (o))
 #define LOADV(n) TS_CAT(TS_LOAD, n)
 #define STOREV(n) TS_CAT(TS_STORE, n)
