@@ -26,9 +26,9 @@ BATCHES = 2  # nvcc processes at a time: the CI machine has two cores
 pytestmark = pytest.mark.skipif(not Path(NVCC).exists(), reason="nvcc not found (looked on PATH and at /usr/local/cuda/bin/nvcc): the CUDA toolkit is not installed")
 
 
-#: Parameters that change which dialect constructs a kernel uses (vector loads of each width,
-#: shared memory): every value of these is compiled in every dtype and shape, the rest once.
-DIALECT_PARAMS = ("VW", "LOCAL")
+#: Parameters that change which dialect constructs a kernel uses (vector loads of each width: VW, DV;
+#: shared memory: LOCAL, LKV): every value of these is compiled in every dtype and shape, the rest once.
+DIALECT_PARAMS = ("VW", "DV", "LOCAL", "LKV")
 
 
 def covering_sample(tpl, shape, dtype, params=None):

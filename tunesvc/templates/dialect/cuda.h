@@ -10,7 +10,8 @@
  *   LID(d), GID(d), GRP(d), LSZ(d), NGRP(d)  work-item indices and sizes
  *   BARRIER()                                 __syncthreads()
  *   real, TS_FP16                             storage type (float, or __half with TS_FP16=1)
- *   LOADV(n)(dst, p, off), STOREV(n)(...)     n = 1, 2, 4 or 8 consecutive elements
+ *   LOADV(n)(dst, i, p, off)                  n = 1, 2, 4 or 8 reals p[off..] -> float dst[i..i+n)
+ *   STOREV(n)(src, i, p, off)                 float src[i..i+n) -> n reals p[off..]
  *   TO_FLOAT(x), TO_REAL(x)                   scalar conversions
  *   UNROLL_ALL, UNROLL_N(n)                   unroll pragmas
  * OpenCL C built-ins the templates use (INFINITY, fmax, ...) exist in CUDA
@@ -76,30 +77,32 @@ template <int N, typename T> __device__ __forceinline__ bool ts_aligned(const T*
     return (reinterpret_cast<unsigned long long>(p) & (unsigned long long)(ts_width<T, N>::bytes - 1)) == 0;
 }
 
-template <int N, typename D, typename T> __device__ __forceinline__ void ts_loadv(D* d, const T* p, const int off)
+/* dst/src arrive as pointers but the functions are always inlined, so a private array
+ * indexed with constants stays in registers. off may be int or long. */
+template <int N, typename D, typename T, typename I> __device__ __forceinline__ void ts_loadv(D* d, const int i0, const T* p, const I off)
 {
     const T* q = p + off;
     if (N > 1 && ts_aligned<N>(q)) {
         const ts_pack<T, N> v = *reinterpret_cast<const ts_pack<T, N>*>(q);
 #pragma unroll
-        for (int i = 0; i < N; i++) d[i] = ts_to_float(v.v[i]);
+        for (int i = 0; i < N; i++) d[i0 + i] = ts_to_float(v.v[i]);
     } else {
 #pragma unroll
-        for (int i = 0; i < N; i++) d[i] = ts_to_float(q[i]);
+        for (int i = 0; i < N; i++) d[i0 + i] = ts_to_float(q[i]);
     }
 }
 
-template <int N, typename S, typename T> __device__ __forceinline__ void ts_storev(const S* s, T* p, const int off)
+template <int N, typename S, typename T, typename I> __device__ __forceinline__ void ts_storev(const S* s, const int i0, T* p, const I off)
 {
     T* q = p + off;
     if (N > 1 && ts_aligned<N>(q)) {
         ts_pack<T, N> v;
 #pragma unroll
-        for (int i = 0; i < N; i++) v.v[i] = ts_from_float<T>(s[i]);
+        for (int i = 0; i < N; i++) v.v[i] = ts_from_float<T>(s[i0 + i]);
         *reinterpret_cast<ts_pack<T, N>*>(q) = v;
     } else {
 #pragma unroll
-        for (int i = 0; i < N; i++) q[i] = ts_from_float<T>(s[i]);
+        for (int i = 0; i < N; i++) q[i] = ts_from_float<T>(s[i0 + i]);
     }
 }
 #define LOADV(n) ts_loadv<(n)>
