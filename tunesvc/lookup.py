@@ -16,6 +16,7 @@ an older template source hash are stale and never answer. A warm lookup is one
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -26,10 +27,15 @@ from . import templates
 from .settings import default_db_path, shipped_db_dir
 from .types import Config, DeviceInfo, Fingerprint, LookupResult
 
-_SHAPES = ("SELECT DISTINCT shape FROM measurements WHERE template = ? AND template_hash = ? AND dtype = ? "
-           "AND status = 'ok' AND device_key IN ({keys})")
+_PROBLEM = "template = ? AND template_hash = ? AND dtype = ? AND status = 'ok' AND device_key = ?"
+# The distinct shapes of one device, one index seek per shape (a loose index scan) instead of
+# a walk over every config of every shape.
+_SHAPES = (f"WITH RECURSIVE s(shape) AS (SELECT min(shape) FROM measurements WHERE {_PROBLEM} UNION ALL "
+           f"SELECT (SELECT min(shape) FROM measurements WHERE {_PROBLEM} AND shape > s.shape) FROM s "
+           "WHERE s.shape IS NOT NULL) SELECT shape FROM s WHERE shape IS NOT NULL")
 _BY_TIME = ("SELECT config, time_median, gflops, device_key FROM measurements WHERE template = ? AND template_hash = ? "
-            "AND dtype = ? AND status = 'ok' AND device_key IN ({keys}) AND shape = ? ORDER BY time_median LIMIT 256")
+            "AND dtype = ? AND status = 'ok' AND device_key IN ({keys}) AND shape = ? ORDER BY time_median LIMIT ? OFFSET ?")
+_FIRST = 8  # configs fetched first at a shape; the fastest is almost always valid
 _DEVICES = "SELECT device_key, backend, vendor, device_type, architecture, device_name FROM record_devices"
 _DEVICES_OLD = "SELECT DISTINCT device_key, backend, vendor, device_type, architecture, device_name FROM measurements"
 
@@ -43,6 +49,7 @@ _NOISE = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def normalise_name(name: str) -> str:
     """A device name without vendor prefixes, board suffixes, marks and spacing:
     'NVIDIA A100-SXM4-80GB' and 'A100 PCIe 40GB' both become 'a100'."""
@@ -59,6 +66,7 @@ class _Reader:
         self.path = path
         self.conn: sqlite3.Connection | None = None
         self.memo: dict = {}
+        self.shapes: dict = {}  # (data version, problem, device key) -> tuned shapes, for cold lookups
 
     def version(self):
         if self.conn is None:
@@ -78,6 +86,17 @@ class _Reader:
             return self.conn.execute(sql, args).fetchall()
         except sqlite3.DatabaseError:  # no such table yet, or not a database
             return []
+
+    def tuned_shapes(self, problem: tuple, key: str) -> list[tuple[str, tuple]]:
+        """(shape text, log of each dimension) of every shape tuned on one device."""
+        version = self.version()
+        hit = self.shapes.get((version, problem, key))
+        if hit is None:
+            if len(self.shapes) > 4096:
+                self.shapes.clear()
+            rows = self.query(_SHAPES, (*problem, key) * 2)
+            hit = self.shapes[(version, problem, key)] = [(r[0], tuple(math.log(int(d)) for d in r[0].split("x"))) for r in rows]
+        return hit
 
     def devices(self) -> list:
         """(device_key, backend, vendor, device_type, architecture, name) of every device with records."""
@@ -186,7 +205,7 @@ def _resolve(template, shape, dtype, device, reader: _Reader) -> LookupResult:
             why.append(f"{source}: {'no tuning database at ' + str(src.path) if source == 'database' else 'no shipped results in ' + str(src.path)}")
             continue
         why.extend(getattr(src, "problems", ()))
-        for level, keys, label in _levels(device_key, src.devices()):
+        for level, keys, label in _levels(device_key, src):
             found, tuned = _nearest_valid(tpl, src, problem, keys, shape, ctx) if keys else (None, 0)
             if found is None:
                 why.append(f"{source} {level} ({label}): " + _none_because(keys, tuned, tpl.name, dtype))
@@ -201,13 +220,15 @@ def _resolve(template, shape, dtype, device, reader: _Reader) -> LookupResult:
     return LookupResult(tpl.name, shape, dtype, tpl.default_config(), "default", device_key=device_key, explain=tuple(why))
 
 
-def _levels(device_key: str, devices: list):
-    """(level, device keys, description) from the exact device out to its vendor."""
+def _levels(device_key: str, src: _Reader):
+    """(level, device keys, description) from the exact device out to its vendor; lazily, so an
+    exact answer never reads the device list."""
+    yield "exact", [device_key], "this device"
     try:
         fp = Fingerprint.from_key(device_key)
     except ValueError:
-        yield "exact", [device_key], "this device"
         return
+    devices = src.devices()
     name = normalise_name(fp.name)
     family, vendor = [], []
     for key, _backend, v, dtype, arch, dname in devices:
@@ -215,7 +236,6 @@ def _levels(device_key: str, devices: list):
             continue
         same = normalise_name(dname) == name or (fp.architecture and arch == fp.architecture)
         (family if same else vendor).append(key)
-    yield "exact", [device_key], "this device"
     arch = f" or architecture {fp.architecture!r}" if fp.architecture else ""
     yield "family", family, f"name {name!r}{arch}, any driver"
     yield "vendor", vendor, f"other {fp.vendor} {fp.device_type} devices"
@@ -233,13 +253,15 @@ def _nearest_valid(tpl, src: _Reader, problem: tuple, keys: list, shape, ctx):
     """(the fastest config valid for ``shape`` at the nearest tuned shape of these devices, or None;
     how many shapes were tuned)."""
     marks = ", ".join("?" * len(keys))
-    shapes = [row[0] for row in src.query(_SHAPES.format(keys=marks), (*problem, *keys))]
-    ranked = sorted(shapes, key=lambda s: log_distance(_shape(s), shape) if len(_shape(s)) == len(shape) else math.inf)
+    shapes = dict(item for key in keys for item in src.tuned_shapes(problem, key))
+    want = [math.log(d) for d in shape]
+    ranked = sorted(shapes, key=lambda s: (sum((a - b) ** 2 for a, b in zip(shapes[s], want)), s))
     for s in ranked:
-        for cfg, t, g, by in src.query(_BY_TIME.format(keys=marks), (*problem, *keys, s)):
-            config = Config.from_json(cfg)
-            if tpl.is_valid(config, ctx):
-                return (_shape(s), config, t, g, by), len(shapes)
+        for limit, offset in ((_FIRST, 0), (-1, _FIRST)):
+            for cfg, t, g, by in src.query(_BY_TIME.format(keys=marks), (*problem, *keys, s, limit, offset)):
+                config = Config.from_json(cfg)
+                if tpl.is_valid(config, ctx):
+                    return (_shape(s), config, t, g, by), len(shapes)
     return None, len(shapes)
 
 

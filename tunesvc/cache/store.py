@@ -57,6 +57,7 @@ COLUMNS = {
 KEY = ("device_key", "template", "template_hash", "dtype", "shape", "config")
 LOOKUP_INDEX = ("template", "template_hash", "dtype", "status", "device_key", "shape", "time_median")
 RECORD_DEVICES = "record_devices"
+DEVICE_COLUMNS = ("device_key", "backend", "vendor", "device_type", "architecture", "device_name")
 
 
 def now_iso() -> str:
@@ -157,6 +158,7 @@ class Store:
             db[TABLE].create_index(LOOKUP_INDEX, index_name="measurements_lookup", if_not_exists=True)
             if RECORD_DEVICES not in db.table_names():
                 self._create_record_devices()
+            db.execute(f"DROP TRIGGER IF EXISTS {RECORD_DEVICES}_add")  # kept the table by trigger before 0.1.0 shipped
             if "devices" not in db.table_names():
                 db["devices"].create({"device_key": str, "id": str, "info": str, "updated_at": str}, pk="device_key")
                 db["devices"].create_index(("id",), if_not_exists=True)
@@ -166,15 +168,11 @@ class Store:
                 db[CEILINGS].create({"device_key": str, "gbps": float, "gflops": float, "details": str, "measured_at": str}, pk="device_key")
 
     def _create_record_devices(self) -> None:
-        """Every device that has records, kept by a trigger: the lookup's fallback levels
-        pick devices of the same family or vendor from it without scanning the records."""
-        cols = ("device_key", "backend", "vendor", "device_type", "architecture", "device_name")
-        self.db[RECORD_DEVICES].create({c: str for c in cols}, pk="device_key")
-        self.db.execute(f"INSERT OR IGNORE INTO {RECORD_DEVICES} SELECT DISTINCT {', '.join(cols)} FROM {TABLE}")
-        self.db.execute(
-            f"CREATE TRIGGER IF NOT EXISTS {RECORD_DEVICES}_add AFTER INSERT ON {TABLE} BEGIN "
-            f"INSERT OR IGNORE INTO {RECORD_DEVICES} VALUES ({', '.join('new.' + c for c in cols)}); END"
-        )
+        """Every device that has records: the lookup's fallback levels pick devices of the same
+        family or vendor from it without scanning the records. ``_upsert`` keeps it current
+        (a trigger did too, at twice the cost of an insert)."""
+        self.db[RECORD_DEVICES].create({c: str for c in DEVICE_COLUMNS}, pk="device_key")
+        self.db.execute(f"INSERT OR IGNORE INTO {RECORD_DEVICES} SELECT DISTINCT {', '.join(DEVICE_COLUMNS)} FROM {TABLE}")
 
     # ---- writes -------------------------------------------------------------------------
     def put(self, record: Record) -> None:
@@ -213,6 +211,8 @@ class Store:
             + ", ".join(f"{c} = excluded.{c}" for c in cols if c not in KEY)
         )
         self.db.conn.executemany(sql, [tuple(r[c] for c in cols) for r in rows])
+        devices = {tuple(r[c] for c in DEVICE_COLUMNS) for r in rows}
+        self.db.conn.executemany(f"INSERT OR IGNORE INTO {RECORD_DEVICES} VALUES ({', '.join('?' * len(DEVICE_COLUMNS))})", devices)
 
     def put_device(self, info: DeviceInfo) -> None:
         """Remember a device's description, so later lookups by id need no driver."""

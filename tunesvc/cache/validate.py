@@ -38,6 +38,7 @@ FIELDS = (
     "created_at", "tunesvc_version", "source",
 )  # fmt: skip
 _FIELD_SET = frozenset(FIELDS)
+_DEVICE_FIELDS = ("backend", "vendor", "device_type", "architecture", "device_name", "driver")
 _TIMES = ("time_median", "time_min", "time_max")
 _HASH = re.compile(r"[0-9a-f]{16}\Z")
 _IDENT = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
@@ -56,6 +57,8 @@ class Checks:
     configs: dict = field(default_factory=dict)
     shapes: dict = field(default_factory=dict)
     names: dict = field(default_factory=dict)
+    devices: dict = field(default_factory=dict)
+    templates: dict = field(default_factory=dict)
 
 
 # ---- lines -------------------------------------------------------------------------------
@@ -140,6 +143,11 @@ def _name(obj: dict, key: str, memo: dict) -> str:
 
 def _number(obj: dict, key: str, low: float, high: float, *, integer: bool = False, optional: bool = True):
     v = obj[key]
+    kind = type(v)
+    if kind is float and not integer and low <= v <= high:  # the common case first; NaN fails the comparison
+        return v
+    if kind is int and low <= v <= high:
+        return v if integer else float(v)
     if v is None and optional:
         return None
     if type(v) is bool or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
@@ -161,7 +169,17 @@ def _timestamp(obj: dict, key: str) -> str:
 
 
 def _template_part(obj: dict, checks: Checks):
-    """(template name, canonical shape, canonical config JSON), validated by the registry."""
+    """(template, canonical shape, canonical config JSON), validated by the registry."""
+    try:
+        tpl = checks.templates.get((obj["template"], obj["dtype"]))
+    except TypeError:  # unhashable values: the slow path says what is wrong
+        tpl = None
+    if tpl is None:
+        tpl = checks.templates[(obj["template"], obj["dtype"])] = _template(obj)
+    return tpl, _shape(tpl, obj, checks), _config(tpl, obj, checks)
+
+
+def _template(obj: dict):
     name = _text(obj, "template", 100, empty=False)
     try:
         tpl = templates.get(name) if not name.endswith(".py") else None
@@ -174,7 +192,7 @@ def _template_part(obj: dict, checks: Checks):
         tpl.check_dtype(dtype)
     except UsageError as e:
         raise Rejected(str(e)) from None
-    return tpl, _shape(tpl, obj, checks), _config(tpl, obj, checks)
+    return tpl
 
 
 def _shape(tpl, obj: dict, checks: Checks) -> str:
@@ -193,9 +211,12 @@ def _config(tpl, obj: dict, checks: Checks) -> str:
     values = obj["config"]
     if not isinstance(values, dict):
         raise Rejected(f"config must be an object of parameter values, not {type(values).__name__}")
-    raw = json.dumps(values, sort_keys=True, separators=(",", ":"))
-    key = (tpl.name, raw)
-    hit = checks.configs.get(key)
+    # the types belong to the key: 8.0 == 8 and True == 1 in Python, but only 8 is valid
+    key = (tpl.name, tuple(values.items()), tuple(map(type, values.values())))
+    try:
+        hit = checks.configs.get(key)
+    except TypeError:  # a nested value: not cacheable, and check_config will reject it
+        hit, key = None, None
     if hit is not None:
         return hit
     try:
@@ -206,7 +227,8 @@ def _config(tpl, obj: dict, checks: Checks) -> str:
         v = values[p.name]
         if type(v) is not type(next(x for x in p.values if x == v)):
             raise Rejected(f"{tpl.name}: {p.name}={v!r} has the wrong type")
-    checks.configs[key] = config.key
+    if key is not None:
+        checks.configs[key] = config.key
     return config.key
 
 
@@ -230,6 +252,17 @@ def _measurement(obj: dict) -> tuple:
     return (status, reason) + times + (iqr, runs) + rates + (compile_s,)
 
 
+def _device(obj: dict, checks: Checks) -> tuple:
+    backend = _name(obj, "backend", checks.names)
+    if not _IDENT.match(backend):
+        raise Rejected(f"backend {backend[:40]!r} is not a backend name")
+    device_type = obj["device_type"]
+    if device_type not in DEVICE_TYPES:
+        raise Rejected(f"device_type must be one of {list(DEVICE_TYPES)}")
+    return (backend, _name(obj, "vendor", checks.names), device_type, _name(obj, "architecture", checks.names),
+            _name(obj, "device_name", checks.names), _name(obj, "driver", checks.names))
+
+
 def validate(obj: dict, checks: Checks) -> dict:
     """A database row (column -> value) for one record, or raise Rejected with the reason."""
     keys = obj.keys()
@@ -242,14 +275,14 @@ def validate(obj: dict, checks: Checks) -> dict:
     template_hash = _text(obj, "template_hash", 16)
     if not _HASH.match(template_hash):
         raise Rejected("template_hash must be 16 lowercase hex digits")
-    backend = _name(obj, "backend", checks.names)
-    if not _IDENT.match(backend):
-        raise Rejected(f"backend {backend[:40]!r} is not a backend name")
-    device_type = obj["device_type"]
-    if device_type not in DEVICE_TYPES:
-        raise Rejected(f"device_type must be one of {list(DEVICE_TYPES)}")
-    device = (backend, _name(obj, "vendor", checks.names), device_type, _name(obj, "architecture", checks.names),
-              _name(obj, "device_name", checks.names), _name(obj, "driver", checks.names))
+    raw = tuple(obj[k] for k in _DEVICE_FIELDS)
+    try:
+        device = checks.devices.get(raw)
+    except TypeError:  # unhashable values: the slow path says what is wrong
+        device = None
+    if device is None:
+        device = checks.devices[raw] = _device(obj, checks)
+    backend, device_type = device[0], device[2]
     status, reason, t_med, t_min, t_max, iqr, runs, gflops, gbps, compile_s = _measurement(obj)
     return {
         "device_key": "|".join(device), "backend": backend, "vendor": device[1], "device_type": device_type,
