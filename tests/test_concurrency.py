@@ -14,10 +14,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 TUNESVC = str(Path(sys.executable).with_name("tunesvc"))
 # Two processes share one problem (and its Optuna study); two tune other shapes.
 SHAPES = ["16x16x16", "16x16x16", "16x16x8", "8x16x16"]
-TRIALS = 4
+TRIALS = 3
 
 
 def canonical(config: dict) -> str:
@@ -72,12 +74,19 @@ def test_four_tuners_one_database(tmp_path, cl_info):
     assert latencies, "no lookup ran while the tuners wrote"
 
 
-def test_a_lookup_does_not_wait_for_an_open_write_transaction(tmp_path, cl_info):
-    from tunesvc import lookup
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, cl_info):
+    """A database with a short real tuning run in it, shared by the tests below (which restore it)."""
     from tunesvc.tuner import tune
 
-    db = tmp_path / "t.db"
-    r = tune("matmul", (8, 8, 8), device=cl_info, db=db, strategy="random", seed=0, trials=2, isolate=False)
+    db = tmp_path_factory.mktemp("tuned") / "t.db"
+    return db, tune("matmul", (8, 8, 8), device=cl_info, db=db, strategy="random", seed=0, trials=2, isolate=False)
+
+
+def test_a_lookup_does_not_wait_for_an_open_write_transaction(tuned, cl_info):
+    from tunesvc import lookup
+
+    db, r = tuned
     best = dict(r.best.config)
     writer = sqlite3.connect(db, timeout=0)
     writer.execute("BEGIN IMMEDIATE")  # hold the write lock, as a tuner storing a record does
@@ -95,12 +104,10 @@ def test_a_lookup_does_not_wait_for_an_open_write_transaction(tmp_path, cl_info)
     assert waited < 1.0
 
 
-def test_a_write_waits_for_another_writer_instead_of_failing(tmp_path, cl_info):
+def test_a_write_waits_for_another_writer_instead_of_failing(tuned):
     from tunesvc.cache import Store
-    from tunesvc.tuner import tune
 
-    db = tmp_path / "t.db"
-    r = tune("matmul", (8, 8, 8), device=cl_info, db=db, strategy="random", seed=0, trials=1, isolate=False)
+    db, r = tuned
     store = Store(db)
     record = next(store.records())
     other = sqlite3.connect(db, timeout=0, check_same_thread=False)

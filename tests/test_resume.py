@@ -59,7 +59,7 @@ def workers_of(pid: int) -> list[int]:
     return found
 
 
-def stop_midway(db: Path, sig: int, at_least: int = 3) -> tuple[subprocess.CompletedProcess, int]:
+def stop_midway(db: Path, sig: int, at_least: int = 2) -> tuple[subprocess.CompletedProcess, int]:
     """Start a long tuning run, wait until ``at_least`` configs are stored, send ``sig``."""
     proc = subprocess.Popen(tune_cmd(db, 500), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -112,7 +112,7 @@ def test_resume_after_kill_9(tmp_path):
         time.sleep(0.1)
     assert workers_of(pid) == [], "the killed tuner left its worker running"
     before = rows(db)
-    assert len(before) >= 3
+    assert len(before) >= 2
     resume_and_check(db, before)
 
 
@@ -123,7 +123,7 @@ def test_resume_after_ctrl_c(tmp_path):
     assert "run the same command again to resume" in done.stderr
     assert workers_of(pid) == []
     before = rows(db)
-    assert len(before) >= 3
+    assert len(before) >= 2
     resume_and_check(db, before)
 
 
