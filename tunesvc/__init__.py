@@ -1,21 +1,20 @@
 """tunesvc: a hardware-agnostic kernel autotuner.
 
-``lookup`` and the ready kernels are imported lazily: ``import tunesvc`` costs
-no driver and no optuna.
+``import tunesvc`` costs no driver and no optuna: ``lookup`` needs only numpy
+and sqlite3; ``tune`` and the ready kernels are imported on first use.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# Bound eagerly: the submodule of the same name would otherwise shadow the function.
+from .lookup import lookup  # noqa: E402
+
 __all__ = ["lookup", "tune", "matmul", "attention", "reduce", "run_tuned", "__version__"]
 
 
 def __getattr__(name: str):
-    if name == "lookup":
-        from .lookup import lookup
-
-        return lookup
     if name == "tune":
         from .tuner import tune
 
