@@ -27,7 +27,7 @@ SITE=${SITE:-/tmp/site}
 # /work/.library/device/KINDS.md). Their own dependencies are resolved by pip, then
 # whatever the image already has is dropped, so no second version shadows the image's.
 NEEDED=(pytools platformdirs mako pyopencl optuna sqlite-utils)
-IN_IMAGE='^(numpy|typing_extensions|packaging|pyyaml|PyYAML|tqdm|markupsafe|MarkupSafe|tabulate|python_dateutil|six|pluggy|click|colorama|filelock|setuptools|wheel)-'
+IN_IMAGE='^(pip|numpy|typing_extensions|packaging|pyyaml|PyYAML|tqdm|markupsafe|MarkupSafe|tabulate|python_dateutil|six|pluggy|click|colorama|filelock|setuptools|wheel)-'
 PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
            --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any)
 
