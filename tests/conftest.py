@@ -34,8 +34,8 @@ def db_path(tmp_path, monkeypatch):
     """A fresh database file; TUNESVC_DB points at it so nothing touches the user's cache."""
     path = tmp_path / "tune.db"
     monkeypatch.setenv("TUNESVC_DB", str(path))
-    from tunesvc import lookup
+    from tunesvc.lookup import clear_cache
 
-    lookup.clear_cache()
+    clear_cache()
     yield path
-    lookup.clear_cache()
+    clear_cache()
