@@ -175,3 +175,19 @@ def test_cli_bad_input_exits_2_with_one_line(args, message):
     res = CliRunner().invoke(main, ["replay", *args])
     assert res.exit_code == 2
     assert message in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_seeds_from_a_real_store(tmp_path):
+    """Transfer as live tuning uses it: records of a sibling device in a SQLite store seed the search."""
+    from tunesvc.cache import Store
+    from tunesvc.search.transfer import seeds_from_store
+
+    rec = load(KT)
+    store = Store(tmp_path / "t.db")
+    store.put_many(to_records(rec))
+    target = Problem(Fingerprint("replay", "nvidia", "gpu", "", "RTX 3080", ""), rec.problem_size)
+    space = ReplayDevice(rec).space
+    seeds = seeds_from_store(store, rec.kernel_name, rec.space_hash, "float32", target, space, limit=3)
+    fastest = sorted(rec.valid, key=lambda c: c.time)[:3]
+    assert seeds == [c.config for c in fastest]
+    assert seeds_from_store(store, rec.kernel_name, "other-hash", "float32", target, space) == []

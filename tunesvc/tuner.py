@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import search, templates
+from .search import transfer
 from .cache import Store
 from .devices import open_device, select_device
 from .errors import InvalidShapeError, UsageError
@@ -265,6 +266,8 @@ def tune(
     known = store.measurements(info.fingerprint.key, tpl.name, tpl.source_hash, dtype, shape)
     for config, m in known.items():
         strat.tell(config, m)
+    # Transfer: first try the best configs stored for neighbouring shapes and related devices.
+    strat.prefer(transfer.seeds_from_store(store, tpl.name, tpl.source_hash, dtype, transfer.Problem(info.fingerprint, shape), space))
     runner, job = _runner(tpl, shape, dtype, info, method, seed, isolate, timeout)
     n_builders = _build_workers(build_workers, info, job is not None)
     builders = None

@@ -1,0 +1,89 @@
+"""One contract, run against every registered strategy (optuna's testing/pytest_storages.py pattern).
+
+Every strategy, on a constrained space with failures in it: never asks for a
+config twice, never asks for one outside the space of valid configs, asks for
+every config exactly once before it reports the space exhausted, makes the same
+choices with the same seed, and skips configs it was told about beforehand.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from tunesvc import search
+from tunesvc.search.space import Dimension, SearchSpace
+from tunesvc.types import Config, Measurement, Timing
+
+DIMS = (Dimension("bx", (8, 16, 32, 64)), Dimension("ty", (1, 2, 4)), Dimension("vec", (1, 2, 4)), Dimension("flag", (0, 1)))
+
+
+def valid(c: Config) -> bool:
+    return c["bx"] * c["ty"] <= 128 and c["vec"] <= c["bx"] // 8 + 1  # a constraint that carves the grid
+
+
+@pytest.fixture(scope="module")
+def space() -> SearchSpace:
+    configs = [Config(dict(zip([d.name for d in DIMS], v))) for v in itertools.product(*(d.values for d in DIMS))]
+    return SearchSpace(DIMS, [c for c in configs if valid(c)])
+
+
+def outcome(c: Config) -> Measurement:
+    """A deterministic landscape with a basin and failing corners (failures are information)."""
+    if c["bx"] == 64 and c["ty"] == 2 and c["flag"] == 1:
+        return Measurement(c, "build", "too many registers")
+    t = 1.0 + abs(math.log2(c["bx"]) - 4) + abs(math.log2(c["ty"]) - 1) * 0.5 + (0.3 if c["vec"] == 1 else 0.0) + 0.1 * c["flag"]
+    return Measurement(c, "ok", timing=Timing(t * 1e-3, t * 1e-3, t * 1e-3, 0.0, 1))
+
+
+def drive(name: str, space: SearchSpace, seed: int, told=()) -> list[Config]:
+    strat = search.make(name, space, seed)
+    for c in told:
+        strat.tell(c, outcome(c))
+    asked = []
+    while (c := strat.ask()) is not None:
+        asked.append(c)
+        strat.tell(c, outcome(c))
+        assert len(asked) <= len(space), "asked for more configs than the space holds"
+    return asked
+
+
+@pytest.fixture(params=sorted(search.STRATEGIES))
+def name(request) -> str:
+    return request.param
+
+
+def test_exhausts_the_space_exactly_once_and_only_valid(name, space):
+    asked = drive(name, space, seed=1)
+    assert len(asked) == len(set(asked)) == len(space), "repeated a config or missed one"
+    assert all(c in space and valid(c) for c in asked), "proposed an invalid config"
+    assert search.make(name, space, 1).ask() is not None
+
+
+def test_deterministic_with_a_seed(name, space):
+    assert drive(name, space, seed=7)[:25] == drive(name, space, seed=7)[:25]
+
+
+def test_configs_told_beforehand_are_never_asked(name, space):
+    told = list(space.configs[::5])
+    asked = drive(name, space, seed=3, told=told)
+    assert not set(asked) & set(told)
+    assert len(asked) + len(told) == len(space)
+
+
+def test_preferred_configs_come_first_and_only_once(name, space):
+    strat = search.make(name, space, 2)
+    seeds = [space.configs[-1], Config(bx=999, ty=1, vec=1, flag=0), space.configs[3]]  # the middle one is not in the space
+    strat.prefer(seeds)
+    first = [strat.ask(), strat.ask()]
+    assert first == [space.configs[-1], space.configs[3]]
+    rest = []
+    while (c := strat.ask()) is not None:
+        rest.append(c)
+    assert len(rest) == len(space) - 2 and not set(rest) & set(first)
+
+
+def test_default_strategy_is_registered():
+    assert search.DEFAULT_STRATEGY in search.STRATEGIES
