@@ -26,13 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from tunesvc import lookup as lookup_mod
+import tunesvc.lookup  # noqa: F401  (the module: tunesvc.lookup the attribute is the function)
 from tunesvc import templates
 from tunesvc.cache import Store
 from tunesvc.cache.exchange import export, import_files
 from tunesvc.cache.store import DEVICE_COLUMNS, RECORD_DEVICES, SCHEMA_VERSION, TABLE
 from tunesvc.templates.base import Context
 from tunesvc.types import Fingerprint
+
+lookup_mod = sys.modules["tunesvc.lookup"]
 
 VENDORS = (("NVIDIA", "gpu", "sm_{}", "GeForce RTX {}"), ("AMD", "gpu", "gfx{}", "Radeon RX {}"),
            ("Intel", "cpu", "x86_{}", "Core i{}"), ("AMD", "cpu", "znver{}", "EPYC {}"))

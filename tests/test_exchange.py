@@ -203,7 +203,8 @@ def test_each_bad_record_is_rejected_with_its_reason(tmp_path):
 @pytest.mark.parametrize("content, message", [
     (b"", "is empty"),
     (b"\x00\x01\x02binary\xff\xfe\n\x00", "not a tunesvc export"),
-    (b'{"format": "other"}\n', "not a tunesvc export"),
+    (b'{"format": "other"}\n', "neither a tunesvc export .* nor a Kernel Tuner or T4 file"),
+    (b'{"results": 5}', "neither a tunesvc export"),
     (b'{"format": "tunesvc-db", "format_version": 99}\n', "upgrade tunesvc"),
     (b"SQLite format 3\x00" + b"\x00" * 100, "is a SQLite database"),
 ])  # fmt: skip

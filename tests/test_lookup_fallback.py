@@ -10,13 +10,15 @@ import pytest
 from click.testing import CliRunner
 from db_helpers import CPU, GPU, file_digest, make_records, valid_configs
 
-from tunesvc import lookup as lookup_mod
+import tunesvc.lookup  # noqa: F401  (the module: tunesvc.lookup the attribute is the function)
 from tunesvc import templates
 from tunesvc.cache import Store
 from tunesvc.cache.exchange import export
 from tunesvc.cli import main
 from tunesvc.lookup import lookup, normalise_name
 from tunesvc.types import Measurement, Record, Timing
+
+lookup_mod = sys.modules["tunesvc.lookup"]
 
 SHAPE = (100, 100, 100)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import __version__, templates
 from ..errors import ImportFileError, UsageError
+from .interop import load_recorded, looks_like_json_object, recorded_records
 from .store import KEY, SCHEMA_VERSION, TABLE, Store
 from .validate import FIELDS, MAX_NAME, Checks, Rejected, parse_line, read_lines, validate
 
@@ -128,21 +129,25 @@ def open_binary(path: str | Path):
         raise ImportFileError(f"cannot read {str(p)!r}: {e.strerror or e}") from None
 
 
+class NotAnExport(ImportFileError):
+    """The file does not start with a tunesvc export header (it may be another format)."""
+
+
 def read_header(lines, path) -> dict:
     """Check the first line: a tunesvc export of a known format version."""
     hint = f"{str(path)!r} is not a tunesvc export (its first line must be a {FORMAT} header); make one with 'tunesvc export'"
     first = next(lines, None)
     if first is None:
-        raise ImportFileError(f"{str(path)!r} is empty; {hint.split('; ')[1]}")
+        raise NotAnExport(f"{str(path)!r} is empty; {hint.split('; ')[1]}")
     _, text = first
     if isinstance(text, Rejected):
-        raise ImportFileError(f"{hint} ({text})")
+        raise NotAnExport(f"{hint} ({text})")
     try:
         header = parse_line(text)
     except Rejected:
-        raise ImportFileError(hint) from None
+        raise NotAnExport(hint) from None
     if header.get("format") != FORMAT:
-        raise ImportFileError(hint)
+        raise NotAnExport(hint)
     version = header.get("format_version")
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
         raise ImportFileError(f"{str(path)!r} has format version {str(version)[:20]}; this tunesvc {__version__} reads "
@@ -289,24 +294,40 @@ def import_files(paths, db=None, policy: str = "keep-fastest", dry_run: bool = F
     if not paths:
         raise UsageError("name at least one file to import")
     labels = [_label(p, source) for p in paths]
-    for p in paths:  # refuse a file that is not an export before the database is touched
-        check_file(p)
+    sources = [_source(p) for p in paths]  # refuse a file of no known format before the database is touched
     store = db if isinstance(db, Store) else Store(db)
     try:
-        return _merge(store, paths, labels, policy, dry_run)
+        return _merge(store, paths, sources, labels, policy, dry_run)
     finally:
         if store is not db:
             store.close()
 
 
-def _merge(store: Store, paths: list[Path], labels: list[str], policy: str, dry_run: bool) -> ImportSummary:
+def _source(path: Path):
+    """None for a tunesvc export, else the RecordedSpace of a Kernel Tuner or T4 file."""
+    try:
+        check_file(path)
+        return None
+    except NotAnExport as e:
+        if not looks_like_json_object(path):
+            raise
+        try:
+            return load_recorded(path)
+        except ImportFileError as other:
+            why = str(other).removeprefix(f"{path}: ")
+            raise ImportFileError(f"{str(path)!r} is neither a tunesvc export (no {FORMAT} header line) "
+                                  f"nor a Kernel Tuner or T4 file ({why})") from None
+
+
+def _merge(store: Store, paths: list[Path], sources: list, labels: list[str], policy: str, dry_run: bool) -> ImportSummary:
     summary = ImportSummary(tuple(str(p) for p in paths), policy, dry_run)
     conn = store.db.conn
     conn.execute("BEGIN IMMEDIATE")
     try:
         merger, checks = _Merger(store, policy, summary), Checks()
-        for path, label in zip(paths, labels):
-            for number, row in records(path, checks):
+        for path, space, label in zip(paths, sources, labels):
+            rows = records(path, checks) if space is None else recorded_records(path, space, checks)
+            for number, row in rows:
                 if isinstance(row, Rejected):
                     summary.reject(f"{path.name}:{number}", str(row))
                     continue
