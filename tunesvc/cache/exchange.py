@@ -248,11 +248,22 @@ class _Merger:
         self.batch: dict[tuple, dict] = {}
         self.hashes: dict[str, str] = {}
         self.select = f"SELECT {', '.join(_DATA)} FROM {TABLE} WHERE " + " AND ".join(f"{k} = ?" for k in KEY)
+        # Into a table empty when the transaction began (no one else writes until it ends), a key
+        # can only exist if this import wrote it: skip the query for keys not seen before.
+        self.seen: set | None = set() if store.db.execute(f"SELECT 1 FROM {TABLE} LIMIT 1").fetchone() is None else None
+
+    def _stored(self, key: tuple):
+        if self.seen is not None:
+            h = hash(key)
+            if h not in self.seen:
+                self.seen.add(h)
+                return None
+        return self.store.db.conn.execute(self.select, key).fetchone()
 
     def offer(self, row: dict) -> None:
         key = tuple(row[k] for k in KEY)
         pending = self.batch.get(key)
-        old = tuple(pending[c] for c in _DATA) if pending else self.store.db.conn.execute(self.select, key).fetchone()
+        old = tuple(pending[c] for c in _DATA) if pending else self._stored(key)
         if old is not None:
             why = _skip_reason(self.policy, old, tuple(row[c] for c in _DATA))
             if why:
