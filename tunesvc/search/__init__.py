@@ -16,7 +16,8 @@ STRATEGIES = {
     "density": "tunesvc.search.density:DensityStrategy",
     "ensemble": "tunesvc.search.ensemble:EnsembleStrategy",
 }
-DEFAULT_STRATEGY = "tpe"
+# Chosen by measurement on the recorded spaces of ../shared/replay (benchmarks/search.py, docs/benchmarks.md).
+DEFAULT_STRATEGY = "ensemble"
 
 
 def check_name(name: str) -> str:
