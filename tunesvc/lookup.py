@@ -214,7 +214,8 @@ def _resolve(template, shape, dtype, device, reader: _Reader) -> LookupResult:
             name = "shipped" if source == "shipped" else level
             if level == "exact":
                 name = ("exact" if tuned_shape == shape else "nearest_shape") if source == "database" else "shipped"
-            why.append(f"{name}: answered by {source} records of {Fingerprint.from_key(by).name!r} at {'x'.join(map(str, tuned_shape))}")
+            where = f"{name} ({level} device match)" if source == "shipped" else name
+            why.append(f"{where}: answered by {source} records of {Fingerprint.from_key(by).name!r} at {'x'.join(map(str, tuned_shape))}")
             return LookupResult(tpl.name, shape, dtype, config, name, t, gflops, tuned_shape, device_key, tuple(why))
     why.append("default: the template's default config, valid on every device")
     return LookupResult(tpl.name, shape, dtype, tpl.default_config(), "default", device_key=device_key, explain=tuple(why))
