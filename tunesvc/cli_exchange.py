@@ -54,8 +54,8 @@ def import_report(s) -> str:
              f"{verb} {s.added}, {'would replace' if s.dry_run else 'replaced'} {s.replaced}, "
              f"skipped {sum(s.skipped.values())}, rejected {sum(s.rejected.values())} (policy {s.policy})"]
     lines += [f"  skipped {n}: {why}" for why, n in sorted(s.skipped.items())]
-    lines += [f"  rejected {n}: {why}" for why, n in sorted(s.rejected.items(), key=lambda kv: -kv[1])[:10]]
-    lines += [f"    e.g. {e}" for e in s.examples[:5]]
+    for why, n in sorted(s.rejected.items(), key=lambda kv: -kv[1])[:10]:
+        lines.append(f"  rejected {n}: {why} (at {', '.join(s.rejected_at[why])}{', ...' if n > 3 else ''})")
     if s.stale:
         lines.append(f"  {s.stale} record(s) are of an older template version: kept, never served as exact answers")
     return "\n".join(lines)

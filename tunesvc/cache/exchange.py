@@ -212,6 +212,7 @@ class ImportSummary:
     skipped: dict = field(default_factory=dict)  # reason -> count
     rejected: dict = field(default_factory=dict)  # reason -> count
     examples: list = field(default_factory=list)  # "file:line: reason" of the first rejections
+    rejected_at: dict = field(default_factory=dict)  # reason -> the first few "file:line" rejected for it
     stale: int = 0  # accepted records of an older template version: kept, never served as exact answers
 
     @property
@@ -220,6 +221,9 @@ class ImportSummary:
 
     def reject(self, where: str, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        at = self.rejected_at.setdefault(reason, [])
+        if len(at) < 3:
+            at.append(where)
         if len(self.examples) < 100:
             self.examples.append(f"{where}: {reason}")
 

@@ -252,6 +252,11 @@ def _measurement(obj: dict) -> tuple:
     return (status, reason) + times + (iqr, runs) + rates + (compile_s,)
 
 
+def _few(names) -> str:
+    names = sorted(names)
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
 def _device(obj: dict, checks: Checks) -> tuple:
     backend = _name(obj, "backend", checks.names)
     if not _IDENT.match(backend):
@@ -268,9 +273,9 @@ def validate(obj: dict, checks: Checks) -> dict:
     keys = obj.keys()
     if keys != _FIELD_SET:
         missing, unknown = _FIELD_SET - keys, keys - _FIELD_SET
-        raise Rejected((f"missing field(s) {sorted(missing)}" if missing else "")
+        raise Rejected((f"missing field(s) {_few(missing)}" if missing else "")
                        + ("; " if missing and unknown else "")
-                       + (f"unknown field(s) {sorted(str(k)[:40] for k in unknown)[:5]}" if unknown else ""))
+                       + (f"unknown field(s) {_few(str(k)[:40] for k in unknown)}" if unknown else ""))
     tpl, shape, config = _template_part(obj, checks)
     template_hash = _text(obj, "template_hash", 16)
     if not _HASH.match(template_hash):
