@@ -16,11 +16,14 @@ from pathlib import Path
 import pytest
 
 TUNESVC = str(Path(sys.executable).with_name("tunesvc"))
-SHAPE = "16x16x16"
+# A quick, all-healthy template: this tests the tuner's machinery, not a kernel. The shape makes a
+# trial take long enough (~0.5 s) to be stopped in the middle of a run.
+HEALTHY = str(Path(__file__).parent / "fault_templates" / "healthy.py")
+SHAPE = "1048576"
 
 
 def tune_cmd(db: Path, trials: int) -> list[str]:
-    return [TUNESVC, "tune", "matmul", "--shape", SHAPE, "--strategy", "tpe", "--seed", "7",
+    return [TUNESVC, "tune", HEALTHY, "--shape", SHAPE, "--strategy", "tpe", "--seed", "7",
             "--trials", str(trials), "--db", str(db), "--json"]
 
 
@@ -61,13 +64,13 @@ def workers_of(pid: int) -> list[int]:
 
 def stop_midway(db: Path, sig: int, at_least: int = 2) -> tuple[subprocess.CompletedProcess, int]:
     """Start a long tuning run, wait until ``at_least`` configs are stored, send ``sig``."""
-    proc = subprocess.Popen(tune_cmd(db, 500), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(tune_cmd(db, 16), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while len(rows(db)) < at_least:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the tuning run stored nothing in 120 s"
-            time.sleep(0.2)
+            time.sleep(0.05)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:

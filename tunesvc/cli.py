@@ -202,6 +202,7 @@ def tune(template, shape, dtype, device, trials, time_budget, strategy, seed, pa
 
     opts = dict(patience=patience, min_improvement=min_improvement, timeout=timeout, isolate=isolation,
                 build_workers=build_workers, storage=storage)
+    strategy = strategy or ("tpe" if storage else None)  # a shared --storage holds an Optuna study
     try:
         if bar_ctx is not None:
             with bar_ctx:

@@ -17,8 +17,9 @@ from typing import Callable
 from . import search, templates
 from .search import transfer
 from .cache import Store
+from .settings import default_db_path
 from .devices import open_device, select_device
-from .errors import InvalidShapeError, UsageError
+from .errors import InvalidShapeError, MissingDependencyError, UsageError
 from .evaluate import Evaluator, Method, interval
 from .templates.base import Context
 from .types import DeviceInfo, Measurement, Record, shape_str
@@ -164,6 +165,22 @@ def default_storage(db_path) -> str:
     return f"sqlite:///{p.with_name(p.stem + '.optuna.db')}?timeout=60"
 
 
+def rdb_url(url: str) -> str:
+    """Check an Optuna RDB URL and pick an installed PostgreSQL driver for a bare postgresql://
+    (SQLAlchemy 2.1 assumes psycopg 3; tunesvc[postgres] installs psycopg2)."""
+    import importlib.util
+
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if not scheme:
+        raise UsageError(f"--storage {url!r} is not a database URL; use e.g. postgresql://user@host/db or sqlite:///path.db")
+    if scheme in ("postgresql", "postgres"):
+        for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+            if importlib.util.find_spec(module):
+                return f"postgresql+{driver}://" + url.split("://", 1)[1]
+        raise MissingDependencyError("--storage postgresql://... needs a PostgreSQL driver: pip install 'tunesvc[postgres]'")
+    return url
+
+
 def study_name(info: DeviceInfo, tpl, dtype: str, shape) -> str:
     """One study per problem: device, template, template version, dtype and shape."""
     return f"tunesvc|{info.fingerprint.key}|{tpl.name}|{tpl.source_hash}|{dtype}|{shape_str(shape)}"
@@ -257,12 +274,16 @@ def tune(
     if trials is None and time_budget is None and patience is None:
         rules = replace(rules, trials=50)
     tpl, shape, dtype, info = prepare(template, shape, dtype, device)
-    store = Store(db)
-    store.put_device(info)
+    search.check_name(strategy)  # before the database is opened: bad input leaves no file behind
+    shared = storage is not None
+    storage = rdb_url(storage) if shared else default_storage(Path(db).expanduser() if db else default_db_path())
     space = search.SearchSpace.from_template(tpl, Context(shape, dtype, info))
-    storage = storage or default_storage(store.path)
     study = study or study_name(info, tpl, dtype, shape)
     strat = _make_strategy(strategy, space, seed, storage, study)
+    if shared and not hasattr(strat, "study"):
+        raise UsageError(f"--storage shares the search state of Optuna strategies; --strategy {strategy} keeps none: use --strategy tpe")
+    store = Store(db)
+    store.put_device(info)
     known = store.measurements(info.fingerprint.key, tpl.name, tpl.source_hash, dtype, shape)
     for config, m in known.items():
         strat.tell(config, m)
@@ -277,7 +298,10 @@ def tune(
         builders = Builders(job, n_builders, timeout)
     progress = _Progress(time.perf_counter(), min((m for m in known.values() if m.ok), key=lambda m: m.time, default=None))
     measured: list[Measurement] = []
-    queue = [space.default] if space.default is not None and space.default not in known else []
+    queue = []
+    if space.default is not None and strat.unseen[space.index[space.default]]:  # not in the DB, nor in a shared study
+        queue.append(space.default)
+        strat.unseen[space.index[space.default]] = False  # so the strategy does not propose it again
 
     def record(m: Measurement) -> None:
         store.put(Record(info.fingerprint, tpl.name, tpl.source_hash, dtype, shape, m))
