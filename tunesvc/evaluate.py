@@ -13,7 +13,7 @@ on leftovers. Only a verified config is timed, by the method in ``Method``:
   by the run before (which would flatter it against a larger one);
 * ``compare`` re-measures a few configs interleaved (round-robin), so a drift
   in the machine's speed hits every one of them alike; the tuner uses it when
-  the leaders' intervals overlap.
+  the leaders' intervals, widened by ``drift``, overlap.
 """
 
 from __future__ import annotations
@@ -47,7 +47,11 @@ class Method:
     max_seconds: float = 1.0  # wall time spent timing one config, at most (about)
     rotate_bytes: int = 64 << 20  # rotate buffer copies until they span this much (0: one copy)
     confirm: int = 4  # leaders re-measured interleaved when their intervals overlap (0: never)
-    confirm_rounds: int = 15  # interleaved rounds of that re-measurement
+    # A config's interval is measured in one short spell; on a shared machine the speed drifts
+    # between spells by more than that. Intervals are widened by this fraction before the
+    # overlap test, so leaders measured minutes apart are compared side by side.
+    drift: float = 0.15
+    confirm_rounds: int = 31  # interleaved rounds of that re-measurement
 
     @classmethod
     def plain(cls, runs: int = 5) -> "Method":

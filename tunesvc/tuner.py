@@ -226,7 +226,7 @@ def confirm_leaders(runner, candidates, method: Method) -> list[Measurement]:
     leaders = sorted((m for m in candidates if m.ok), key=lambda m: m.time)[: max(method.confirm, 0)]
     if len(leaders) < 2:
         return []
-    best_hi = interval(leaders[0].timing)[1]
+    best_hi = interval(leaders[0].timing)[1] * (1 + method.drift)
     close = [leaders[0]] + [m for m in leaders[1:] if interval(m.timing)[0] <= best_hi]
     if len(close) < 2:
         return []

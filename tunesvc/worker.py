@@ -60,12 +60,13 @@ def template_ref(tpl) -> str | None:
 
     if tpl.name in templates.BUILTIN and templates.get(tpl.name) is tpl:
         return tpl.name
-    # A template loaded from a file is not in sys.modules; the code of its own plan() knows the file.
-    code = getattr(type(tpl).plan, "__code__", None)
-    path = code.co_filename if code else ""
+    cls = type(tpl)
+    path = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    if not path:  # loaded from a file (not in sys.modules): the code of the class's own methods knows it
+        path = next((v.__code__.co_filename for v in vars(cls).values() if hasattr(v, "__code__")), "")
     if not path or not Path(path).is_file():
         return None
-    return f"{Path(path).resolve()}::{type(tpl).__qualname__}"
+    return f"{Path(path).resolve()}::{cls.__qualname__}"
 
 
 def load_template(ref: str):
