@@ -8,7 +8,11 @@ import tempfile
 import pytest
 
 # Never write the developer's own ~/.cache/tunesvc from a test (PoCL's kernel cache stays where it is).
-os.environ.setdefault("TUNESVC_DB", os.path.join(tempfile.mkdtemp(prefix="tunesvc-test-"), "default.db"))
+_TMP = tempfile.mkdtemp(prefix="tunesvc-test-")
+os.environ.setdefault("TUNESVC_DB", os.path.join(_TMP, "default.db"))
+# Tests see no shipped results unless they bring their own: lookups then answer from what each
+# test stored, whatever tuning_db/ happens to hold. tests/test_shipped.py reads the real folder.
+os.environ.setdefault("TUNESVC_SHIPPED_DB", os.path.join(_TMP, "no-shipped-results"))
 
 
 @pytest.fixture(scope="session")

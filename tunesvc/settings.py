@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 ENV_DB = "TUNESVC_DB"
+ENV_SHIPPED = "TUNESVC_SHIPPED_DB"
 
 
 def default_db_path() -> Path:
@@ -18,7 +19,11 @@ def default_db_path() -> Path:
 
 
 def shipped_db_dir() -> Path:
-    """The ``tuning_db/`` folder of shipped results: beside the package in a checkout, or inside it when installed."""
+    """``$TUNESVC_SHIPPED_DB``, else the ``tuning_db/`` folder of shipped results: beside the
+    package in a checkout, or inside it when installed."""
+    env = os.environ.get(ENV_SHIPPED)
+    if env:
+        return Path(env).expanduser()
     here = Path(__file__).resolve().parent
     for candidate in (here / "tuning_db", here.parent / "tuning_db"):
         if candidate.is_dir():
