@@ -8,8 +8,9 @@
  * work-items per row, or one SPLIT-th of one row (long rows). Each work-item
  * walks its columns in blocks of EPT vectors of VW elements, strided by the
  * row's work-item count so neighbouring work-items read neighbouring memory;
- * it keeps VW independent accumulators so the adds do not form one long
- * dependency chain. Partials are combined in local memory by a tree.
+ * it keeps EPT*VW independent accumulators so the adds do not form one long
+ * dependency chain (on a CPU, WG=1 with EPT*VW of 32-64 streams a row at
+ * memory speed). Partials are combined in local memory by a tree.
  * SPLIT > 1 is the two-pass form: pass one writes SPLIT partials per row to
  * scratch, reduce_final combines them (and divides for the mean).
  * The shape is compiled in (TS_R, TS_C) so every bound is a constant.
@@ -47,7 +48,8 @@
 
 #if OP == 1
 #define IDENT (-INFINITY)
-#define COMBINE(a, b) fmax((a), (b))
+/* a compare and select vectorises on CPUs; fmax() became a scalar call on PoCL (4x slower) */
+#define COMBINE(a, b) ((a) > (b) ? (a) : (b))
 #define TERM(v) (v)
 #elif OP == 3
 #define IDENT 0.0f
@@ -79,22 +81,29 @@ KERNEL void reduce_rows(const GLOBAL real* RESTRICT x, GLOBAL float* RESTRICT ou
     const int c1 = row < TS_R ? (c0 + CHUNK < TS_C ? c0 + CHUNK : TS_C) : c0;
     const GLOBAL real* base = x + (long)(row < TS_R ? row : 0) * TS_C;
 
-    float acc[VW];
-    UNROLL_ALL for (int w = 0; w < VW; w++) acc[w] = IDENT;
+    /* EPT x VW independent accumulators: the adds of one step form no dependency chain, and a
+       CPU compiler turns them into vector adds over contiguous scalar loads (with one work-item
+       per row, a step reads EPT*VW consecutive elements). Scalar loads rather than vloadn:
+       unpacking a wide vector into a private array kept it out of registers on PoCL. */
+    float acc[EPT * VW];
+    UNROLL_ALL for (int i = 0; i < EPT * VW; i++) acc[i] = IDENT;
     const int blocks = (c1 - c0) / STEP;
+    const GLOBAL real* p = base + c0 + t * VW; /* this work-item's first vector */
     for (int b = 0; b < blocks; b++) {
         UNROLL_ALL for (int e = 0; e < EPT; e++) {
-            float v[VW];
-            LOADV(VW)(v, 0, base, c0 + b * STEP + (e * ROW_THREADS + t) * VW);
-            UNROLL_ALL for (int w = 0; w < VW; w++) acc[w] = COMBINE(acc[w], TERM(v[w]));
+            UNROLL_ALL for (int w = 0; w < VW; w++) {
+                const float v = TO_FLOAT(p[e * ROW_THREADS * VW + w]);
+                acc[e * VW + w] = COMBINE(acc[e * VW + w], TERM(v));
+            }
         }
+        p += STEP;
     }
     for (int c = c0 + blocks * STEP + t; c < c1; c += ROW_THREADS) {
         const float v = TO_FLOAT(base[c]);
         acc[0] = COMBINE(acc[0], TERM(v));
     }
     float total = acc[0];
-    UNROLL_ALL for (int w = 1; w < VW; w++) total = COMBINE(total, acc[w]);
+    UNROLL_ALL for (int i = 1; i < EPT * VW; i++) total = COMBINE(total, acc[i]);
 
 #if ROW_THREADS > 1
     partial[lid] = total;
