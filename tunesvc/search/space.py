@@ -44,7 +44,7 @@ class SearchSpace:
     @classmethod
     def from_template(cls, template, ctx) -> "SearchSpace":
         dims = [Dimension(p.name, tuple(p.values)) for p in template.params]
-        configs = [c for c in template.all_configs() if template.is_valid(c, ctx)]
+        configs = template.valid_configs(ctx)
         default = template.default_config()
         return cls(dims, configs, default)
 

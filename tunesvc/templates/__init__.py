@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from pathlib import Path
 
 from ..errors import UnknownTemplateError, UsageError
@@ -43,11 +44,14 @@ def load_file(path: str | Path) -> KernelTemplate:
     p = Path(path)
     if not p.is_file():
         raise UnknownTemplateError(f"template file {str(p)!r} does not exist")
-    spec = importlib.util.spec_from_file_location(f"tunesvc_user_{p.stem}", p)
+    name = f"tunesvc_user_{p.stem}"
+    spec = importlib.util.spec_from_file_location(name, p)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # so inspect (relative source_file) and pickling find it
     try:
         spec.loader.exec_module(module)
     except Exception as e:  # the user's module: say which file broke and how
+        sys.modules.pop(name, None)
         raise UsageError(f"template file {str(p)!r} failed to import: {type(e).__name__}: {e}") from e
     tpl = getattr(module, "TEMPLATE", None)
     if not isinstance(tpl, KernelTemplate):

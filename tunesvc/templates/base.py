@@ -124,11 +124,14 @@ class KernelTemplate(ABC):
 
     # ---- source -------------------------------------------------------------------------
     def source_path(self) -> Path:
+        """``source_file``, relative to the module of the class that declares it (so a subclass
+        defined elsewhere, or a user template loaded from a file, still finds its source)."""
         p = Path(self.source_file)
         if not p.is_absolute():
             import inspect
 
-            p = Path(inspect.getfile(type(self))).parent / p
+            owner = next((k for k in type(self).__mro__ if "source_file" in vars(k)), type(self))
+            p = Path(inspect.getfile(owner)).parent / p
         return p
 
     @cached_property
@@ -160,6 +163,19 @@ class KernelTemplate(ABC):
         names = self.param_names
         for values in itertools.product(*(p.values for p in self.params)):
             yield Config(dict(zip(names, values)))
+
+    def valid_configs(self, ctx: Context) -> list[Config]:
+        """Every valid config, in the order of ``all_configs``. Constraints see plain dicts
+        and only the valid ones become Configs: spaces of 10^5 combinations take well under
+        a second."""
+        names = self.param_names
+        checks = [c.check for c in self.constraints if ctx.device is not None or not c.needs_device]
+        out = []
+        for values in itertools.product(*(p.values for p in self.params)):
+            d = dict(zip(names, values))
+            if all(check(d, ctx) for check in checks):
+                out.append(Config(d))
+        return out
 
     def violations(self, config: Config, ctx: Context) -> list[str]:
         """Names of the constraints this config breaks (empty: valid)."""
