@@ -36,8 +36,12 @@ def install_postgres() -> str | None:
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         return "PostgreSQL is not installed and this user cannot apt-get install it"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-q", "postgresql"]
     try:
-        subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], env=env, capture_output=True, check=True, timeout=600)
+        if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode != 0:
+            # A fresh machine may have no package lists yet.
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True, timeout=600)
+            subprocess.run(install, env=env, capture_output=True, check=True, timeout=600)
     except (subprocess.SubprocessError, OSError) as e:
         return f"apt-get install postgresql failed: {e}"
     return None
