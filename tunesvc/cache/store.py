@@ -11,6 +11,7 @@ import json
 import sqlite3
 import time
 from datetime import datetime, timezone
+from operator import itemgetter
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -210,8 +211,8 @@ class Store:
             f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET "
             + ", ".join(f"{c} = excluded.{c}" for c in cols if c not in KEY)
         )
-        self.db.conn.executemany(sql, [tuple(r[c] for c in cols) for r in rows])
-        devices = {tuple(r[c] for c in DEVICE_COLUMNS) for r in rows}
+        self.db.conn.executemany(sql, map(itemgetter(*cols), rows))
+        devices = set(map(itemgetter(*DEVICE_COLUMNS), rows))
         self.db.conn.executemany(f"INSERT OR IGNORE INTO {RECORD_DEVICES} VALUES ({', '.join('?' * len(DEVICE_COLUMNS))})", devices)
 
     def put_device(self, info: DeviceInfo) -> None:
