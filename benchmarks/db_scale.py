@@ -30,7 +30,7 @@ import tunesvc.lookup  # noqa: F401  (the module: tunesvc.lookup the attribute i
 from tunesvc import templates
 from tunesvc.cache import Store
 from tunesvc.cache.exchange import export, import_files
-from tunesvc.cache.store import DEVICE_COLUMNS, RECORD_DEVICES, SCHEMA_VERSION, TABLE
+from tunesvc.cache.store import DEVICE_COLUMNS, RECORD_DEVICES, RECORD_SHAPES, SCHEMA_VERSION, SHAPE_COLUMNS, TABLE
 from tunesvc.templates.base import Context
 from tunesvc.types import Fingerprint
 
@@ -87,6 +87,8 @@ def insert(path: Path, n: int) -> float:
     seconds = time.perf_counter() - t0
     with store.db.conn:  # what Store._upsert keeps current; raw inserts bypass it
         store.db.execute(f"INSERT OR IGNORE INTO {RECORD_DEVICES} SELECT DISTINCT {', '.join(DEVICE_COLUMNS)} FROM {TABLE}")
+        store.db.execute(f"INSERT OR IGNORE INTO {RECORD_SHAPES} SELECT DISTINCT {', '.join(SHAPE_COLUMNS)} FROM {TABLE} "
+                         "WHERE status = 'ok'")
     store.close()
     return seconds
 

@@ -33,8 +33,12 @@ _PROBLEM = "template = ? AND template_hash = ? AND dtype = ? AND status = 'ok' A
 _SHAPES = (f"WITH RECURSIVE s(shape) AS (SELECT min(shape) FROM measurements WHERE {_PROBLEM} UNION ALL "
            f"SELECT (SELECT min(shape) FROM measurements WHERE {_PROBLEM} AND shape > s.shape) FROM s "
            "WHERE s.shape IS NOT NULL) SELECT shape FROM s WHERE shape IS NOT NULL")
+# The same list from the record_shapes table (kept by the store's writes): one index range.
+_SHAPE_LIST = ("SELECT device_key, shape FROM record_shapes WHERE template = ? AND template_hash = ? AND dtype = ? "
+               "AND device_key IN ({keys})")
 _BY_TIME = ("SELECT config, time_median, gflops, device_key FROM measurements WHERE template = ? AND template_hash = ? "
             "AND dtype = ? AND status = 'ok' AND device_key IN ({keys}) AND shape = ? ORDER BY time_median LIMIT ? OFFSET ?")
+_MMAP = 1 << 30
 _FIRST = 8  # configs fetched first at a shape; the fastest is almost always valid
 _DEVICES = "SELECT device_key, backend, vendor, device_type, architecture, device_name FROM record_devices"
 _DEVICES_OLD = "SELECT DISTINCT device_key, backend, vendor, device_type, architecture, device_name FROM measurements"
@@ -58,6 +62,16 @@ def normalise_name(name: str) -> str:
     return " ".join(words) or name.strip().lower()
 
 
+@functools.lru_cache(maxsize=65536)
+def _log_shape(text: str) -> tuple[float, ...]:
+    """The log of each dimension of a shape text ('64x64x64'): a pure function of few distinct inputs."""
+    return tuple(math.log(int(d)) for d in text.split("x"))
+
+
+#: stored config JSON -> Config (frozen): parsed once per process, as a framework asks again and again
+_config = functools.lru_cache(maxsize=65536)(Config.from_json)
+
+
 # ---- connections -------------------------------------------------------------------------
 class _Reader:
     """A read-only connection and the memo of answers it has given."""
@@ -67,6 +81,7 @@ class _Reader:
         self.conn: sqlite3.Connection | None = None
         self.memo: dict = {}
         self.shapes: dict = {}  # (data version, problem, device key) -> tuned shapes, for cold lookups
+        self.last = None  # the data version read last
 
     def version(self):
         if self.conn is None:
@@ -74,10 +89,13 @@ class _Reader:
                 return None
             self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
             self.conn.execute("PRAGMA busy_timeout = 1000")
+            # a cold lookup touches a few pages anywhere in the file: mapped, they cost no read() each
+            self.conn.execute(f"PRAGMA mmap_size = {_MMAP}")
         try:
-            return self.conn.execute("PRAGMA data_version").fetchone()[0]
+            self.last = self.conn.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.DatabaseError:  # an empty or foreign file: nothing to answer from
-            return -1
+            self.last = -1
+        return self.last
 
     def query(self, sql: str, args) -> list:
         if self.conn is None:
@@ -87,16 +105,34 @@ class _Reader:
         except sqlite3.DatabaseError:  # no such table yet, or not a database
             return []
 
-    def tuned_shapes(self, problem: tuple, key: str) -> list[tuple[str, tuple]]:
-        """(shape text, log of each dimension) of every shape tuned on one device."""
-        version = self.version()
-        hit = self.shapes.get((version, problem, key))
-        if hit is None:
-            if len(self.shapes) > 4096:
-                self.shapes.clear()
-            rows = self.query(_SHAPES, (*problem, key) * 2)
-            hit = self.shapes[(version, problem, key)] = [(r[0], tuple(math.log(int(d)) for d in r[0].split("x"))) for r in rows]
-        return hit
+    def tuned_shapes(self, problem: tuple, keys: list) -> dict[str, tuple]:
+        """{shape text: log of each dimension} of every shape tuned on these devices (as of the data
+        version the lookup read last)."""
+        version = self.last
+        if len(self.shapes) > 4096:
+            self.shapes.clear()
+        missing = [k for k in keys if (version, problem, k) not in self.shapes]
+        if missing:
+            found: dict[str, dict] = {k: {} for k in missing}
+            for key, shape in self._shape_rows(problem, missing):
+                found[key][shape] = _log_shape(shape)
+            for key, shapes in found.items():
+                self.shapes[(version, problem, key)] = shapes
+        if len(keys) == 1:
+            return self.shapes[(version, problem, keys[0])]
+        merged: dict = {}
+        for k in keys:
+            merged.update(self.shapes[(version, problem, k)])
+        return merged
+
+    def _shape_rows(self, problem: tuple, keys: list) -> list:
+        """(device key, shape) of these devices: one index range of record_shapes per device."""
+        if self.conn is None:
+            return []
+        try:
+            return self.conn.execute(_SHAPE_LIST.format(keys=", ".join("?" * len(keys))), (*problem, *keys)).fetchall()
+        except sqlite3.DatabaseError:  # a file no writer of this version has migrated yet
+            return [(k, r[0]) for k in keys for r in self.query(_SHAPES, (*problem, k) * 2)]
 
     def devices(self) -> list:
         """(device_key, backend, vendor, device_type, architecture, name) of every device with records."""
@@ -112,6 +148,7 @@ class _Shipped(_Reader):
         self.problems: list[str] = []  # files that could not be read, for explain
 
     def version(self):
+        self.last = 0  # loaded once, never written
         if not self.loaded:
             self.loaded = True
             files = sorted(self.path.glob("*.jsonl")) + sorted(self.path.glob("*.jsonl.gz")) if self.path.is_dir() else []
@@ -254,16 +291,29 @@ def _nearest_valid(tpl, src: _Reader, problem: tuple, keys: list, shape, ctx):
     """(the fastest config valid for ``shape`` at the nearest tuned shape of these devices, or None;
     how many shapes were tuned)."""
     marks = ", ".join("?" * len(keys))
-    shapes = dict(item for key in keys for item in src.tuned_shapes(problem, key))
+    shapes = src.tuned_shapes(problem, keys)
     want = [math.log(d) for d in shape]
-    ranked = sorted(shapes, key=lambda s: (sum((a - b) ** 2 for a, b in zip(shapes[s], want)), s))
+    try:
+        ranked = sorted(shapes, key=lambda s: (math.dist(shapes[s], want), s))
+    except ValueError:  # a stored shape of another rank: compare the dimensions both have
+        ranked = sorted(shapes, key=lambda s: (sum((a - b) ** 2 for a, b in zip(shapes[s], want)), s))
     for s in ranked:
-        for limit, offset in ((_FIRST, 0), (-1, _FIRST)):
-            for cfg, t, g, by in src.query(_BY_TIME.format(keys=marks), (*problem, *keys, s, limit, offset)):
-                config = Config.from_json(cfg)
+        for rows in _fastest(src, problem, keys, marks, s):
+            for cfg, t, g, by in rows:
+                config = _config(cfg)
                 if tpl.is_valid(config, ctx):
                     return (_shape(s), config, t, g, by), len(shapes)
     return None, len(shapes)
+
+
+def _fastest(src: _Reader, problem: tuple, keys: list, marks: str, shape: str):
+    """The configs tuned at ``shape`` on these devices, fastest first, in two helpings: the first
+    few (one index range per device, merged in one statement, so several devices need no sort of
+    all their records), then the rest."""
+    one = f"SELECT * FROM ({_BY_TIME.format(keys='?')})"
+    sql = " UNION ALL ".join([one] * len(keys)) + f" ORDER BY 2 LIMIT {_FIRST}" if len(keys) > 1 else _BY_TIME.format(keys="?")
+    yield src.query(sql, [a for key in keys for a in (*problem, key, shape, _FIRST, 0)])
+    yield src.query(_BY_TIME.format(keys=marks), (*problem, *keys, shape, -1, _FIRST))
 
 
 def _shape(text: str) -> tuple[int, ...]:

@@ -59,6 +59,8 @@ KEY = ("device_key", "template", "template_hash", "dtype", "shape", "config")
 LOOKUP_INDEX = ("template", "template_hash", "dtype", "status", "device_key", "shape", "time_median")
 RECORD_DEVICES = "record_devices"
 DEVICE_COLUMNS = ("device_key", "backend", "vendor", "device_type", "architecture", "device_name")
+RECORD_SHAPES = "record_shapes"
+SHAPE_COLUMNS = ("template", "template_hash", "dtype", "device_key", "shape")
 
 
 def now_iso() -> str:
@@ -159,6 +161,8 @@ class Store:
             db[TABLE].create_index(LOOKUP_INDEX, index_name="measurements_lookup", if_not_exists=True)
             if RECORD_DEVICES not in db.table_names():
                 self._create_record_devices()
+            if RECORD_SHAPES not in db.table_names():
+                self._create_record_shapes()
             db.execute(f"DROP TRIGGER IF EXISTS {RECORD_DEVICES}_add")  # kept the table by trigger before 0.1.0 shipped
             if "devices" not in db.table_names():
                 db["devices"].create({"device_key": str, "id": str, "info": str, "updated_at": str}, pk="device_key")
@@ -174,6 +178,13 @@ class Store:
         (a trigger did too, at twice the cost of an insert)."""
         self.db[RECORD_DEVICES].create({c: str for c in DEVICE_COLUMNS}, pk="device_key")
         self.db.execute(f"INSERT OR IGNORE INTO {RECORD_DEVICES} SELECT DISTINCT {', '.join(DEVICE_COLUMNS)} FROM {TABLE}")
+
+    def _create_record_shapes(self) -> None:
+        """Every shape with an ok record, per problem and device: a cold lookup reads a device's
+        tuned shapes from it in one index range instead of seeking through its records."""
+        self.db[RECORD_SHAPES].create({c: str for c in SHAPE_COLUMNS}, pk=SHAPE_COLUMNS)
+        self.db.execute(f"INSERT OR IGNORE INTO {RECORD_SHAPES} SELECT DISTINCT {', '.join(SHAPE_COLUMNS)} FROM {TABLE} "
+                        "WHERE status = 'ok'")
 
     # ---- writes -------------------------------------------------------------------------
     def put(self, record: Record) -> None:
@@ -214,6 +225,8 @@ class Store:
         self.db.conn.executemany(sql, map(itemgetter(*cols), rows))
         devices = set(map(itemgetter(*DEVICE_COLUMNS), rows))
         self.db.conn.executemany(f"INSERT OR IGNORE INTO {RECORD_DEVICES} VALUES ({', '.join('?' * len(DEVICE_COLUMNS))})", devices)
+        shapes = set(map(itemgetter(*SHAPE_COLUMNS), (r for r in rows if r["status"] == "ok")))
+        self.db.conn.executemany(f"INSERT OR IGNORE INTO {RECORD_SHAPES} VALUES ({', '.join('?' * len(SHAPE_COLUMNS))})", shapes)
 
     def put_device(self, info: DeviceInfo) -> None:
         """Remember a device's description, so later lookups by id need no driver."""
