@@ -266,3 +266,46 @@ def test_show_marks_stale_records(tmp_path):
     assert res.exit_code == 0, res.output
     assert sorted((r["shape"], r["status"], r["stale"]) for r in json.loads(res.output)) == [
         ("32x32x32", "ok (stale)", True), ("64x64x64", "ok", False)]
+
+
+# ---- the fast paths agree with the plain ones ------------------------------------------------
+def _encoder_line(row) -> str:
+    """An export line as the first version wrote it: the row as a dict through JSONEncoder."""
+    from tunesvc.cache.exchange import _LINE_FIELDS
+
+    head = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode(dict(zip(_LINE_FIELDS, row)))
+    return f'{head[:-1]},"config":{row[-1]}}}\n'
+
+
+def test_export_lines_are_what_the_json_encoder_writes(monkeypatch):
+    from tunesvc.cache import exchange
+
+    base = ("matmul", "0123456789abcdef", "float32", "64x64x64", "opencl", "AMD", "cpu", "znver3", "EPYC", "3.0",
+            "ok", "", 1e-3, 9e-4, 2e-3, 1e-4, 5, 1.0, 2.0, 0.1, "2025-01-01T00:00:00+00:00", "0.1.0", "local", '{"A":1}')
+    odd = [base,
+           base[:4] + ("ön ✓ \"q\" \\ \x01 %s %d %%",) + base[5:],  # non-ASCII, quotes, control, % signs
+           base[:12] + (None, None, None, None, 0, None, None, 0.0) + base[20:],  # a failed record's numbers
+           base[:12] + (1e-300, 1e16, 123456789.125, 3, 7, 1e22, 5e-324, 2) + base[20:],  # ints, exponents
+           base[:20] + ("2025-01-01T00:00:00+00:00", "0.1.0", "50% of a label {x}", '{"A":2}')]
+    monkeypatch.setattr(exchange, "_MEMO_MAX", 1)  # the memo is cleared between rows too
+    assert list(exchange._lines(odd + odd)) == [_encoder_line(r) for r in odd + odd]
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(ValueError):
+            list(exchange._lines([base[:12] + (bad,) + base[13:]]))
+
+
+def test_export_of_a_large_database_matches_the_encoder(tmp_path):
+    """Many rows, so the chunked writer thread and gzip both run; the file is the encoder's lines."""
+    from tunesvc.cache.exchange import _export_query
+
+    db = _db(tmp_path / "many.db", make_records(CPU, shapes=((64, 64, 64), (128, 128, 128), (256, 64, 32)), n=40)
+             + make_records(GPU, n=40))
+    for name in ("out.jsonl", "out.jsonl.gz"):
+        export(tmp_path / name, db)
+    store = Store(db, readonly=True)
+    sql, args = _export_query(None, None, False)
+    want = "".join(_encoder_line(r) for r in store.db.execute(sql, args))
+    store.close()
+    plain = (tmp_path / "out.jsonl").read_text()
+    assert plain.split("\n", 1)[1] == want
+    assert gzip.decompress((tmp_path / "out.jsonl.gz").read_bytes()).decode() == plain

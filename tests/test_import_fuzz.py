@@ -139,3 +139,54 @@ def test_sqlite_and_gzip_of_a_sqlite_file(seed_files):
     for data, name in ((raw, "db.jsonl"), (gzip.compress(raw), "db.jsonl.gz")):
         summary, unchanged, _ = _attempt(folder, data, name)
         assert summary is None and unchanged
+
+
+# ---- the fast import path agrees with the strict one --------------------------------------
+@FUZZ
+@given(field=st.sampled_from(["template", "dtype", "shape", "device_name", "config", "status", "reason", "time_median",
+                              "time_min", "runs", "gflops", "compile_seconds", "created_at", "tunesvc_version", "extra"]),
+       value=json_values, index=st.integers(0, 7), duplicate=st.booleans())
+def test_fast_path_accepts_only_what_the_strict_path_accepts_alike(seed_files, field, value, index, duplicate):
+    """Whatever a record holds (duplicate keys, NaN, huge integers, nesting), a row from the fast path
+    (orjson, memoised checks) is exactly the strict parser's row; any other line takes the strict path."""
+    from tunesvc.cache.exchange import _fast
+    from tunesvc.cache.validate import Checks, Rejected, parse_line, validate
+
+    folder, plain, _ = seed_files
+    records = _valid_records(plain)
+    warm = Checks()
+    for r in records:  # the memos hold the valid records' contexts, as in the middle of a real import
+        assert _fast(json.dumps(r, separators=(",", ":")).encode(), warm) is not None
+    record = dict(records[index % len(records)], **{field: value})
+    text = json.dumps(record)
+    if duplicate:  # the same key again, with the original value last
+        text = text[:-1] + f", {json.dumps(field)}: {json.dumps(records[index % len(records)].get(field))}}}"
+    try:
+        strict = validate(parse_line(text), Checks())
+    except Rejected:
+        strict = None
+    fast = _fast(text.encode(), warm)
+    if fast is not None:  # equal values of equal types (5 == 5.0 in Python)
+        assert fast == strict and {k: type(v) for k, v in fast.items()} == {k: type(v) for k, v in strict.items()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=20),
+       block=st.integers(1, 50), max_line=st.integers(1, 30), newline_last=st.booleans())
+def test_block_reader_keeps_line_numbers_and_limits(lines, block, max_line, newline_last):
+    import io
+
+    from tunesvc.cache import validate
+
+    data = b"\n".join(lines) + (b"\n" if newline_last and lines else b"")
+    parts = data.split(b"\n")
+    if parts[-1] == b"":
+        parts.pop()
+    want = [(i + 1, p if len(p) <= max_line else "too long") for i, p in enumerate(parts)]
+    saved, validate._BLOCK = validate._BLOCK, block
+    try:
+        got = [(n, "too long" if isinstance(r, validate.Rejected) else r)
+               for n, r in validate.read_raw_lines(io.BytesIO(data), max_line)]
+    finally:
+        validate._BLOCK = saved
+    assert got == want

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from dataclasses import replace
@@ -145,3 +146,41 @@ def test_lookup_with_fallback_imports_no_driver_nor_optuna(tmp_path):
             "assert r.level in ('default', 'shipped'), r.level; "
             "bad = [m for m in ('optuna', 'pyopencl', 'pycuda') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_record_shapes_lists_the_shapes_with_ok_records(tmp_path):
+    failed = [replace(r, measurement=Measurement(r.measurement.config, "compile", "error"), shape=(32, 32, 32))
+              for r in make_records(GPU, shapes=((64, 64, 64),), n=2)]
+    db = _db(tmp_path / "t.db", make_records(CPU) + failed)
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT device_key, shape FROM record_shapes ORDER BY 1, 2").fetchall()
+    conn.close()
+    assert rows == [(CPU.key, "256x256x256"), (CPU.key, "64x64x64")]
+
+
+def test_the_fastest_config_of_several_family_devices_answers(tmp_path, no_shipped):
+    """Two drivers of one device, the fastest config measured on the second: the merged first
+    helping of both devices finds it, for a third, unseen driver."""
+    slow, fast = replace(CPU, driver="1.0"), replace(CPU, driver="2.0")
+    recs = make_records(slow, n=12, base=1e-3) + make_records(fast, n=12, base=1e-3)
+    quickest = valid_configs((64, 64, 64), 12)[11]  # the slowest config on `slow`, the fastest on `fast`
+    recs = [r for r in recs if not (r.fingerprint == fast and r.measurement.config == quickest and r.shape == (64, 64, 64))]
+    recs.append(Record(fast, "matmul", templates.get("matmul").source_hash, "float32", (64, 64, 64),
+                       Measurement(quickest, "ok", timing=Timing(1e-5, 1e-5, 1e-5, 0, 3), gflops=1.0, gbps=1.0)))
+    db = _db(tmp_path / "t.db", recs)
+    res = lookup("matmul", (64, 64, 64), "float32", replace(CPU, driver="3.0").key, db)
+    assert res.level == "family" and res.config == quickest and res.time == 1e-5
+
+
+def test_a_database_without_record_shapes_still_answers(tmp_path, no_shipped):
+    """A file written before record_shapes existed (and opened read-only since) answers alike."""
+    db = _db(tmp_path / "t.db", make_records(CPU) + make_records(GPU))
+    asks = [(CPU.key, (64, 64, 64)), (CPU.key, (300, 200, 250)), (replace(GPU, driver="1").key, SHAPE)]
+    before = [lookup("matmul", s, "float32", k, db) for k, s in asks]
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("DROP TABLE record_shapes")
+    conn.close()
+    lookup_mod.clear_cache()
+    after = [lookup("matmul", s, "float32", k, db) for k, s in asks]
+    assert [(r.level, r.config, r.tuned_shape) for r in after] == [(r.level, r.config, r.tuned_shape) for r in before]
