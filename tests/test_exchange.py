@@ -309,3 +309,30 @@ def test_export_of_a_large_database_matches_the_encoder(tmp_path):
     plain = (tmp_path / "out.jsonl").read_text()
     assert plain.split("\n", 1)[1] == want
     assert gzip.decompress((tmp_path / "out.jsonl.gz").read_bytes()).decode() == plain
+
+
+@pytest.mark.parametrize("batch, group_max", [(20_000, 4096), (1, 4096), (1, 0)])
+def test_merging_into_a_database_with_records_sees_every_earlier_record(tmp_path, monkeypatch, batch, group_max):
+    """Into a table with rows, stored records are read a group at a time (or, for a group too
+    large, one key at a time) while earlier records of the same import sit in the batch, in the
+    writer thread, or already in the database: each later duplicate is weighed against the right one."""
+    from tunesvc.cache import exchange
+
+    monkeypatch.setattr(exchange, "_BATCH", batch)
+    monkeypatch.setattr(exchange, "_GROUP_MAX", group_max)
+    c0, c1 = (dict(c) for c in valid_configs((64, 64, 64), 2))
+
+    def line(config, t):
+        return _record_line(config=config, time_median=t, time_min=t, time_max=t)
+
+    local = Record(CPU, "matmul", templates.get("matmul").source_hash, "float32", (64, 64, 64),
+                   Measurement(valid_configs((64, 64, 64), 1)[0], "ok", timing=Timing(2e-3, 2e-3, 2e-3, 0.0, 3),
+                               gflops=1.0, gbps=1.0))
+    dst = _db(tmp_path / "dst.db", [local])
+    device = {k: v for k, v in zip(("backend", "vendor", "device_type", "architecture", "device_name", "driver"),
+                                   CPU.key.split("|"))}
+    lines = [dict(line(c, t), **device) for c, t in ((c0, 1e-3), (c1, 5e-3), (c1, 4e-3), (c0, 3e-3), (c1, 6e-3))]
+    s = import_files([_write(tmp_path / "in.jsonl", lines)], dst)
+    assert (s.added, s.replaced, sum(s.skipped.values())) == (1, 2, 2)
+    times = {r.measurement.config: r.measurement.time for r in Store(dst, readonly=True).records()}
+    assert times == {valid_configs((64, 64, 64), 2)[0]: 1e-3, valid_configs((64, 64, 64), 2)[1]: 4e-3}

@@ -372,6 +372,8 @@ def _skip_reason(policy: str, old: tuple, new: tuple) -> str | None:
 
 
 _KEY_OF = itemgetter(*KEY)
+_GROUPS = 256  # groups kept at once
+_GROUP_MAX = 4096  # configs of one group worth keeping
 _DATA_OF = itemgetter(*_DATA)
 
 
@@ -389,6 +391,11 @@ class _Merger:
         # Into a table empty when the transaction began (no one else writes until it ends), a key
         # can only exist if this import wrote it: skip the query for keys not seen before.
         self.seen: set | None = set() if store.db.execute(f"SELECT 1 FROM {TABLE} LIMIT 1").fetchone() is None else None
+        # Into a table with rows, the stored records of one problem on one device (a group: the key
+        # less the config) in one query, since an export lists a group's configs one after another.
+        self.groups: dict[tuple, dict | None] = {}
+        self.select_group = (f"SELECT config, {', '.join(_DATA)} FROM {TABLE} WHERE "
+                             + " AND ".join(f"{k} = ?" for k in KEY[:-1]) + f" LIMIT {_GROUP_MAX + 1}")
 
     def _stored(self, key: tuple):
         if self.seen is not None:
@@ -396,8 +403,22 @@ class _Merger:
             if h not in self.seen:
                 self.seen.add(h)
                 return None
+        group = self.groups.get(key[:-1], False)
+        if group is False:
+            group = self._group(key[:-1])
+        if group is not None:
+            return group.get(key[-1])
         self.writer.wait()  # one connection: never query while the writer thread uses it
         return self.store.db.conn.execute(self.select, key).fetchone()
+
+    def _group(self, prefix: tuple) -> dict | None:
+        """{config: stored data} of one group, or None for a group too large to keep (then one query per key)."""
+        if len(self.groups) >= _GROUPS:
+            self.groups.clear()
+        self.writer.wait()
+        rows = self.store.db.conn.execute(self.select_group, prefix).fetchall()
+        group = self.groups[prefix] = {r[0]: r[1:] for r in rows} if len(rows) <= _GROUP_MAX else None
+        return group
 
     def offer(self, row: dict) -> None:
         key = _KEY_OF(row)
@@ -415,6 +436,9 @@ class _Merger:
         if row["template_hash"] != self._hash(row["template"]):
             self.summary.stale += 1
         self.batch[key] = row
+        group = self.groups.get(key[:-1])
+        if group is not None:  # keep the kept group what the database will hold
+            group[key[-1]] = _DATA_OF(row)
         if len(self.batch) >= _BATCH:
             self.flush()
 
