@@ -34,7 +34,7 @@ _SHAPES = (f"WITH RECURSIVE s(shape) AS (SELECT min(shape) FROM measurements WHE
            f"SELECT (SELECT min(shape) FROM measurements WHERE {_PROBLEM} AND shape > s.shape) FROM s "
            "WHERE s.shape IS NOT NULL) SELECT shape FROM s WHERE shape IS NOT NULL")
 # The same list from the record_shapes table (kept by the store's writes): one index range.
-_SHAPE_LIST = ("SELECT device_key, shape FROM record_shapes WHERE template = ? AND template_hash = ? AND dtype = ? "
+_SHAPE_LIST = ("SELECT DISTINCT shape FROM record_shapes WHERE template = ? AND template_hash = ? AND dtype = ? "
                "AND device_key IN ({keys})")
 _BY_TIME = ("SELECT config, time_median, gflops, device_key FROM measurements WHERE template = ? AND template_hash = ? "
             "AND dtype = ? AND status = 'ok' AND device_key IN ({keys}) AND shape = ? ORDER BY time_median LIMIT ? OFFSET ?")
@@ -80,12 +80,13 @@ class _Reader:
         self.path = path
         self.conn: sqlite3.Connection | None = None
         self.memo: dict = {}
-        self.shapes: dict = {}  # (data version, problem, device key) -> tuned shapes, for cold lookups
+        self.shapes: dict = {}  # (data version, problem, device keys) -> tuned shapes, for cold lookups
         self.last = None  # the data version read last
 
     def version(self):
         if self.conn is None:
             if not self.path.exists():
+                self.last = None
                 return None
             self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
             self.conn.execute("PRAGMA busy_timeout = 1000")
@@ -108,31 +109,22 @@ class _Reader:
     def tuned_shapes(self, problem: tuple, keys: list) -> dict[str, tuple]:
         """{shape text: log of each dimension} of every shape tuned on these devices (as of the data
         version the lookup read last)."""
-        version = self.last
-        if len(self.shapes) > 4096:
-            self.shapes.clear()
-        missing = [k for k in keys if (version, problem, k) not in self.shapes]
-        if missing:
-            found: dict[str, dict] = {k: {} for k in missing}
-            for key, shape in self._shape_rows(problem, missing):
-                found[key][shape] = _log_shape(shape)
-            for key, shapes in found.items():
-                self.shapes[(version, problem, key)] = shapes
-        if len(keys) == 1:
-            return self.shapes[(version, problem, keys[0])]
-        merged: dict = {}
-        for k in keys:
-            merged.update(self.shapes[(version, problem, k)])
-        return merged
+        memo = (self.last, problem, tuple(keys))
+        hit = self.shapes.get(memo)
+        if hit is None:
+            if len(self.shapes) > 4096:
+                self.shapes.clear()
+            hit = self.shapes[memo] = {shape: _log_shape(shape) for (shape,) in self._shape_rows(problem, keys)}
+        return hit
 
     def _shape_rows(self, problem: tuple, keys: list) -> list:
-        """(device key, shape) of these devices: one index range of record_shapes per device."""
+        """(shape,) of every shape tuned on these devices: one index range of record_shapes per device."""
         if self.conn is None:
             return []
         try:
             return self.conn.execute(_SHAPE_LIST.format(keys=", ".join("?" * len(keys))), (*problem, *keys)).fetchall()
         except sqlite3.DatabaseError:  # a file no writer of this version has migrated yet
-            return [(k, r[0]) for k in keys for r in self.query(_SHAPES, (*problem, k) * 2)]
+            return list(dict.fromkeys(r for k in keys for r in self.query(_SHAPES, (*problem, k) * 2)))
 
     def devices(self) -> list:
         """(device_key, backend, vendor, device_type, architecture, name) of every device with records."""
@@ -238,7 +230,8 @@ def _resolve(template, shape, dtype, device, reader: _Reader) -> LookupResult:
     problem = (tpl.name, tpl.source_hash, dtype)
     why: list[str] = []
     for source, src in (("database", reader), ("shipped", _shipped())):
-        if src.version() is None or src.conn is None:
+        version = reader.last if src is reader else src.version()  # lookup() has just read the database's
+        if version is None or src.conn is None:
             why.append(f"{source}: {'no tuning database at ' + str(src.path) if source == 'database' else 'no shipped results in ' + str(src.path)}")
             continue
         why.extend(getattr(src, "problems", ()))
