@@ -28,8 +28,9 @@ def small(cls, **values):
     return type(f"Small{cls.__name__}", (cls,), {"params": tuple(param(p) for p in cls.params)})()
 
 
-# 8 configs: one and two passes, with and without local staging, one and several queries per group
-SMALL = dict(QPG=(1, 4), LKV=(0, 1), SPLIT=(1, 3), DV=(4,))
+# 12 configs: both mappings (work-group shared, and one work-item per query block), one and two
+# passes, with and without local staging, one and several queries per group or work-item
+SMALL = dict(QPG=(1, 4), LKV=(0, 1), SPLIT=(1, 3), DV=(4,), MAP=(0, 1), WG=(1, 32))
 
 
 @pytest.mark.parametrize("cls", [Attention, AttentionCausal])
@@ -37,16 +38,20 @@ SMALL = dict(QPG=(1, 4), LKV=(0, 1), SPLIT=(1, 3), DV=(4,))
 def test_every_config_of_a_small_space_is_correct(cl_device, cls, shape):
     tpl = small(cls, **SMALL)
     space = SearchSpace.from_template(tpl, Context(shape, "float32", cl_device.info))
-    assert len(space) >= 4
+    assert len(space) >= 4 and {c["MAP"] for c in space.configs} == {0, 1}
     ev = Evaluator(cl_device, tpl, shape, "float32")
     bad = [(dict(c), m.status, m.reason) for c in space.configs if not (m := ev.evaluate(c)).ok]
     assert not bad
 
 
 @pytest.mark.parametrize("config", [
-    dict(QPG=2, KB=8, DV=1, WG=16, LKV=1, SPLIT=2),
-    dict(QPG=8, KB=16, DV=8, WG=128, LKV=0, SPLIT=1),
-    dict(QPG=1, KB=8, DV=2, WG=32, LKV=0, SPLIT=2),
+    dict(QPG=2, KB=8, DV=1, WG=16, LKV=1, SPLIT=2, MAP=0),
+    dict(QPG=8, KB=16, DV=8, WG=128, LKV=0, SPLIT=1, MAP=0),
+    dict(QPG=1, KB=8, DV=2, WG=32, LKV=0, SPLIT=2, MAP=0),
+    # one work-item per query block: partial groups (WG=4 over 2x5x2 work-items), DV=8 partial sums
+    # of a dot product over 40 = 32 + 8 (the tree folds the tail first), queries past Q in a block
+    dict(QPG=2, KB=16, DV=8, WG=4, LKV=0, SPLIT=2, MAP=1),
+    dict(QPG=4, KB=16, DV=1, WG=1, LKV=0, SPLIT=1, MAP=1),
 ])
 def test_block_sizes_vector_widths_and_work_groups(cl_device, config):
     # Causal with Q = KV: the first query sees one key; blocks and splits past a query's limit are empty.
@@ -71,7 +76,8 @@ def test_float16_storage_accumulates_in_float32(cl_device):
     if not cl_device.info.fp16:
         pytest.skip(f"{cl_device.info.name} has no float16 support (cl_khr_fp16)")
     ev = Evaluator(cl_device, templates.get("attention"), (1, 2, 1, 300, 64), "float16")
-    assert ev.evaluate(Config(QPG=1, KB=32, DV=4, WG=32, LKV=0, SPLIT=4)).ok
+    assert ev.evaluate(Config(QPG=1, KB=32, DV=4, WG=32, LKV=0, SPLIT=4, MAP=0)).ok
+    assert ev.evaluate(Config(QPG=1, KB=16, DV=4, WG=1, LKV=0, SPLIT=4, MAP=1)).ok
 
 
 def test_counts_of_causal_work():

@@ -16,6 +16,15 @@
  * scratch; attention_combine merges the chunks. CAUSAL=1 masks key j for
  * query i when j > i + TS_KV - TS_Q (queries aligned to the end of the keys,
  * as when decoding after a KV cache). The shape is compiled in.
+ *
+ * MAP=1 is the mapping for CPUs: no work-item shares anything. One work-item
+ * takes QPG queries of one head and one split and streams that split's K and
+ * V rows in order, key by key, with the head dimension as fully unrolled
+ * loops over private arrays (the compiler vectorises them within the
+ * work-item; CPU OpenCL vectorises across work-items only when no loop is
+ * left in one, and a loop over keys always is). The dot product is a tree
+ * of sums down to DV partials, so it is not one chain of TS_D dependent adds. WG is then
+ * just how many such work-items a work-group holds; KB and LKV are unused.
  */
 #ifndef TS_BH
 #define TS_BH 1
@@ -50,13 +59,23 @@
 #ifndef SPLIT
 #define SPLIT 1
 #endif
+#ifndef MAP
+#define MAP 0
+#endif
 
 #define NQB ((TS_Q + QPG - 1) / QPG)                                  /* query blocks per head */
+#if MAP == 1
+#define CHUNK ((TS_KV + SPLIT - 1) / SPLIT)                             /* keys per split (one at a time) */
+#else
 #define CHUNK ((((TS_KV + SPLIT - 1) / SPLIT) + KB - 1) / KB * KB)     /* keys per split, whole blocks */
+#endif
 #define NVEC (QPG * TS_D / DV)                                         /* output vectors of a group */
 #define OPT ((NVEC + WG - 1) / WG)                                     /* output vectors per work-item */
 #define CAUSAL_OFF (TS_KV - TS_Q)
 #define TS_IMIN(a, b) ((a) < (b) ? (a) : (b))
+/* the largest power of two not above TS_D */
+#define TS_P2 (TS_D >= 256 ? 256 : TS_D >= 128 ? 128 : TS_D >= 64 ? 64 : TS_D >= 32 ? 32 : TS_D >= 16 ? 16 : \
+               TS_D >= 8 ? 8 : TS_D >= 4 ? 4 : TS_D >= 2 ? 2 : 1)
 
 #if LKV
 #define KROW(j) (ks[j])
@@ -73,6 +92,76 @@ KERNEL void attention(const GLOBAL real* RESTRICT Q, const GLOBAL real* RESTRICT
 KERNEL void attention(const GLOBAL real* RESTRICT Q, const GLOBAL real* RESTRICT K, const GLOBAL real* RESTRICT V,
                       const GLOBAL float* RESTRICT scale_p, GLOBAL real* RESTRICT O)
 #endif
+#if MAP == 1
+{
+    const int u = GRP(0) * WG + LID(0); /* (head, query block, split), split fastest */
+    if (u >= TS_BH * NQB * SPLIT) return;
+    const int split = u % SPLIT;
+    const int q0 = u / SPLIT % NQB * QPG;
+    const int bh = u / (SPLIT * NQB);
+    const float scale = scale_p[0];
+    const GLOBAL real* qp = Q + (long)bh * TS_Q * TS_D;
+    float qv[QPG][TS_D], acc[QPG][TS_D], m[QPG], l[QPG];
+    UNROLL_ALL for (int qi = 0; qi < QPG; qi++) {
+        /* a query past the end repeats the last one; its output is not stored */
+        const int row = TS_IMIN(q0 + qi, TS_Q - 1);
+        UNROLL_ALL for (int d = 0; d < TS_D; d++) {
+            qv[qi][d] = TO_FLOAT(qp[row * TS_D + d]) * scale;
+            acc[qi][d] = 0.0f;
+        }
+        m[qi] = -INFINITY;
+        l[qi] = 0.0f;
+    }
+    const int kbeg = split * CHUNK;
+    int kend = TS_IMIN(kbeg + CHUNK, TS_KV);
+#if CAUSAL
+    kend = TS_IMIN(kend, TS_IMIN(q0 + QPG, TS_Q) + CAUSAL_OFF);
+#endif
+    const GLOBAL real* kr = K + (long)bh * TS_KV * TS_D + (long)kbeg * TS_D;
+    const GLOBAL real* vr = V + (long)bh * TS_KV * TS_D + (long)kbeg * TS_D;
+    for (int j = kbeg; j < kend; j++, kr += TS_D, vr += TS_D) {
+        UNROLL_ALL for (int qi = 0; qi < QPG; qi++) {
+#if CAUSAL
+            if (j > q0 + qi + CAUSAL_OFF) continue; /* masked: this query adds nothing */
+#endif
+            /* The dot product as a tree: products of the whole row (vector multiplies),
+               then halving sums down to DV partials. A chain of adds over the row would
+               take TS_D/DV dependent steps per key and bound the kernel by latency. */
+            float pr[TS_D];
+            UNROLL_ALL for (int d = 0; d < TS_D; d++) pr[d] = qv[qi][d] * TO_FLOAT(kr[d]);
+            UNROLL_ALL for (int d = 0; d < TS_D - TS_P2; d++) pr[d] += pr[d + TS_P2];
+            UNROLL_ALL for (int h = TS_P2 / 2; h >= DV; h /= 2) {
+                UNROLL_ALL for (int d = 0; d < h; d++) pr[d] += pr[d + h];
+            }
+            float sc = pr[0];
+            UNROLL_ALL for (int w = 1; w < DV; w++) sc += pr[w];
+            if (sc > m[qi]) { /* a new maximum: rescale what is summed so far (rare after the first keys) */
+                const float a = exp(m[qi] - sc);
+                l[qi] *= a;
+                UNROLL_ALL for (int d = 0; d < TS_D; d++) acc[qi][d] *= a;
+                m[qi] = sc;
+            }
+            const float p = exp(sc - m[qi]);
+            l[qi] += p;
+            UNROLL_ALL for (int d = 0; d < TS_D; d++) acc[qi][d] += p * TO_FLOAT(vr[d]);
+        }
+    }
+    UNROLL_ALL for (int qi = 0; qi < QPG; qi++) {
+        if (q0 + qi < TS_Q) {
+#if SPLIT > 1
+            const long row = ((long)bh * SPLIT + split) * TS_Q + q0 + qi;
+            UNROLL_ALL for (int d = 0; d < TS_D; d++) Opart[row * TS_D + d] = acc[qi][d];
+            ML[row * 2] = m[qi];
+            ML[row * 2 + 1] = l[qi];
+#else
+            const float inv = 1.0f / l[qi];
+            GLOBAL real* o = O + ((long)bh * TS_Q + q0 + qi) * TS_D;
+            UNROLL_ALL for (int d = 0; d < TS_D; d++) o[d] = TO_REAL(acc[qi][d] * inv);
+#endif
+        }
+    }
+}
+#else
 {
     LOCAL_MEM float qs[QPG][TS_D];   /* the group's queries, times the scale */
     LOCAL_MEM float s[QPG][KB];      /* scores of one key block, then their probabilities */
@@ -204,6 +293,7 @@ KERNEL void attention(const GLOBAL real* RESTRICT Q, const GLOBAL real* RESTRICT
     }
 #endif
 }
+#endif /* MAP */
 
 /* Second pass of SPLIT > 1: one work-item per output element merges the SPLIT chunks. */
 KERNEL void attention_combine(const GLOBAL float* RESTRICT Opart, const GLOBAL float* RESTRICT ML, GLOBAL real* RESTRICT O)

@@ -33,8 +33,9 @@ def _pow2_ceil(n: int) -> int:
 
 
 def _chunk(c: Config, kv: int) -> int:
-    """Keys per split, in whole blocks (as CHUNK in attention.cl)."""
-    return _ceil_div(_ceil_div(kv, c["SPLIT"]), c["KB"]) * c["KB"]
+    """Keys per split, in whole blocks unless MAP=1 (as CHUNK in attention.cl)."""
+    per_split = _ceil_div(kv, c["SPLIT"])
+    return per_split if c["MAP"] == 1 else _ceil_div(per_split, c["KB"]) * c["KB"]
 
 
 def _out_vectors(c: Config, d: int) -> int:
@@ -42,8 +43,23 @@ def _out_vectors(c: Config, d: int) -> int:
 
 
 def _registers(c: Config, x: Context) -> int:
-    """Floats of output each work-item keeps in registers."""
+    """Floats of output each work-item keeps in registers (MAP=1: its queries and outputs)."""
+    if c["MAP"] == 1:
+        return 2 * c["QPG"] * x.shape[4]
     return _ceil_div(_out_vectors(c, x.shape[4]), c["WG"]) * c["DV"]
+
+
+def _units(c: Config, shape) -> int:
+    """MAP=1 work-items: one per (head, query block, split)."""
+    b, h, q, kv, d = shape
+    return b * h * _ceil_div(q, c["QPG"]) * c["SPLIT"]
+
+
+def _threads_have_work(c: Config, x: Context) -> bool:
+    if c["MAP"] == 1:  # at least two work-groups, so every compute unit of a small CPU gets one
+        return c["WG"] == 1 or 2 * c["WG"] <= _units(c, x.shape)
+    # 32 work-items are always allowed, so the default config is valid for every shape
+    return c["WG"] <= max(32, c["QPG"] * c["KB"], _out_vectors(c, x.shape[4]))
 
 
 def _local_bytes(c: Config, d: int) -> int:
@@ -71,18 +87,23 @@ class Attention(KernelTemplate):
         Param("QPG", (1, 2, 4, 8, 16), 1, "queries per work-group"),
         Param("KB", (8, 16, 32, 64), 16, "keys per block of the streaming softmax"),
         Param("DV", (1, 2, 4, 8), 1, "head-dimension vector width of K and V loads"),
-        Param("WG", (16, 32, 64, 128), 32, "work-items per work-group"),
+        Param("WG", (1, 4, 16, 32, 64, 128), 32, "work-items per work-group"),
         Param("LKV", (0, 1), 0, "stage each block of K and V in local memory"),
         Param("SPLIT", (1, 2, 4, 8, 16, 32), 1, "work-groups per query block along KV; above 1 a second pass combines them"),
+        Param("MAP", (0, 1), 0, "0: a work-group shares a query block (GPUs); 1: one work-item streams the keys of QPG queries (CPUs)"),
     )
     constraints = (
         Constraint("vector_divides_head_dim", lambda c, x: x.shape[4] % c["DV"] == 0),
         Constraint("queries_per_group_not_beyond_q", lambda c, x: c["QPG"] <= _pow2_ceil(x.shape[2])),
         Constraint("key_block_not_beyond_kv", lambda c, x: c["KB"] <= max(16, _pow2_ceil(x.shape[3]))),
         Constraint("every_split_has_keys", lambda c, x: c["SPLIT"] == 1 or (c["SPLIT"] - 1) * _chunk(c, x.shape[3]) < x.shape[3]),
-        Constraint("registers_bounded", lambda c, x: _registers(c, x) <= 64),
-        # 32 work-items are always allowed, so the default config is valid for every shape
-        Constraint("threads_have_work", lambda c, x: c["WG"] <= max(32, c["QPG"] * c["KB"], _out_vectors(c, x.shape[4]))),
+        # MAP=1 holds whole rows privately: they live in the CPU's L1 more than in its registers
+        Constraint("registers_bounded", lambda c, x: _registers(c, x) <= (1024 if c["MAP"] == 1 else 64)),
+        Constraint("threads_have_work", _threads_have_work),
+        # groups of under 16 work-items leave a GPU's lanes idle; MAP=1 has no group work
+        Constraint("small_groups_only_unshared", lambda c, x: c["MAP"] == 1 or c["WG"] >= 16),
+        # MAP=1 walks keys one at a time from global memory: one value each of KB and LKV
+        Constraint("unshared_has_no_blocks", lambda c, x: c["MAP"] == 0 or (c["KB"] == 16 and c["LKV"] == 0)),
         Constraint("work_group_size", _fits_work_group, needs_device=True),
         Constraint("local_memory", lambda c, x: _local_bytes(c, x.shape[4]) <= x.device.local_mem_size, needs_device=True),
     )
@@ -103,6 +124,8 @@ class Attention(KernelTemplate):
         bh, split, wg = b * h, config["SPLIT"], config["WG"]
         storage = DTYPES[dtype][0]
         groups = bh * _ceil_div(q, config["QPG"]) * split
+        if config["MAP"] == 1:  # one work-item, not one work-group, per (head, query block, split)
+            groups = _ceil_div(groups, wg)
         buffers = [
             BufferSpec("Q", (b, h, q, d), storage, "in"),
             BufferSpec("K", (b, h, kv, d), storage, "in"),
