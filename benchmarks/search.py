@@ -6,7 +6,10 @@ and evaluations until within 5% of the optimum. Kernel Tuner replays through
 its own simulation mode (``kernel_tuner.tune_cache``), which builds its search
 space from the configs that ran without error: its strategies never see a
 failed config, while ours must discover failures by evaluating them (as in
-live tuning). Kernel Tuner cannot read T4 files, so it has no row there.
+live tuning; a failed evaluation does not count against the budget, for either).
+``--same-info S`` also runs our strategies S on the files with their failed
+configs removed, the information Kernel Tuner's replay gets (rows marked
+"no failures"). Kernel Tuner cannot read T4 files, so it has no row there.
 
 Kernel Tuner is no dependency of tunesvc; install it beside the project only
 for this benchmark, e.g.::
@@ -22,6 +25,7 @@ Without Kernel Tuner it runs our strategies only.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import multiprocessing
 import random
@@ -37,17 +41,22 @@ sys.path.insert(0, str(ROOT))
 from tunesvc.devices.replay import ReplayDevice  # noqa: E402
 from tunesvc.replay import ReplayRun, default_budget, run_once, summarize  # noqa: E402
 
-OURS = ("ensemble", "local", "density", "random")
+OURS = ("ensemble", "swarm", "local", "density", "random")
 KT = ("pso", "diff_evo", "genetic_algorithm", "greedy_ils", "simulated_annealing", "dual_annealing", "random_sample")
 
-_devices: dict[str, ReplayDevice] = {}
+_devices: dict[tuple[str, bool], ReplayDevice] = {}
 _kt_files: dict[str, str] = {}
 
 
-def device(path: str) -> ReplayDevice:
-    if path not in _devices:
-        _devices[path] = ReplayDevice(path)
-    return _devices[path]
+def device(path: str, failures: bool = True) -> ReplayDevice:
+    """The recorded file as a device; without ``failures``, its failed configs are dropped
+    from the space, as Kernel Tuner's replay drops them."""
+    if (path, failures) not in _devices:
+        dev = ReplayDevice(path)
+        if not failures:
+            dev = ReplayDevice(dataclasses.replace(dev.recorded, configs=dev.recorded.valid))
+        _devices[(path, failures)] = dev
+    return _devices[(path, failures)]
 
 
 def kt_cache_file(path: str) -> str:
@@ -93,7 +102,7 @@ def task(args) -> tuple:
     if impl == "kt":
         times = kt_run(path, strategy, budget, seed)
     else:
-        times = list(run_once(device(path), strategy, budget, seed).times)
+        times = list(run_once(device(path, failures=impl == "ours"), strategy, budget, seed).times)
     return path, impl, strategy, seed, times, time.perf_counter() - t0
 
 
@@ -105,6 +114,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--ours", default=",".join(OURS))
     ap.add_argument("--kt", default=",".join(KT), help="Kernel Tuner strategies ('' for none)")
+    ap.add_argument("--same-info", default="", help="our strategies to run also with failed configs removed, as Kernel Tuner sees the files")
     args = ap.parse_args()
     try:
         import kernel_tuner  # noqa: F401
@@ -114,6 +124,8 @@ def main() -> None:
         kt = []
     budgets = {f: default_budget(device(f).recorded.times) for f in args.files}
     tasks = [(f, "ours", s, budgets[f], args.seed + r) for f in args.files for s in args.ours.split(",") for r in range(args.repeats)]
+    tasks += [(f, "ours-ok", s, budgets[f], args.seed + r) for f in args.files
+              for s in args.same_info.split(",") if s for r in range(args.repeats)]
     tasks += [(f, "kt", s, budgets[f], args.seed + r) for f in args.files if device(f).recorded.format == "kerneltuner"
               for s in kt for r in range(args.repeats)]
     t0 = time.perf_counter()
@@ -137,7 +149,7 @@ def report(done, files, budgets) -> None:
     short = {f: Path(f).name.split(".")[0] for f in files}
     print("score (Willemsen et al. 2024; 0 = random sampling, 1 = optimum at once) and "
           "median evaluations to within 5% of the optimum / random search's expectation\n")
-    head = f"{'strategy':26s} {'mean':>6s} {'mean*':>6s} " + " ".join(f"{short[f][:22]:>22s}" for f in files) + "  cpu s"
+    head = f"{'strategy':34s} {'mean':>6s} {'mean*':>6s} " + " ".join(f"{short[f][:22]:>22s}" for f in files) + "  cpu s"
     print(head)
     print("-" * len(head))
     kt_files = [f for f in files if device(f).recorded.format == "kerneltuner"]
@@ -150,8 +162,8 @@ def report(done, files, budgets) -> None:
             cells.append(f"{'-':>22s}" if r is None else
                          f"{r.score:6.3f} {r.median_evals_to_5pct:5.0f}/{r.expected_random_evals_to_5pct:<6.0f}".rjust(22))
         both = statistics.mean(reps[f].score for f in kt_files if f in reps)
-        name = ("kernel_tuner " if key[0] == "kt" else "tunesvc ") + key[1]
-        print(f"{name:26s} {statistics.mean(r.score for r in reps.values()):6.3f} {both:6.3f} " + " ".join(cells)
+        name = {"kt": "kernel_tuner ", "ours": "tunesvc ", "ours-ok": "tunesvc no failures "}[key[0]] + key[1]
+        print(f"{name:34s} {statistics.mean(r.score for r in reps.values()):6.3f} {both:6.3f} " + " ".join(cells)
               + f"  {seconds[key]:.0f}")
     print("\nmean: over the files the strategy ran on; mean*: over the Kernel Tuner cache files only (the same files for every row)")
     print("budget per file (feasible evaluations): " + ", ".join(f"{short[f]} {budgets[f]}" for f in files))

@@ -87,3 +87,42 @@ def test_preferred_configs_come_first_and_only_once(name, space):
 
 def test_default_strategy_is_registered():
     assert search.DEFAULT_STRATEGY in search.STRATEGIES
+
+
+# ---- search quality on a smooth constrained landscape ----------------------------------------
+def bowl() -> tuple[SearchSpace, dict]:
+    """30 x 30 values, a corner cut off by a constraint, one basin: the optimum at (20, 7)."""
+    dims = (Dimension("x", tuple(range(30))), Dimension("y", tuple(range(30))))
+    configs = [Config(x=x, y=y) for x in range(30) for y in range(30) if x + y <= 45]
+    return SearchSpace(dims, configs), {c: 1.0 + (c["x"] - 20) ** 2 + 2 * (c["y"] - 7) ** 2 for c in configs}
+
+
+def evals_to_optimum(name: str, seed: int) -> int:
+    space, time = bowl()
+    strat = search.make(name, space, seed)
+    for n in itertools.count(1):
+        c = strat.ask()
+        strat.tell(c, Measurement(c, "ok", timing=Timing(time[c], time[c], time[c], 0.0, 1)))
+        if time[c] == 1.0:
+            return n
+
+
+@pytest.mark.parametrize("name", ["swarm", search.DEFAULT_STRATEGY])
+def test_finds_the_optimum_of_a_basin_far_sooner_than_random(name):
+    n_random = (len(bowl()[0]) + 1) / 2  # random search's expected draws to the single optimum: ~400
+    runs = sorted(evals_to_optimum(name, seed) for seed in range(5))
+    assert runs[2] < n_random / 5 and runs[-1] < n_random / 2, runs
+
+
+def test_ensemble_arms_are_checked_and_each_exhausts_the_space(space):
+    from tunesvc.errors import UsageError
+    from tunesvc.search.ensemble import ARMS, EnsembleStrategy
+
+    with pytest.raises(UsageError, match="arms"):
+        EnsembleStrategy(space, 0, arms=("density", "annealing"))
+    strat = EnsembleStrategy(space, 0, arms=ARMS, start=2)
+    asked = []
+    while (c := strat.ask()) is not None:
+        asked.append(c)
+        strat.tell(c, outcome(c))
+    assert len(set(asked)) == len(asked) == len(space)

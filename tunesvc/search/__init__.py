@@ -15,6 +15,7 @@ STRATEGIES = {
     "local": "tunesvc.search.local:LocalStrategy",
     "density": "tunesvc.search.density:DensityStrategy",
     "ensemble": "tunesvc.search.ensemble:EnsembleStrategy",
+    "swarm": "tunesvc.search.swarm:SwarmStrategy",
 }
 # Chosen by measurement on the recorded spaces of ../shared/replay (benchmarks/search.py, docs/benchmarks.md).
 DEFAULT_STRATEGY = "ensemble"
