@@ -25,7 +25,7 @@ from tunesvc.templates.matmul import Matmul
 from tunesvc.tuner import tune
 
 #: the candidates: one neighbourhood of good matmul configs on a CPU (2 x 2 x 2 = 8 configs)
-NARROW = {"MWG": (32,), "NWG": (32,), "WPTM": (4,), "WPTN": (4,), "VW": (1, 4), "UNROLL": (1, 4), "PACKB": (0, 1)}
+NARROW = {"MDIM": (8,), "NDIM": (8,), "WPTM": (4,), "WPTN": (4,), "VW": (1, 4), "UNROLL": (1, 4), "PACKB": (0, 1)}
 
 
 class CloseMatmul(Matmul):

@@ -62,7 +62,7 @@ def test_tune_json_summary(run, cl_info):
     r = run("tune", "matmul", "--shape", "16x16x16", "--trials", 2, "--json", "--device", cl_info.id)
     data = json.loads(r.output)
     assert data["trials"] == 2 and data["best"]["gflops"] > 0 and data["numpy_gflops"] > 0
-    assert set(data["best"]["config"]) >= {"MWG", "NWG", "KWG", "WPTM", "WPTN", "VW", "LOCAL", "UNROLL"}
+    assert set(data["best"]["config"]) >= {"MDIM", "NDIM", "KWG", "WPTM", "WPTN", "VW", "LOCAL", "UNROLL"}
 
 
 @pytest.mark.parametrize("args, words", [

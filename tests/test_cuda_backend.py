@@ -229,7 +229,7 @@ def test_gpu_default_config_of_every_template_verifies(gpu):
 def test_gpu_matmul_vector_widths_and_shared_memory(gpu, vw, local, dtype):
     from tunesvc.types import Config
 
-    cfg = Config(MWG=64, NWG=64, KWG=16 if local else 8, WPTM=4, WPTN=8, VW=vw, LOCAL=local, UNROLL=4)
+    cfg = Config(MDIM=16, NDIM=8, KWG=16 if local else 8, WPTM=4, WPTN=8, VW=vw, LOCAL=local, UNROLL=4, PACKB=0)
     for shape in ("256x256x256", "67x72x33"):  # aligned, and ragged edges (N a multiple of 8 only)
         m = _evaluate(gpu, "matmul", shape, dtype, cfg)
         assert m.ok, f"{shape}: {m.status} {m.reason}"
@@ -259,7 +259,7 @@ def test_gpu_tune_stores_cuda_records_and_lookup_finds_them(gpu, tmp_path):
 def test_gpu_event_timing_scales_with_work(gpu):
     from tunesvc.types import Config
 
-    cfg = Config(MWG=64, NWG=64, KWG=16, WPTM=4, WPTN=4, VW=4, LOCAL=1, UNROLL=4)
+    cfg = Config(MDIM=16, NDIM=16, KWG=16, WPTM=4, WPTN=4, VW=4, LOCAL=1, UNROLL=4, PACKB=0)
     small = _evaluate(gpu, "matmul", "512x512x512", "float32", cfg)
     big = _evaluate(gpu, "matmul", "2048x2048x2048", "float32", cfg)
     assert small.ok and big.ok

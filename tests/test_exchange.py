@@ -149,7 +149,7 @@ def test_stale_records_are_kept_but_counted(tmp_path):
 BAD_RECORDS = [
     ({"template": "nosuch"}, "unknown template"),
     ({"template": "../../etc/passwd.py"}, "unknown template"),
-    ({"config": {"MWG": 64}}, "missing parameter"),
+    ({"config": {"MDIM": 4}}, "missing parameter"),
     ({"config": {**dict(valid_configs((64, 64, 64), 1)[0]), "EVIL": 1}}, "unknown parameter"),
     ({"config": {**dict(valid_configs((64, 64, 64), 1)[0]), "VW": 3}}, "is not one of"),
     ({"config": {**dict(valid_configs((64, 64, 64), 1)[0]), "VW": 1.0}}, "wrong type"),

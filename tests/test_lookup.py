@@ -55,7 +55,7 @@ def test_a_nearest_config_invalid_for_the_shape_is_not_served(tmp_path, cl_info)
     from tunesvc import templates
 
     mm = templates.get("matmul")
-    cfg = mm.default_config().replace(VW=8, WPTN=8, NWG=8)
+    cfg = mm.default_config().replace(VW=8, WPTN=8, NDIM=1)
     store = Store(tmp_path / "v.db")
     store.put(Record(cl_info.fingerprint, "matmul", mm.source_hash, "float32", (64, 64, 64),
                      Measurement(cfg, "ok", timing=Timing(1e-4, 1e-4, 1e-4, 0, 5), gflops=5.0)))

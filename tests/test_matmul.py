@@ -17,8 +17,8 @@ MATMUL = templates.get("matmul")
 # A slice of the space that still covers every code path: local staging on and off,
 # packed B on and off, each vector width, register blocks of several sizes, unrolling.
 SMALL = {
-    "MWG": (4, 8, 16),
-    "NWG": (8, 16),
+    "MDIM": (1, 2, 4),
+    "NDIM": (1, 4, 8),
     "KWG": (8, 16),
     "WPTM": (1, 2, 4),
     "WPTN": (2, 4, 8),
@@ -99,7 +99,7 @@ def test_build_failure_is_a_measurement_with_its_reason(cl_device):
 
 def test_constraint_violation_is_reported_by_name(cl_device):
     ev = Evaluator(cl_device, MATMUL, (8, 6, 8), "float32")
-    m = ev.evaluate(MATMUL.default_config().replace(VW=4, WPTN=4, NWG=8))
+    m = ev.evaluate(MATMUL.default_config().replace(VW=4, WPTN=4, NDIM=1))
     assert m.status == "constraint" and "vector_divides_n" in m.reason
 
 
@@ -132,6 +132,6 @@ def test_check_config_rejects_unknown_and_out_of_space_values():
     with pytest.raises(InvalidConfigError, match="unknown"):
         MATMUL.check_config({**good, "EVIL": 1})
     with pytest.raises(InvalidConfigError, match="not one of"):
-        MATMUL.check_config({**good, "MWG": 3})
+        MATMUL.check_config({**good, "MDIM": 3})
     with pytest.raises(InvalidConfigError, match="not one of"):
         MATMUL.check_config({**good, "LOCAL": True})

@@ -1,8 +1,9 @@
 /* tunesvc matmul: C[M][N] = A[M][K] * B[K][N], row-major, float accumulation.
  *
- * A work-group computes an MWG x NWG tile of C with (MWG/WPTM) x (NWG/WPTN)
- * work-items; each work-item holds WPTM x WPTN accumulators (register
- * blocking). Along N a work-item owns WPTN/VW vectors of VW columns, strided
+ * A work-group of MDIM x NDIM work-items computes an MWG x NWG tile of C
+ * (MWG = MDIM * WPTM, NWG = NDIM * WPTN); each work-item holds WPTM x WPTN
+ * accumulators (register blocking). MDIM = NDIM = 1 makes a work-group a
+ * single work-item, which suits CPUs. Along N a work-item owns WPTN/VW vectors of VW columns, strided
  * by the work-group's width so neighbouring work-items touch neighbouring
  * memory (coalesced on GPUs, vectorisable across work-items by PoCL).
  * LOCAL=1 stages KWG-deep slices of A and B in local memory; LOCAL=0 reads
@@ -22,11 +23,11 @@
 #ifndef TS_K
 #define TS_K 64
 #endif
-#ifndef MWG
-#define MWG 8
+#ifndef MDIM
+#define MDIM 4
 #endif
-#ifndef NWG
-#define NWG 8
+#ifndef NDIM
+#define NDIM 8
 #endif
 #ifndef KWG
 #define KWG 8
@@ -50,8 +51,8 @@
 #define PACKB 0
 #endif
 
-#define MDIM (MWG / WPTM)  /* work-items along M */
-#define NDIM (NWG / WPTN)  /* work-items along N */
+#define MWG (MDIM * WPTM)  /* rows of C per work-group */
+#define NWG (NDIM * WPTN)  /* columns of C per work-group */
 #define NVEC (WPTN / VW)   /* vectors per work-item along N */
 #define TS_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define NPAN ((TS_N + WPTN - 1) / WPTN) /* panels of packed B */

@@ -16,17 +16,17 @@ def _pow2_ceil(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _threads(c: Config) -> tuple[int, int]:
-    """Work-items along (N, M) of a work-group."""
-    return c["NWG"] // c["WPTN"], c["MWG"] // c["WPTM"]
+def _tile(c) -> tuple[int, int]:
+    """Rows and columns of C per work-group."""
+    return c["MDIM"] * c["WPTM"], c["NDIM"] * c["WPTN"]
 
 
-def _local_bytes(c: Config) -> int:
-    return (c["MWG"] + c["NWG"]) * c["KWG"] * 4 if c["LOCAL"] else 0
+def _local_bytes(c) -> int:
+    return sum(_tile(c)) * c["KWG"] * 4 if c["LOCAL"] else 0
 
 
-def _fits_work_group(c: Config, ctx: Context) -> bool:
-    tn, tm = _threads(c)
+def _fits_work_group(c, ctx: Context) -> bool:
+    tn, tm = c["NDIM"], c["MDIM"]
     sizes = ctx.device.max_work_item_sizes
     return tn * tm <= ctx.device.max_work_group_size and tn <= sizes[0] and tm <= sizes[1]
 
@@ -42,8 +42,8 @@ class Matmul(KernelTemplate):
     default_shape = (1024, 1024, 1024)
     bound = "flops"
     params = (
-        Param("MWG", (4, 8, 16, 32, 64, 128), 4, "rows of C per work-group"),
-        Param("NWG", (8, 16, 32, 64, 128), 8, "columns of C per work-group"),
+        Param("MDIM", (1, 2, 4, 8, 16, 32), 4, "work-items of a work-group along M"),
+        Param("NDIM", (1, 2, 4, 8, 16, 32), 8, "work-items of a work-group along N"),
         Param("KWG", (8, 16, 32), 8, "K slice staged in local memory (LOCAL=1 only)"),
         Param("WPTM", (1, 2, 4, 8), 1, "rows of C per work-item (register blocking)"),
         Param("WPTN", (1, 2, 4, 8, 16), 1, "columns of C per work-item (register blocking)"),
@@ -53,7 +53,7 @@ class Matmul(KernelTemplate):
         Param("PACKB", (0, 1), 1, "copy B into contiguous panels of WPTN columns first (streams on CPUs)"),
     )
     constraints = (
-        Constraint("tile_divisible_by_work_per_thread", lambda c, x: c["MWG"] % c["WPTM"] == 0 and c["NWG"] % c["WPTN"] == 0),
+        Constraint("tile_at_most_128", lambda c, x: max(_tile(c)) <= 128),
         Constraint("vector_fits_work_per_thread", lambda c, x: c["WPTN"] % c["VW"] == 0),
         Constraint("vector_divides_n", lambda c, x: x.shape[1] % c["VW"] == 0),
         Constraint("registers_bounded", lambda c, x: c["WPTM"] * c["WPTN"] <= 64),
@@ -61,9 +61,9 @@ class Matmul(KernelTemplate):
         Constraint("k_tile_only_with_local", lambda c, x: c["LOCAL"] == 1 or c["KWG"] == 8),
         Constraint("unroll_within_k_tile", lambda c, x: c["LOCAL"] == 0 or c["UNROLL"] <= c["KWG"]),
         Constraint("unroll_within_k", lambda c, x: c["UNROLL"] == 1 or c["UNROLL"] <= x.shape[2]),
-        Constraint("tile_not_beyond_shape", lambda c, x: c["MWG"] <= max(8, _pow2_ceil(x.shape[0])) and c["NWG"] <= max(8, _pow2_ceil(x.shape[1]))),
+        Constraint("tile_not_beyond_shape", lambda c, x: _tile(c)[0] <= max(8, _pow2_ceil(x.shape[0])) and _tile(c)[1] <= max(8, _pow2_ceil(x.shape[1]))),
         Constraint("block_within_shape", lambda c, x: c["LOCAL"] == 1 or (
-            c["WPTM"] <= x.shape[0] and (c["WPTN"] if c["PACKB"] else c["NWG"]) <= x.shape[1])),
+            c["WPTM"] <= x.shape[0] and (c["WPTN"] if c["PACKB"] else _tile(c)[1]) <= x.shape[1])),
         Constraint("work_group_size", _fits_work_group, needs_device=True),
         Constraint("local_memory", lambda c, x: _local_bytes(c) <= x.device.local_mem_size, needs_device=True),
     )
@@ -71,11 +71,12 @@ class Matmul(KernelTemplate):
     def plan(self, config: Config, shape, dtype: str) -> Plan:
         m, n, k = shape
         np_dtype = DTYPES[dtype][0]
-        tn, tm = _threads(config)
+        tn, tm = config["NDIM"], config["MDIM"]
+        mwg, nwg = _tile(config)
         wptn = config["WPTN"]
         main = Launch(
             "matmul",
-            global_size=(_ceil_div(n, config["NWG"]) * tn, _ceil_div(m, config["MWG"]) * tm),
+            global_size=(_ceil_div(n, nwg) * tn, _ceil_div(m, mwg) * tm),
             local_size=(tn, tm),
             args=("A", "Bp" if config["PACKB"] else "B", "C"),
         )
