@@ -9,6 +9,9 @@ on the same data, so ratios survive a noisy shared machine:
 - export: a raw SELECT of every row, without formatting or writing;
 - import: a raw executemany INSERT of the same rows into an empty database of the same schema.
 
+CPU seconds (all threads of the process) sit beside wall seconds: on a loaded shared machine the
+gap between them is time spent waiting for a core.
+
     .venv/bin/python benchmarks/db_scale.py [--records 1000000] [--dir /tmp/tunesvc-scale]
 """
 
@@ -29,6 +32,7 @@ from pathlib import Path
 import tunesvc.lookup  # noqa: F401  (the module: tunesvc.lookup the attribute is the function)
 from tunesvc import templates
 from tunesvc.cache import Store
+from tunesvc.cache import exchange
 from tunesvc.cache.exchange import _export_query, export, import_files
 from tunesvc.cache.store import DEVICE_COLUMNS, RECORD_DEVICES, RECORD_SHAPES, SCHEMA_VERSION, SHAPE_COLUMNS, TABLE
 from tunesvc.templates.base import Context
@@ -77,20 +81,28 @@ COLS = ("device_key", "backend", "vendor", "device_type", "architecture", "devic
         "time_iqr", "runs", "gflops", "gbps", "compile_seconds", "schema_version", "tunesvc_version", "created_at", "source")
 
 
-def insert(path: Path, n: int) -> float:
-    """Fill a database through the store's schema; seconds for the raw executemany (the import reference)."""
+def insert(path: Path, n: int) -> tuple[float, float]:
+    """Fill a database through the store's schema; (wall, CPU) seconds of the raw executemany (the import reference)."""
     store = Store(path)
     sql = f"INSERT INTO {TABLE} ({', '.join(COLS)}) VALUES ({', '.join('?' * len(COLS))})"
-    t0 = time.perf_counter()
+    data = list(rows(n))  # generated before the clock starts: the reference is SQLite's work alone
+    c0, t0 = time.process_time(), time.perf_counter()
     with store.db.conn:
-        store.db.conn.executemany(sql, rows(n))
-    seconds = time.perf_counter() - t0
+        store.db.conn.executemany(sql, data)
+    seconds = time.perf_counter() - t0, time.process_time() - c0
     with store.db.conn:  # what Store._upsert keeps current; raw inserts bypass it
         store.db.execute(f"INSERT OR IGNORE INTO {RECORD_DEVICES} SELECT DISTINCT {', '.join(DEVICE_COLUMNS)} FROM {TABLE}")
         store.db.execute(f"INSERT OR IGNORE INTO {RECORD_SHAPES} SELECT DISTINCT {', '.join(SHAPE_COLUMNS)} FROM {TABLE} "
                          "WHERE status = 'ok'")
     store.close()
     return seconds
+
+
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of every thread of this process) of one call."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -161,34 +173,27 @@ def main() -> None:
         db = work / "scale.db"
         for p in work.glob("*"):
             p.unlink()
-        t_fill = insert(db, n)
+        t_fill = insert(db, n)[0]
         print(f"generated {n} records in {t_fill:.1f} s ({n / t_fill:,.0f} records/s raw executemany)", file=sys.stderr)
         lat = lookup_latency(db, n)
 
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        t0 = time.perf_counter()
-        for _ in conn.execute(f"SELECT * FROM {TABLE}"):
-            pass
-        t_scan = time.perf_counter() - t0
         sql, qargs = _export_query(None, None, False)
-        t0 = time.perf_counter()
-        for _ in conn.execute(sql, qargs):
-            pass
-        t_ordered = time.perf_counter() - t0
+        t_scan = timed(lambda: sum(1 for _ in conn.execute(f"SELECT * FROM {TABLE}")))
+        t_ordered = timed(lambda: sum(1 for _ in conn.execute(sql, qargs)))
         conn.close()
-        timings = {}
-        for name in ("scale.jsonl", "scale.jsonl.gz"):
-            t0 = time.perf_counter()
-            s = export(work / name, db)
-            timings[name] = (time.perf_counter() - t0, s.bytes)
-        t0 = time.perf_counter()
-        summary = import_files([work / "scale.jsonl.gz"], work / "imported.db")
-        t_import = time.perf_counter() - t0
-        assert summary.added == n and not summary.rejected, summary
-        t0 = time.perf_counter()
-        again = import_files([work / "scale.jsonl.gz"], work / "imported.db")
-        t_again = time.perf_counter() - t0
-        assert again.added == 0
+        ops = {}
+        for name, level in (("scale.jsonl", None), ("scale.jsonl.gz", exchange.GZIP_LEVEL), ("level6.jsonl.gz", 6)):
+            saved, exchange.GZIP_LEVEL = exchange.GZIP_LEVEL, level or exchange.GZIP_LEVEL
+            try:
+                ops[f"export {name}" + (f" (gzip level {level})" if level else "")] = timed(lambda: export(work / name, db))
+            finally:
+                exchange.GZIP_LEVEL = saved
+        summaries = []
+        t_import = timed(lambda: summaries.append(import_files([work / "scale.jsonl.gz"], work / "imported.db")))
+        assert summaries[-1].added == n and not summaries[-1].rejected, summaries[-1]
+        t_again = timed(lambda: summaries.append(import_files([work / "scale.jsonl.gz"], work / "imported.db")))
+        assert summaries[-1].added == 0
         ref_db = work / "reference.db"
         t_ref_import = insert(ref_db, n)
 
@@ -198,18 +203,25 @@ def main() -> None:
         ref99 = lat["reference: raw point query by id"][1]
         for k, (p50, p99) in lat.items():
             print(f"| {k} | {p50 * 1e6:.1f} µs | {p99 * 1e6:.1f} µs | {p99 / ref99:.1f}x |")
-        print("\n| operation | seconds | records/s | vs reference |")
-        print("|---|---|---|---|")
-        print(f"| reference: raw SELECT of every row | {t_scan:.2f} | {n / t_scan:,.0f} | 1.0x |")
-        print(f"| raw SELECT of every row in the export's key order | {t_ordered:.2f} | {n / t_ordered:,.0f} | {t_ordered / t_scan:.1f}x the raw SELECT |")
-        for name, (t, size) in timings.items():
-            print(f"| export {name} | {t:.2f} | {n / t:,.0f} | {t / t_scan:.1f}x the raw SELECT |")
-        print(f"| reference: raw executemany INSERT | {t_ref_import:.2f} | {n / t_ref_import:,.0f} | 1.0x |")
-        print(f"| import scale.jsonl.gz into an empty db | {t_import:.2f} | {n / t_import:,.0f} | {t_import / t_ref_import:.1f}x the raw INSERT |")
-        print(f"| import it again (all identical, skipped) | {t_again:.2f} | {n / t_again:,.0f} | {t_again / t_ref_import:.1f}x the raw INSERT |")
+        print("\n| operation | seconds | CPU seconds | records/s | vs reference |")
+        print("|---|---|---|---|---|")
+
+        def row(label, t, ref, what):
+            cpu = f"{t[1]:.2f}" if t[1] is not None else "-"
+            print(f"| {label} | {t[0]:.2f} | {cpu} | {n / t[0]:,.0f} | {t[0] / ref[0]:.1f}x {what} |")
+
+        row("reference: raw SELECT of every row", t_scan, t_scan, "")
+        row("raw SELECT of every row in the export's key order", t_ordered, t_scan, "the raw SELECT")
+        for name, t in ops.items():
+            row(name, t, t_scan, "the raw SELECT")
+        row("reference: raw executemany INSERT", t_ref_import, t_ref_import, "")
+        row("import scale.jsonl.gz into an empty db", t_import, t_ref_import, "the raw INSERT")
+        row("import it again (all identical, skipped)", t_again, t_ref_import, "the raw INSERT")
         print("\n| file | size | bytes/record |")
         print("|---|---|---|")
-        for label, path in (("database (with indexes)", db), ("scale.jsonl", work / "scale.jsonl"), ("scale.jsonl.gz", work / "scale.jsonl.gz")):
+        for label, path in (("database (with indexes)", db), ("scale.jsonl", work / "scale.jsonl"),
+                            (f"scale.jsonl.gz (gzip level {exchange.GZIP_LEVEL})", work / "scale.jsonl.gz"),
+                            ("level6.jsonl.gz (gzip level 6)", work / "level6.jsonl.gz")):
             size = os.path.getsize(path)
             print(f"| {label} | {size / 2**20:.1f} MiB | {size / n:.0f} |")
     finally:
