@@ -40,8 +40,10 @@ _BY_TIME = ("SELECT config, time_median, gflops, device_key FROM measurements WH
             "AND dtype = ? AND status = 'ok' AND device_key IN ({keys}) AND shape = ? ORDER BY time_median LIMIT ? OFFSET ?")
 _MMAP = 1 << 30
 _FIRST = 8  # configs fetched first at a shape; the fastest is almost always valid
-_DEVICES = "SELECT device_key, backend, vendor, device_type, architecture, device_name FROM record_devices"
-_DEVICES_OLD = "SELECT DISTINCT device_key, backend, vendor, device_type, architecture, device_name FROM measurements"
+_SAME_KIND = " WHERE vendor = ? AND device_type = ?"  # the family and vendor levels never look further
+_DEVICES = "SELECT device_key, backend, vendor, device_type, architecture, device_name FROM record_devices" + _SAME_KIND
+_DEVICES_OLD = ("SELECT DISTINCT device_key, backend, vendor, device_type, architecture, device_name FROM measurements"
+                + _SAME_KIND)
 
 
 # ---- device names ------------------------------------------------------------------------
@@ -126,9 +128,15 @@ class _Reader:
         except sqlite3.DatabaseError:  # a file no writer of this version has migrated yet
             return list(dict.fromkeys(r for k in keys for r in self.query(_SHAPES, (*problem, k) * 2)))
 
-    def devices(self) -> list:
-        """(device_key, backend, vendor, device_type, architecture, name) of every device with records."""
-        return self.query(_DEVICES, ()) or self.query(_DEVICES_OLD, ())  # a database no writer has migrated yet
+    def devices(self, vendor: str, device_type: str) -> list:
+        """(device_key, backend, vendor, device_type, architecture, name) of every device of this
+        vendor and type with records."""
+        if self.conn is None:
+            return []
+        try:
+            return self.conn.execute(_DEVICES, (vendor, device_type)).fetchall()
+        except sqlite3.DatabaseError:  # a database no writer has migrated yet
+            return self.query(_DEVICES_OLD, (vendor, device_type))
 
 
 class _Shipped(_Reader):
@@ -259,7 +267,7 @@ def _levels(device_key: str, src: _Reader):
         fp = Fingerprint.from_key(device_key)
     except ValueError:
         return
-    devices = src.devices()
+    devices = src.devices(fp.vendor, fp.device_type)
     name = normalise_name(fp.name)
     family, vendor = [], []
     for key, _backend, v, dtype, arch, dname in devices:
