@@ -184,3 +184,14 @@ def test_a_database_without_record_shapes_still_answers(tmp_path, no_shipped):
     lookup_mod.clear_cache()
     after = [lookup("matmul", s, "float32", k, db) for k, s in asks]
     assert [(r.level, r.config, r.tuned_shape) for r in after] == [(r.level, r.config, r.tuned_shape) for r in before]
+
+
+@pytest.mark.parametrize("union_max", [64, 1])
+def test_the_first_configs_of_many_devices_in_one_statement_or_one_sort(tmp_path, no_shipped, monkeypatch, union_max):
+    """Past the compound-SELECT bound, the first helping is one sorted query of all the devices:
+    the same answer either way."""
+    monkeypatch.setattr(lookup_mod, "_UNION_MAX", union_max)
+    recs = [r for d in range(4) for r in make_records(replace(CPU, driver=f"{d}.0"), n=3, base=1e-3 * (4 - d))]
+    db = _db(tmp_path / "t.db", recs)
+    res = lookup("matmul", (64, 64, 64), "float32", replace(CPU, driver="9.9").key, db)
+    assert res.level == "family" and res.time == 1e-3 and res.config == valid_configs((64, 64, 64), 1)[0]

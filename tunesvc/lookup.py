@@ -39,6 +39,7 @@ _SHAPE_LIST = ("SELECT DISTINCT shape FROM record_shapes WHERE template = ? AND 
 _BY_TIME = ("SELECT config, time_median, gflops, device_key FROM measurements WHERE template = ? AND template_hash = ? "
             "AND dtype = ? AND status = 'ok' AND device_key IN ({keys}) AND shape = ? ORDER BY time_median LIMIT ? OFFSET ?")
 _MMAP = 1 << 30
+_UNION_MAX = 64  # devices whose first configs are merged in one statement; beyond, one sort of them all
 _FIRST = 8  # configs fetched first at a shape; the fastest is almost always valid
 _SAME_KIND = " WHERE vendor = ? AND device_type = ?"  # the family and vendor levels never look further
 _DEVICES = "SELECT device_key, backend, vendor, device_type, architecture, device_name FROM record_devices" + _SAME_KIND
@@ -311,9 +312,12 @@ def _fastest(src: _Reader, problem: tuple, keys: list, marks: str, shape: str):
     """The configs tuned at ``shape`` on these devices, fastest first, in two helpings: the first
     few (one index range per device, merged in one statement, so several devices need no sort of
     all their records), then the rest."""
-    one = f"SELECT * FROM ({_BY_TIME.format(keys='?')})"
-    sql = " UNION ALL ".join([one] * len(keys)) + f" ORDER BY 2 LIMIT {_FIRST}" if len(keys) > 1 else _BY_TIME.format(keys="?")
-    yield src.query(sql, [a for key in keys for a in (*problem, key, shape, _FIRST, 0)])
+    if len(keys) == 1 or len(keys) > _UNION_MAX:  # SQLite allows 500 terms in a compound SELECT
+        yield src.query(_BY_TIME.format(keys=marks), (*problem, *keys, shape, _FIRST, 0))
+    else:
+        one = f"SELECT * FROM ({_BY_TIME.format(keys='?')})"
+        sql = " UNION ALL ".join([one] * len(keys)) + f" ORDER BY 2 LIMIT {_FIRST}"
+        yield src.query(sql, [a for key in keys for a in (*problem, key, shape, _FIRST, 0)])
     yield src.query(_BY_TIME.format(keys=marks), (*problem, *keys, shape, -1, _FIRST))
 
 
