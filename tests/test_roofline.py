@@ -22,6 +22,30 @@ def small_probe(monkeypatch):
     monkeypatch.setattr(roofline, "COPY_BYTES", SMALL_COPY)
 
 
+def test_fma_probe_computes_the_rotating_chains(cl_device):
+    """The FMA kernel does the work it is credited with (CHAINS x ITERS multiply-adds per
+    work-item, each chain also adding its neighbour) and its values stay finite, so no
+    step runs on infinities or is left out by the compiler."""
+    import numpy as np
+
+    from tunesvc.templates.base import Launch, prelude
+
+    program = cl_device.build(prelude(cl_device.dialect) + roofline.PROBE_SOURCE,
+                              {"CHAINS": roofline.FMA_CHAINS, "ITERS": roofline.FMA_ITERS}, ("ts_copy", "ts_fma"))
+    items = 64
+    seed, out = cl_device.alloc(8), cl_device.alloc(items * 4)
+    cl_device.write(seed, np.array([0.5, 0.0], dtype=np.float32))
+    cl_device.run(program, (Launch("ts_fma", (items,), (items,), ("seed", "out")),), {"seed": seed, "out": out})
+    got = np.empty(items, dtype=np.float32)
+    cl_device.read(out, got)
+    acc = (np.arange(items)[:, None] + np.arange(roofline.FMA_CHAINS)[None, :]).astype(np.float64) * 1e-7
+    for _ in range(roofline.FMA_ITERS):
+        acc = acc * 0.5 + np.roll(acc, -1, axis=1)
+    want = acc.sum(axis=1)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
 def test_probe_measures_positive_ceilings_and_stores_them(cl_device, db_path):
     store = Store(db_path)
     c = roofline.measure_and_store(store, cl_device, SMALL_COPY)
