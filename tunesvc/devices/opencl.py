@@ -133,6 +133,7 @@ class OpenCLDevice(Device):
         cl = self._cl
         t0 = time.perf_counter()
         try:
+            defines = {**defines, "TS_DEVICE_CPU": int(self.info.device_type == "cpu")}
             prg = cl.Program(self.ctx, source).build(options=format_defines(defines) + ["-cl-mad-enable"])
             kernels = {name: cl.Kernel(prg, name) for name in kernel_names}
         except cl.Error as e:

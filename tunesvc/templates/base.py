@@ -145,8 +145,10 @@ class KernelTemplate(ABC):
     @cached_property
     def source_hash(self) -> str:
         """Hash of everything that decides what a config computes and how fast: the kernel
-        source and the parameter space. Records of an older hash are stale."""
+        source, the dialect preludes and the parameter space. Records of an older hash are stale."""
         h = hashlib.sha256(self.source.encode())
+        for dialect in sorted(p.stem for p in _DIALECT_DIR.glob("*.h")):
+            h.update(prelude(dialect).encode())  # the preludes decide the generated code too
         h.update(repr([(p.name, p.values) for p in self.params]).encode())
         return h.hexdigest()[:16]
 
