@@ -15,6 +15,8 @@ strict one; every other line, and every rejection, goes through the strict parse
 
 from __future__ import annotations
 
+import contextlib
+
 import gzip
 import itertools
 import json
@@ -266,11 +268,12 @@ def read_header(lines, path) -> dict:
 _CORRUPT = (EOFError, gzip.BadGzipFile, zlib.error)
 
 
-def check_file(path: str | Path) -> dict:
-    """The header of an export file; raise ImportFileError if it is not one."""
+@contextlib.contextmanager
+def _reading(path: str | Path):
+    """An open export file; a corrupt or unreadable one becomes ImportFileError."""
     stream = open_binary(path)
     try:
-        return read_header(read_raw_lines(stream), path)
+        yield stream
     except _CORRUPT as e:
         raise ImportFileError(f"{str(path)!r} is truncated or corrupt ({e}); nothing was imported") from None
     except OSError as e:
@@ -279,14 +282,19 @@ def check_file(path: str | Path) -> dict:
         stream.close()
 
 
+def check_file(path: str | Path) -> dict:
+    """The header of an export file; raise ImportFileError if it is not one."""
+    with _reading(path) as stream:
+        return read_header(read_raw_lines(stream), path)
+
+
 def records(path: str | Path, checks: Checks | None = None):
     """Yield (line number, row dict or Rejected) for each record of an export file.
 
     Raises ImportFileError for a file that is not an export at all, or that ends
     in the middle of its compressed stream."""
     checks = checks or Checks()
-    stream = open_binary(path)
-    try:
+    with _reading(path) as stream:
         lines = read_raw_lines(stream)
         read_header(lines, path)
         for number, raw in lines:
@@ -298,12 +306,6 @@ def records(path: str | Path, checks: Checks | None = None):
                 yield number, row
             else:  # the strict path words any reason, exactly as for every line before the fast one
                 yield from _strict(number, raw, checks)
-    except _CORRUPT as e:
-        raise ImportFileError(f"{str(path)!r} is truncated or corrupt ({e}); nothing was imported") from None
-    except OSError as e:
-        raise ImportFileError(f"cannot read {str(path)!r}: {e}") from None
-    finally:
-        stream.close()
 
 
 def _fast(raw: bytes, checks: Checks) -> dict | None:
