@@ -26,6 +26,36 @@ def cl_info():
     return default_device(devices)
 
 
+def usable_opencl():
+    """Every usable OpenCL device: one per driver present (Intel's CPU runtime, Debian's PoCL, pip's PoCL)."""
+    from tunesvc.devices import discover
+
+    return [d for d in discover().devices if d.fingerprint.backend == "opencl"]
+
+
+@pytest.fixture(scope="session")
+def cl_infos():
+    return usable_opencl()
+
+
+@pytest.fixture(scope="session")
+def cl_fp16(cl_infos):
+    """A usable OpenCL device with cl_khr_fp16 (Intel's CPU runtime here), or skip."""
+    found = [d for d in cl_infos if d.fp16]
+    if not found:
+        pytest.skip("no usable OpenCL device reports cl_khr_fp16 (pip install 'tunesvc[intel]' adds one on x86-64)")
+    return found[0]
+
+
+@pytest.fixture(scope="session")
+def cl_no_fp16(cl_infos):
+    """A usable OpenCL device without cl_khr_fp16 (PoCL here), or skip."""
+    found = [d for d in cl_infos if not d.fp16]
+    if not found:
+        pytest.skip("every usable OpenCL device has float16")
+    return found[0]
+
+
 @pytest.fixture(scope="session")
 def cl_device(cl_info):
     from tunesvc.devices import open_device

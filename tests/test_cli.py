@@ -42,7 +42,7 @@ def test_tune_then_lookup_then_show(run, db_path, cl_info):
     r = run("tune", "matmul", "--shape", "48x40x24", "--trials", 3, "--strategy", "grid", "--device", cl_info.id)
     assert r.exit_code == 0, r.output
     assert "best:" in r.output and "GFLOP/s" in r.output and "speedup over the default" in r.output
-    assert "numpy on the same product" in r.output
+    assert "numpy" not in r.output  # one short numpy timing swung 0.5-199 GFLOP/s: the benchmarks measure it properly
 
     r = run("lookup", "matmul", "--shape", "48x40x24", "--device", cl_info.id, "--json")
     data = json.loads(r.output)
@@ -61,7 +61,7 @@ def test_tune_then_lookup_then_show(run, db_path, cl_info):
 def test_tune_json_summary(run, cl_info):
     r = run("tune", "matmul", "--shape", "16x16x16", "--trials", 2, "--json", "--device", cl_info.id)
     data = json.loads(r.output)
-    assert data["trials"] == 2 and data["best"]["gflops"] > 0 and data["numpy_gflops"] > 0
+    assert data["trials"] == 2 and data["best"]["gflops"] > 0 and data["status"] == "ok" and data["error"] is None
     assert set(data["best"]["config"]) >= {"MDIM", "NDIM", "KWG", "WPTM", "WPTN", "VW", "LOCAL", "UNROLL"}
 
 
@@ -89,10 +89,8 @@ def test_bad_input_exits_2_with_one_line_and_leaves_the_database_alone(run, db_p
     assert before == after
 
 
-def test_float16_on_a_device_without_it_is_a_usage_error(run, cl_info):
-    if cl_info.fp16:
-        pytest.skip("device supports float16")
-    r = run("tune", "matmul", "--shape", "4x4x4", "--dtype", "float16", "--device", cl_info.id)
+def test_float16_on_a_device_without_it_is_a_usage_error(run, cl_no_fp16):
+    r = run("tune", "matmul", "--shape", "4x4x4", "--dtype", "float16", "--device", cl_no_fp16.id)
     assert r.exit_code == 2 and "float16" in r.output
 
 

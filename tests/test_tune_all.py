@@ -35,13 +35,14 @@ def test_tune_all_is_resumable_and_exports(tmp_path, tiny, cl_info):
     events = []
     r = ta.tune_all(cl_info, tiny, db=db, out=out, templates_only=["matmul", "reduce_sum"], on_progress=events.append)
     tuned = [o for o in r.outcomes if o.status == "tuned"]
-    assert [str(o.problem) for o in tuned] == ["matmul 32x32x32 float32", "reduce_sum 4x256 float32"]
+    dtypes = ["float32", "float16"] if cl_info.fp16 else ["float32"]
+    assert [str(o.problem) for o in tuned] == [f"{p} {d}" for p in ("matmul 32x32x32", "reduce_sum 4x256") for d in dtypes]
     assert all(o.new_trials == 3 and o.best_gflops for o in tuned)
     if not cl_info.fp16:  # PoCL: float16 problems are skipped with the reason, not failed
         assert {o.status for o in r.outcomes if o.problem.dtype == "float16"} == {"skipped"}
-    assert [e.done for e in events] == sorted(e.done for e in events) and events[-1].done == events[-1].total == 6
+    assert [e.done for e in events] == sorted(e.done for e in events) and events[-1].done == events[-1].total == 6 * len(dtypes)
     lines = export_lines(out)
-    assert r.export.records == len(lines) - 1 == 6 and {x["device_name"] for x in lines[1:]} == {cl_info.name}
+    assert r.export.records == len(lines) - 1 == 6 * len(dtypes) and {x["device_name"] for x in lines[1:]} == {cl_info.name}
 
     again = ta.tune_all(cl_info, tiny, db=db, out=tmp_path / "again.jsonl.gz", templates_only=["matmul", "reduce_sum"])
     assert {o.status for o in again.outcomes if o.problem.dtype == "float32"} == {"done earlier"}

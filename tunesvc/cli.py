@@ -66,33 +66,45 @@ def main():
 
 # ---- devices ------------------------------------------------------------------------------
 @main.command()
-@click.option("--probe", is_flag=True, help="Measure each device's roofline ceilings (copy bandwidth, FMA throughput) and store them.")
+@click.option("--probe", is_flag=True, help="Measure each usable device's roofline ceilings (copy and read bandwidth, FMA throughput) and store them.")
+@click.option("--recheck", is_flag=True, help="Check again whether each device can build a trivial kernel (verdicts are remembered per driver).")
 @db_option
 @json_option
 @library_errors
-def devices(probe, db, as_json):
-    """List every OpenCL (and CUDA) device with its id, properties and stored roofline ceilings."""
+def devices(probe, recheck, db, as_json):
+    """List every OpenCL (and CUDA) device with its id, properties and stored roofline ceilings;
+    devices whose driver cannot build a kernel are listed apart, with the reason and the fix."""
     from . import roofline
     from .devices import default_device, discover
 
-    found = discover()
+    found = discover(refresh=recheck)
     default = default_device(list(found.devices)).id if found.devices else None
     ceilings = _device_ceilings(found.devices, probe, db)
     if as_json:
-        emit_json({"devices": [dict(d.to_dict(), default=d.id == default, ceilings=_ceilings_dict(ceilings[d.id])) for d in found.devices],
+        emit_json({"devices": [dict(d.to_dict(), default=d.id == default, usable=True, ceilings=_ceilings_dict(ceilings[d.id]))
+                               for d in found.devices],
+                   "unusable": [dict(d.to_dict(), usable=False, reason=why) for d, why in found.unusable],
                    "unavailable": found.unavailable})
         return
     for d in found.devices:
         mark = "  (default)" if d.id == default else ""
-        click.echo(f"{d.id}  {d.name}{mark}")
-        click.echo(f"    platform {d.platform}; vendor {d.vendor}; type {d.device_type}; architecture {d.fingerprint.architecture or '?'}")
-        click.echo(f"    driver {d.fingerprint.driver}; {d.version}; {d.c_version}")
+        click.echo(f"{d.id}  {d.name}  [{d.fingerprint.driver}]{mark}")
+        click.echo(f"    hardware: vendor {d.vendor}; type {d.device_type}; architecture {d.fingerprint.architecture or '?'}")
+        click.echo(f"    driver: platform {d.platform}; version {d.fingerprint.driver}; {d.version}; {d.c_version}")
         click.echo(f"    compute units {d.compute_units}; max work-group {d.max_work_group_size}; "
                    f"local memory {d.local_mem_size // 1024} KiB ({d.local_mem_type}); preferred float vector width {d.preferred_vector_width_float}")
         click.echo(f"    fp16 {'yes' if d.fp16 else 'no'}; fp64 {'yes' if d.fp64 else 'no'}; global memory {d.global_mem_size / 2**30:.1f} GiB")
         click.echo(f"    {roofline.ceilings_line(ceilings[d.id])}")
+    for d, why in found.unusable:
+        click.echo(f"{d.id}  {d.name}  [{d.fingerprint.driver}]  (unusable)")
+        click.echo(f"    platform {d.platform}; {d.version}")
+        click.echo(f"    cannot build a trivial kernel: {why}")
     for backend, why in found.unavailable.items():
         click.echo(f"{backend}: {why}")
+    if not found.devices:
+        from .devices.drivers import INSTALL_HINT
+
+        raise click.ClickException(f"no usable device; {INSTALL_HINT}")
 
 
 def _device_ceilings(infos, probe: bool, db) -> dict:
@@ -117,26 +129,6 @@ def _ceilings_dict(c) -> dict | None:
 
 
 # ---- tune ---------------------------------------------------------------------------------
-def _numpy_gflops(template: str, shape, dtype: str) -> float | None:
-    """numpy's GFLOP/s on the same problem, as a reference point (matmul only)."""
-    if template != "matmul":
-        return None
-    import time
-
-    import numpy as np
-
-    m, n, k = shape
-    a = np.random.default_rng(0).random((m, k), dtype=np.float32).astype(dtype)
-    b = np.random.default_rng(1).random((k, n), dtype=np.float32).astype(dtype)
-    a @ b
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2.0 * m * n * k / sorted(times)[2] * 1e-9
-
-
 def _fmt_time(t: float | None) -> str:
     if t is None or t == float("inf"):
         return "-"
@@ -212,14 +204,16 @@ def tune(template, shape, dtype, device, trials, time_budget, strategy, seed, pa
     except KeyboardInterrupt:
         click.echo("\ninterrupted: every config measured so far is stored; run the same command again to resume", err=True)
         sys.exit(130)
-    ref = _numpy_gflops(tpl.name, result.shape, dtype)
     if as_json:
-        emit_json(dict(result_to_dict(result), numpy_gflops=ref))
-        return
-    click.echo(summary(result, ref))
+        emit_json(dict(result_to_dict(result), status="ok" if result.ok else "failed",
+                       error=None if result.ok else result.failure()))
+    else:
+        click.echo(summary(result))
+    if not result.ok:
+        raise click.ClickException(result.failure())
 
 
-def summary(r, numpy_gflops: float | None) -> str:
+def summary(r) -> str:
     lines = [f"tuned {r.template} {shape_str(r.shape)} {r.dtype} on {r.device.id} ({r.device.name})",
              f"  {len(r.measured)} new trials, {r.reused} reused from the database, {r.space_size} valid configs; "
              f"stopped: {r.stop_reason}; {r.elapsed:.1f} s"]
@@ -227,8 +221,8 @@ def summary(r, numpy_gflops: float | None) -> str:
         lines.append(f"  stopping rules: {r.stop_rules}")
     if r.failures:
         lines.append("  failed: " + ", ".join(f"{k} {v}" for k, v in sorted(r.failures.items())))
-    if r.best is None:
-        lines.append("  no config ran correctly; see 'tunesvc show' for the reasons")
+    if not r.ok:
+        lines.append(f"  {r.failure()}")
         return "\n".join(lines)
     b = r.best
     lines.append("  best: " + " ".join(f"{k}={v}" for k, v in b.config.items()))
@@ -236,8 +230,6 @@ def summary(r, numpy_gflops: float | None) -> str:
                  f"{b.gflops:.2f} GFLOP/s; {b.gbps:.2f} GB/s")
     if r.speedup is not None:
         lines.append(f"  speedup over the default config: {r.speedup:.2f}x ({r.default.gflops:.2f} GFLOP/s)")
-    if numpy_gflops:
-        lines.append(f"  numpy on the same product: {numpy_gflops:.2f} GFLOP/s (tuned/numpy {b.gflops / numpy_gflops:.2f})")
     from .roofline import summary_line
 
     if roof := summary_line(r):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .cli import db_option, emit_json, json_option, library_errors
+from .cli import CliUsageError, db_option, emit_json, json_option, library_errors
 
 
 @click.command("export")
@@ -43,9 +43,16 @@ def import_cmd(files, db, policy, source, dry_run, as_json):
     if as_json:
         emit_json({"files": list(s.files), "policy": s.policy, "dry_run": s.dry_run, "read": s.read, "added": s.added,
                    "replaced": s.replaced, "skipped": s.skipped, "rejected": s.rejected, "stale": s.stale,
-                   "examples": s.examples})
-        return
-    click.echo(import_report(s))
+                   "examples": s.examples, "status": "rejected" if _all_rejected(s) else "ok"})
+    else:
+        click.echo(import_report(s))
+    if _all_rejected(s):
+        top = max(s.rejected.items(), key=lambda kv: kv[1])[0]
+        raise CliUsageError(f"every record was rejected ({sum(s.rejected.values())}; most often: {top}); nothing was imported")
+
+
+def _all_rejected(s) -> bool:
+    return sum(s.rejected.values()) > 0 and not (s.added or s.replaced or sum(s.skipped.values()))
 
 
 def import_report(s) -> str:
@@ -97,9 +104,12 @@ def tune_all_cmd(device, preset, time_budget, only, out, db, as_json):
                    "stopped": r.stopped, "export": {"path": r.export.path, "records": r.export.records},
                    "problems": [{"problem": str(o.problem), "status": o.status, "new_trials": o.new_trials,
                                  "best_time": o.best_time, "best_gflops": o.best_gflops, "reason": o.reason}
-                                for o in r.outcomes]})
-        return
-    click.echo(tune_all_report(r))
+                                for o in r.outcomes], "failed": len(r.failed), "status": "failed" if r.failed else "ok"})
+    else:
+        click.echo(tune_all_report(r))
+    if r.failed:
+        raise click.ClickException(f"{len(r.failed)} of {len(r.outcomes)} problems failed: no config ran correctly "
+                                   f"(first: {r.failed[0].problem}: {r.failed[0].reason})")
 
 
 def tune_all_report(r) -> str:
@@ -109,7 +119,7 @@ def tune_all_report(r) -> str:
              "best GFLOP/s": f"{o.best_gflops:.2f}" if o.best_gflops is not None else "-", "note": o.reason[:70]}
             for o in r.outcomes]
     tuned = sum(o.status == "tuned" for o in r.outcomes)
-    lines = [f"tune-all {r.preset} on {r.device.id} ({r.device.name}): {tuned} tuned, "
+    lines = [f"tune-all {r.preset} on {r.device.id} ({r.device.name}): {tuned} tuned, {len(r.failed)} failed, "
              f"{sum(o.status == 'done earlier' for o in r.outcomes)} done earlier, "
              f"{sum(o.status == 'skipped' for o in r.outcomes)} skipped; {r.elapsed:.0f} s" + (f"; stopped: {r.stopped}" if r.stopped else ""),
              table(rows, ["problem", "status", "new", "best GFLOP/s", "note"]),

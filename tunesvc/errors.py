@@ -32,6 +32,10 @@ class DeviceNotFoundError(UsageError):
     """No device matches the given id, name or fingerprint."""
 
 
+class DeviceUnusableError(DeviceNotFoundError):
+    """The named device is listed by its driver but cannot build and run a trivial kernel."""
+
+
 class InvalidConfigError(UsageError):
     """A config names unknown parameters, has values outside the space, or breaks a constraint."""
 

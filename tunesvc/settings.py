@@ -29,3 +29,17 @@ def shipped_db_dir() -> Path:
         if candidate.is_dir():
             return candidate
     return here.parent / "tuning_db"
+
+
+ENV_REGISTER = "TUNESVC_REGISTER_DRIVERS"
+ENV_CACHE = "TUNESVC_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where tunesvc keeps what it learns of this machine's drivers: ``$TUNESVC_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/tunesvc`` (``~/.cache/tunesvc`` by default)."""
+    env = os.environ.get(ENV_CACHE)
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "tunesvc"

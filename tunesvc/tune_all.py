@@ -62,7 +62,8 @@ class Problem:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one problem: ``tuned``, ``done earlier`` or ``skipped`` (with the reason)."""
+    """What happened to one problem: ``tuned``, ``done earlier``, ``failed`` (no config ran correctly)
+    or ``skipped`` (with the reason)."""
 
     problem: Problem
     status: str
@@ -91,6 +92,10 @@ class TuneAllResult:
     elapsed: float
     db_path: str = ""
     stopped: str = ""  # why the run ended early, if it did
+
+    @property
+    def failed(self) -> tuple[Outcome, ...]:
+        return tuple(o for o in self.outcomes if o.status == "failed")
 
 
 def shapes_for(preset: Preset, template) -> tuple:
@@ -126,7 +131,8 @@ def default_output(info: DeviceInfo, preset: str) -> Path:
     from .lookup import normalise_name
 
     slug = re.sub(r"[^a-z0-9]+", "-", normalise_name(info.name)).strip("-") or "device"
-    return Path(f"tunesvc-{info.fingerprint.backend}-{slug}-{preset}.jsonl.gz")
+    driver = re.sub(r"[^a-z0-9]+", "-", info.fingerprint.driver.split(" ")[0].lower()).strip("-")  # one file per driver
+    return Path(f"tunesvc-{info.fingerprint.backend}-{driver + '-' if driver else ''}{slug}-{preset}.jsonl.gz")
 
 
 def tune_all(device=None, preset: str = "small", time_budget: float | None = None, db=None, out=None,
@@ -182,6 +188,9 @@ class _Run:
         want = self.remaining[p]
         if want == 0:
             self._report(p, None)
+            if not self._any_ok(p):
+                return Outcome(p, "failed", reason=f"{self.preset.trials} configs measured earlier, none ran correctly; "
+                                                   "'tunesvc show --status build' (or launch, wrong_result) says why")
             return Outcome(p, "done earlier", reason=f"{self.preset.trials} configs already measured")
         budget = self._budget_share(p)
         if budget is not None and budget <= 0:
@@ -197,8 +206,17 @@ class _Run:
         self.done = base + want  # a problem that stopped early (space exhausted, budget) counts as done
         self.db_path = r.db_path
         best = r.best
-        return Outcome(p, "tuned", len(r.measured), best.time if best else None, best.gflops if best else None,
-                       "" if best else "no config ran correctly")
+        if not r.ok:
+            return Outcome(p, "failed", len(r.measured), reason=r.failure())
+        return Outcome(p, "tuned", len(r.measured), best.time, best.gflops, "")
+
+    def _any_ok(self, p: Problem) -> bool:
+        tpl = templates.get(p.template)
+        store = Store(self.db)
+        try:
+            return any(m.ok for m in store.measurements(self.info.fingerprint.key, tpl.name, tpl.source_hash, p.dtype, p.shape).values())
+        finally:
+            store.close()
 
     def _budget_share(self, p: Problem) -> float | None:
         """An even share of the time left among the problems still to tune."""

@@ -65,6 +65,43 @@ class TuneResult:
             return self.default.time / self.best.time
         return None
 
+    @property
+    def ok(self) -> bool:
+        """Whether some config ran correctly (this run or a stored one)."""
+        return self.best is not None and self.best.ok
+
+    def failure(self) -> str:
+        """For a run where no config ran correctly: the dominant failure, an example and the fix."""
+        return describe_failure([m for m in (self.default, *self.measured) if m is not None and not m.ok])
+
+
+#: what to do about each kind of failure, when it is every config's
+FIXES = {
+    "build": "the driver's compiler rejects every config: if it rejects trivial kernels too, 'tunesvc devices --recheck' "
+             "marks it unusable; else try another driver ('tunesvc devices' lists them)",
+    "launch": "the driver cannot launch these kernels: try another driver ('tunesvc devices' lists them)",
+    "runtime": "the driver fails while running these kernels: try another driver ('tunesvc devices' lists them)",
+    "wrong_result": "every config computes wrong values on this driver: report it with 'tunesvc show --status wrong_result', "
+                    "and try another driver",
+    "timeout": "every config ran past --timeout: raise it, or tune a smaller --shape",
+    "crash": "the driver crashed on every config: try another driver ('tunesvc devices' lists them)",
+    "constraint": "no config of the space is valid for this shape on this device",
+}
+
+
+def describe_failure(failed) -> str:
+    if not failed:
+        return "no config was measured"
+    counts: dict = {}
+    for m in failed:
+        counts[m.status] = counts.get(m.status, 0) + 1
+    status = max(sorted(counts), key=counts.get)
+    example = next((m.reason for m in failed if m.status == status and m.reason), "")
+    text = f"no config ran correctly: {counts[status]} of {len(failed)} failed with '{status}'"
+    if example:
+        text += f" (first: {example.splitlines()[0][:200]})"
+    return text + "; " + FIXES.get(status, "see 'tunesvc show' for the reasons")
+
 
 def check_fits(template, shape, dtype: str, info: DeviceInfo) -> None:
     """Refuse a problem whose buffers cannot exist on the device."""

@@ -65,7 +65,7 @@ def load_recorded(path: Path):
 
 
 def _vendor(device_name: str) -> str:
-    from ..devices.opencl import normalise_vendor  # a plain function; pyopencl stays unimported
+    from ..identity import normalise_vendor
     from ..devices.replay import guess_vendor
 
     guess = guess_vendor(device_name)

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import BackendError, BuildError, LaunchError, MissingDependencyError
+from .. import identity
+from ..identity import normalise_vendor  # noqa: F401  (kept importable from here)
 from ..types import DeviceInfo, Fingerprint
+from .drivers import register_drivers
 from .base import Device, Program, format_defines
 
 
 def _cl():
+    register_drivers()  # before pyopencl's ICD loader first reads its vendor list
     try:
         import pyopencl as cl
     except ImportError as e:  # pragma: no cover - pyopencl is a hard dependency
@@ -23,25 +28,6 @@ def _cl():
 
 
 _TYPES = {"CPU": "cpu", "GPU": "gpu", "ACCELERATOR": "accelerator"}
-_VENDOR_NAMES = (
-    ("nvidia", "NVIDIA"),
-    ("advanced micro devices", "AMD"),
-    ("authenticamd", "AMD"),
-    ("amd", "AMD"),
-    ("intel", "Intel"),
-    ("genuineintel", "Intel"),
-    ("apple", "Apple"),
-    ("arm", "ARM"),
-    ("qualcomm", "Qualcomm"),
-)
-
-
-def normalise_vendor(vendor: str) -> str:
-    v = vendor.strip().lower()
-    for needle, name in _VENDOR_NAMES:
-        if needle in v:
-            return name
-    return vendor.strip() or "unknown"
 
 
 def _device_type(cl, dev) -> str:
@@ -52,8 +38,8 @@ def _device_type(cl, dev) -> str:
 
 
 def _architecture(cl, dev) -> str:
-    """Best available family name: PoCL's LLVM target CPU, NVIDIA's compute capability,
-    AMD's gfx name; empty when the driver says nothing useful."""
+    """Best available family name: NVIDIA's compute capability, AMD's gfx name, a CPU's
+    family and model; PoCL's LLVM target CPU otherwise; empty when the driver says nothing useful."""
     ext = dev.extensions
     if "cl_nv_device_attribute_query" in ext:
         try:
@@ -70,13 +56,20 @@ def _architecture(cl, dev) -> str:
 
 
 def _info(cl, p_idx: int, d_idx: int, platform, dev) -> DeviceInfo:
+    kind = _device_type(cl, dev)
+    name, vendor, arch = " ".join(dev.name.split()), normalise_vendor(dev.vendor), _architecture(cl, dev)
+    if kind == "cpu":  # the chip, not the driver's view of it (Intel's runtime says vendor Intel for an AMD EPYC)
+        cpu = identity.host_cpu()
+        vendor = identity.cpu_vendor(name, dev.vendor, cpu)
+        name = identity.cpu_hardware_name(name, cpu.get("model_name", ""))
+        arch = identity.cpu_architecture(cpu) or arch
     fp = Fingerprint(
         backend="opencl",
-        vendor=normalise_vendor(dev.vendor),
-        device_type=_device_type(cl, dev),
-        architecture=_architecture(cl, dev),
-        name=" ".join(dev.name.split()),
-        driver=dev.driver_version.strip(),
+        vendor=vendor,
+        device_type=kind,
+        architecture=arch,
+        name=name,
+        driver=identity.driver_label(platform.name, dev.driver_version),
     )
     return DeviceInfo(
         id=f"opencl:{p_idx}:{d_idx}",
@@ -134,7 +127,9 @@ class OpenCLDevice(Device):
         t0 = time.perf_counter()
         try:
             defines = {**defines, "TS_DEVICE_CPU": int(self.info.device_type == "cpu")}
-            prg = cl.Program(self.ctx, source).build(options=format_defines(defines) + ["-cl-mad-enable"])
+            with warnings.catch_warnings():  # Intel's compiler reports successes on stderr: not a warning of ours
+                warnings.simplefilter("ignore", cl.CompilerWarning)
+                prg = cl.Program(self.ctx, source).build(options=format_defines(defines) + ["-cl-mad-enable"])
             kernels = {name: cl.Kernel(prg, name) for name in kernel_names}
         except cl.Error as e:
             raise BuildError(_first_error_line(str(e))) from None
@@ -174,8 +169,12 @@ class OpenCLDevice(Device):
 
 
 def _first_error_line(log: str) -> str:
-    """The first compiler error, not the whole build log."""
-    for line in log.splitlines():
-        if "error" in line.lower() and ":" in line:
-            return line.strip()[:300]
+    """The first compiler error, not the whole build log (nor pyopencl's repeated headers)."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    for test in (lambda ln: "error:" in ln.lower(),
+                 lambda ln: ln.lower().startswith(("invalid", "unknown", "unsupported")),
+                 lambda ln: "error" in ln.lower() and ":" in ln and not ln.startswith("clBuildProgram failed")):
+        for line in lines:
+            if test(line):
+                return line[:300]
     return " ".join(log.split())[:300]

@@ -1,0 +1,126 @@
+"""Device identity: which hardware a driver shows, and which driver shows it. Driver-free.
+
+A device's fingerprint keeps the hardware (vendor, type, architecture, name)
+apart from the driver (platform and version): Intel's CPU OpenCL runtime
+reports vendor "Intel(R) Corporation" for an AMD EPYC, and PoCL calls the same
+chip "pthread-haswell-AMD EPYC". Both must name the hardware the same way, so
+that the family fallback relates them, while the driver keeps one driver's
+records from answering as ``exact`` for another.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+_VENDOR_NAMES = (
+    ("nvidia", "NVIDIA"),
+    ("advanced micro devices", "AMD"),
+    ("authenticamd", "AMD"),
+    ("amd", "AMD"),
+    ("intel", "Intel"),
+    ("genuineintel", "Intel"),
+    ("apple", "Apple"),
+    ("arm", "ARM"),
+    ("qualcomm", "Qualcomm"),
+)
+
+#: short names of OpenCL platforms, for the driver half of a fingerprint
+_PLATFORMS = (
+    ("portable computing language", "PoCL"),
+    ("pocl", "PoCL"),
+    ("intel(r) opencl", "Intel OpenCL"),
+    ("intel", "Intel OpenCL"),
+    ("nvidia", "NVIDIA CUDA"),
+    ("amd accelerated parallel processing", "AMD APP"),
+    ("rusticl", "rusticl"),
+    ("clover", "Clover"),
+)
+
+
+def normalise_vendor(vendor: str) -> str:
+    """'Advanced Micro Devices, Inc.', 'AuthenticAMD' -> 'AMD'; unknown vendors as given."""
+    v = vendor.strip().lower()
+    for needle, name in _VENDOR_NAMES:
+        if needle in v:
+            return name
+    return vendor.strip() or "unknown"
+
+
+def platform_label(platform: str) -> str:
+    """A short, stable name of an OpenCL platform: 'Portable Computing Language' -> 'PoCL'."""
+    p = platform.strip().lower()
+    for needle, name in _PLATFORMS:
+        if needle in p:
+            return name
+    return " ".join(platform.split()) or "unknown"
+
+
+def driver_label(platform: str, driver_version: str) -> str:
+    """The driver half of a fingerprint: platform and version ('PoCL 3.1+debian')."""
+    return f"{platform_label(platform)} {driver_version.strip()}".strip()
+
+
+# ---- CPUs --------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def host_cpu() -> dict:
+    """Facts of this machine's CPU from /proc/cpuinfo: vendor, model name, family, model,
+    flags, MHz, logical CPUs ({} where the file is absent)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return {}
+    return parse_cpuinfo(text)
+
+
+def parse_cpuinfo(text: str) -> dict:
+    first: dict = {}
+    cpus = 0
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key = key.strip()
+        if key == "processor":
+            cpus += 1
+        first.setdefault(key, value.strip())
+    return {
+        "vendor": normalise_vendor(first.get("vendor_id", "")),
+        "model_name": " ".join(first.get("model name", "").split()),
+        "family": first.get("cpu family", ""),
+        "model": first.get("model", ""),
+        "flags": frozenset(first.get("flags", "").split()),
+        "mhz": float(first.get("cpu MHz", "0") or 0),
+        "cpus": cpus,
+    }
+
+
+def cpu_architecture(cpu: dict) -> str:
+    """The hardware architecture of a CPU as its vendor numbers it ('x86 family 25 model 1'),
+    not the compiler target a driver picked (PoCL 3.1 targets 'haswell' on a Zen 3)."""
+    if not cpu.get("family"):
+        return ""
+    return f"x86 family {cpu['family']} model {cpu['model']}"
+
+
+# PoCL names a CPU device 'pthread-<llvm cpu>-<model name>' (3.1) or 'pthread-<model name>' (3.0)
+_POCL_PREFIX = re.compile(r"^(?:pthread|cpu|basic|cpu-minimal|cpu-tbb)-", re.IGNORECASE)
+
+
+def cpu_hardware_name(device_name: str, model_name: str = "") -> str:
+    """The chip's own name of a CPU device, without the driver's decoration."""
+    name = " ".join(device_name.split())
+    if model_name and name.endswith(model_name):
+        return model_name
+    stripped = _POCL_PREFIX.sub("", name)
+    return stripped or name
+
+
+def cpu_vendor(device_name: str, reported_vendor: str, cpu: dict) -> str:
+    """The hardware vendor of a CPU device: the chip's, whatever the driver's vendor is."""
+    for guess in (device_name, cpu.get("vendor", "")):
+        v = normalise_vendor(guess)
+        if v in ("AMD", "Intel", "ARM", "Apple", "Qualcomm"):
+            return v
+    return normalise_vendor(reported_vendor)
