@@ -73,3 +73,18 @@ def db_path(tmp_path, monkeypatch):
     clear_cache()
     yield path
     clear_cache()
+
+
+def pytest_generate_tests(metafunc):
+    """``each_cl_device``: the test runs once on every usable OpenCL driver present."""
+    if "each_cl_device" in metafunc.fixturenames:
+        infos = usable_opencl()
+        metafunc.parametrize("each_cl_device", infos, ids=[f"{d.id}-{d.fingerprint.driver.split()[0]}" for d in infos],
+                             indirect=True)
+
+
+@pytest.fixture(scope="session")
+def each_cl_device(request):
+    from tunesvc.devices import open_device
+
+    return open_device(request.param)

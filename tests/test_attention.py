@@ -35,11 +35,11 @@ SMALL = dict(QPG=(1, 4), LKV=(0, 1), SPLIT=(1, 3), DV=(4,), MAP=(0, 1), WG=(1, 3
 
 @pytest.mark.parametrize("cls", [Attention, AttentionCausal])
 @pytest.mark.parametrize("shape", [(1, 2, 3, 37, 40), (2, 1, 1, 45, 40)])
-def test_every_config_of_a_small_space_is_correct(cl_device, cls, shape):
+def test_every_config_of_a_small_space_is_correct(each_cl_device, cls, shape):
     tpl = small(cls, **SMALL)
-    space = SearchSpace.from_template(tpl, Context(shape, "float32", cl_device.info))
+    space = SearchSpace.from_template(tpl, Context(shape, "float32", each_cl_device.info))
     assert len(space) >= 4 and {c["MAP"] for c in space.configs} == {0, 1}
-    ev = Evaluator(cl_device, tpl, shape, "float32")
+    ev = Evaluator(each_cl_device, tpl, shape, "float32")
     bad = [(dict(c), m.status, m.reason) for c in space.configs if not (m := ev.evaluate(c)).ok]
     assert not bad
 
@@ -72,10 +72,10 @@ def test_a_kernel_that_drops_the_last_key_is_caught(cl_device):
     assert m.status == "wrong_result"
 
 
-def test_float16_storage_accumulates_in_float32(cl_device):
-    if not cl_device.info.fp16:
-        pytest.skip(f"{cl_device.info.name} has no float16 support (cl_khr_fp16)")
-    ev = Evaluator(cl_device, templates.get("attention"), (1, 2, 1, 300, 64), "float16")
+def test_float16_storage_accumulates_in_float32(each_cl_device):
+    if not each_cl_device.info.fp16:
+        pytest.skip(f"{each_cl_device.info.name} has no float16 support (cl_khr_fp16)")
+    ev = Evaluator(each_cl_device, templates.get("attention"), (1, 2, 1, 300, 64), "float16")
     assert ev.evaluate(Config(QPG=1, KB=32, DV=4, WG=32, LKV=0, SPLIT=4, MAP=0)).ok
     assert ev.evaluate(Config(QPG=1, KB=16, DV=4, WG=1, LKV=0, SPLIT=4, MAP=1)).ok
 

@@ -45,13 +45,13 @@ def small_configs(shape, info, limit_per_shape=None):
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1), (17, 33, 65), (128, 96, 40), (33, 8, 17)])
-def test_every_small_config_computes_the_right_product(cl_device, shape):
-    configs = small_configs(shape, cl_device.info)
+def test_every_small_config_computes_the_right_product(each_cl_device, shape):
+    configs = small_configs(shape, each_cl_device.info)
     assert configs, "the small space must not be empty"
     # Each VW, LOCAL and PACKB value must really be exercised where the shape allows it.
     for name in ("LOCAL", "PACKB"):
         assert {c[name] for c in configs} == {0, 1} or shape[1] < 2
-    ev = Evaluator(cl_device, MATMUL, shape, "float32", Method(warmup=0, runs=1), seed=3)
+    ev = Evaluator(each_cl_device, MATMUL, shape, "float32", Method(warmup=0, runs=1), seed=3)
     # One config (drawn with a fixed seed) per combination of the code-path switches keeps the
     # run short (each config is a fresh compile) while every path runs on every shape.
     rng = np.random.default_rng(sum(shape))
@@ -117,11 +117,25 @@ def test_bad_shapes_are_refused(bad):
         MATMUL.parse_shape(bad)
 
 
-def test_float16_needs_device_support(cl_info):
-    if cl_info.fp16:
-        pytest.skip("this device supports float16")
+def test_float16_needs_device_support(cl_no_fp16):
     with pytest.raises(UnsupportedDtypeError, match="float16"):
-        MATMUL.check_dtype("float16", cl_info)
+        MATMUL.check_dtype("float16", cl_no_fp16)
+
+
+@pytest.mark.parametrize("shape", [(17, 33, 65), (64, 64, 256)])
+def test_float16_storage_with_float_accumulation_is_right(each_cl_device, shape):
+    """float16 A, B and C, accumulated in float32: checked against float64 with the float16 tolerance."""
+    if not each_cl_device.info.fp16:
+        pytest.skip(f"{each_cl_device.info.name} ({each_cl_device.info.fingerprint.driver}) has no cl_khr_fp16")
+    MATMUL.check_dtype("float16", each_cl_device.info)
+    ctx = Context(shape, "float16", each_cl_device.info)
+    configs = [c for c in small_configs(shape, each_cl_device.info) if MATMUL.is_valid(c, ctx)]
+    ev = Evaluator(each_cl_device, MATMUL, shape, "float16", Method(warmup=0, runs=1), seed=5)
+    rng = np.random.default_rng(7)
+    picked = {(c["LOCAL"], c["PACKB"], c["VW"]): c for c in (configs[i] for i in rng.permutation(len(configs)))}
+    results = {c: ev.evaluate(c) for c in list(picked.values())[:8]}
+    bad = {c: (m.status, m.reason) for c, m in results.items() if not m.ok}
+    assert not bad, bad
 
 
 def test_check_config_rejects_unknown_and_out_of_space_values():

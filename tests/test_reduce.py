@@ -34,12 +34,12 @@ SMALLER = dict(SMALL, WG=(1, 64), EPT=(2,))
 
 
 @pytest.mark.parametrize("shape", [(5, 1), (3, 37), (2, 1000003)])
-def test_every_config_of_a_small_space_is_correct(cl_device, shape):
+def test_every_config_of_a_small_space_is_correct(each_cl_device, shape):
     # rows of a million elements: fewer configs, to keep the suite fast
     tpl = small(ReduceSum, **(SMALL if shape[1] < 1000 else SMALLER))
-    space = SearchSpace.from_template(tpl, Context(shape, "float32", cl_device.info))
+    space = SearchSpace.from_template(tpl, Context(shape, "float32", each_cl_device.info))
     assert len(space) >= 3, "the constraints leave too little of the space to test"
-    ev = Evaluator(cl_device, tpl, shape, "float32")
+    ev = Evaluator(each_cl_device, tpl, shape, "float32")
     bad = [(dict(c), m.status, m.reason) for c in space.configs if not (m := ev.evaluate(c)).ok]
     assert not bad
 
@@ -70,11 +70,11 @@ def test_a_kernel_that_skips_the_last_column_is_caught(cl_device):
     assert "out" in m.reason
 
 
-def test_float16_input_accumulates_in_float32(cl_device):
-    if not cl_device.info.fp16:
-        pytest.skip(f"{cl_device.info.name} has no float16 support (cl_khr_fp16)")
+def test_float16_input_accumulates_in_float32(each_cl_device):
+    if not each_cl_device.info.fp16:
+        pytest.skip(f"{each_cl_device.info.name} has no float16 support (cl_khr_fp16)")
     # 70000 ones overflow a float16 accumulator (max 65504), not a float32 one.
-    ev = Evaluator(cl_device, templates.get("reduce_sum"), (2, 70001), "float16")
+    ev = Evaluator(each_cl_device, templates.get("reduce_sum"), (2, 70001), "float16")
     assert ev.evaluate(Config(WG=64, EPT=2, VW=4, RPG=1, SPLIT=4)).ok
 
 
