@@ -186,3 +186,18 @@ def test_an_import_where_every_record_is_rejected_exits_2(tmp_path):
     r = run_cli("import", tmp_path / "bad.jsonl", "--db", tmp_path / "t.db", "--json")
     assert r.returncode == 2 and json.loads(r.stdout)["status"] == "rejected"
     assert r.stderr.count("\n") == 1 and "every record was rejected" in r.stderr
+
+
+def test_another_drivers_records_answer_as_family_never_exact(db_path, cl_infos):
+    import tunesvc
+    from tunesvc.tuner import tune
+
+    cpus = [d for d in cl_infos if d.device_type == "cpu"]
+    if len(cpus) < 2:
+        pytest.skip("one OpenCL CPU driver present")
+    a, b = cpus[0], cpus[1]
+    tune("matmul", (24, 24, 24), "float32", a, db_path, "grid", trials=2, isolate=False)
+    assert tunesvc.lookup("matmul", (24, 24, 24), device=a, db=db_path).level == "exact"
+    res = tunesvc.lookup("matmul", (24, 24, 24), device=b, db=db_path)
+    assert res.level == "family" and res.device_key == b.fingerprint.key
+    assert any(f"another driver ({a.fingerprint.driver}" in line for line in res.explain), res.explain

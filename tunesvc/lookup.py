@@ -254,7 +254,11 @@ def _resolve(template, shape, dtype, device, reader: _Reader) -> LookupResult:
             if level == "exact":
                 name = ("exact" if tuned_shape == shape else "nearest_shape") if source == "database" else "shipped"
             where = f"{name} ({level} device match)" if source == "shipped" else name
-            why.append(f"{where}: answered by {source} records of {Fingerprint.from_key(by).name!r} at {'x'.join(map(str, tuned_shape))}")
+            other = Fingerprint.from_key(by)
+            driver = "" if by == device_key else (
+                f" measured with another driver ({other.driver}; this device: {Fingerprint.from_key(device_key).driver})"
+                if device_key.count("|") == 5 and other.family == Fingerprint.from_key(device_key).family else f" ({other.driver})")
+            why.append(f"{where}: answered by {source} records of {other.name!r}{driver} at {'x'.join(map(str, tuned_shape))}")
             return LookupResult(tpl.name, shape, dtype, config, name, t, gflops, tuned_shape, device_key, tuple(why))
     why.append("default: the template's default config, valid on every device")
     return LookupResult(tpl.name, shape, dtype, tpl.default_config(), "default", device_key=device_key, explain=tuple(why))
@@ -277,7 +281,7 @@ def _levels(device_key: str, src: _Reader):
         same = normalise_name(dname) == name or (fp.architecture and arch == fp.architecture)
         (family if same else vendor).append(key)
     arch = f" or architecture {fp.architecture!r}" if fp.architecture else ""
-    yield "family", family, f"name {name!r}{arch}, any driver"
+    yield "family", family, f"the same hardware: name {name!r}{arch}, another driver"
     yield "vendor", vendor, f"other {fp.vendor} {fp.device_type} devices"
 
 

@@ -61,6 +61,31 @@ class Device(ABC):
         """Enqueue the launches in order, wait on their events (no spinning) and return the
         summed kernel time in seconds as measured by the device. Raise LaunchError on failure."""
 
+    def run_into(self, program: Program, launches: Sequence, buffers: Mapping[str, Any],
+                 outputs: Mapping[str, np.ndarray]) -> float:
+        """``run``, and on return each array of ``outputs`` holds what the kernels wrote to the
+        buffer of its name (a wrapped one or not); the summed kernel seconds. The default reads."""
+        seconds = self.run(program, launches, buffers)
+        for name, out in outputs.items():
+            self.read(buffers[name], out)
+        return seconds
+
+    # ---- host memory in place (devices that share it with the host: CPUs) ----------------
+    def in_place(self, array: np.ndarray) -> bool:
+        """Whether kernels can use this C-contiguous host array in place through ``wrap``
+        (the device shares host memory and the array is aligned as its driver needs). The
+        default: never, every array is copied through a device buffer."""
+        return False
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A fresh host array, aligned so that ``in_place`` accepts it where the device can."""
+        return np.empty(shape, dtype)
+
+    def wrap(self, array: np.ndarray, writable: bool) -> Any:
+        """A buffer that is ``array`` itself (only for arrays ``in_place`` accepts): kernels read
+        it, and write it when ``writable``; ``run_into`` makes their writes visible in it."""
+        raise NotImplementedError(f"{type(self).__name__} copies host arrays; it cannot wrap them")
+
     def close(self) -> None:
         """Release driver resources; the default does nothing."""
 

@@ -114,6 +114,7 @@ def list_devices() -> list[DeviceInfo]:
 
 class OpenCLDevice(Device):
     dialect = "opencl"
+    _PAGE = 4096  # fresh host arrays start at a page: in place on every driver
 
     def __init__(self, info: DeviceInfo):
         super().__init__(info)
@@ -121,6 +122,12 @@ class OpenCLDevice(Device):
         dev = next(d for i, d in _platform_devices() if i.id == info.id)
         self.ctx = cl.Context([dev])
         self.queue = cl.CommandQueue(self.ctx, properties=cl.command_queue_properties.PROFILING_ENABLE)
+        # A CPU device runs kernels on host memory: buffers can be the caller's arrays themselves.
+        self._shares_host = info.device_type == "cpu"
+        # Intel's runtime uses a host array in place only at its base address alignment (128 bytes);
+        # a fresh array at a page boundary suits every driver.
+        self._align = max(64, int(dev.mem_base_addr_align) // 8)
+        self._unaligned = None  # whether unaligned arrays are used in place too: probed on first need
 
     def build(self, source: str, defines: Mapping[str, Any], kernel_names: Sequence[str]) -> Program:
         cl = self._cl
@@ -152,17 +159,73 @@ class OpenCLDevice(Device):
         self._cl.enqueue_fill_buffer(self.queue, buf, np.uint8(byte), 0, int(nbytes)).wait()
 
     def run(self, program: Program, launches: Sequence, buffers: Mapping[str, Any]) -> float:
+        return self.run_into(program, launches, buffers, {})
+
+    def run_into(self, program: Program, launches: Sequence, buffers: Mapping[str, Any],
+                 outputs: Mapping[str, np.ndarray]) -> float:
+        """Enqueue the launches, then for each output a map of a wrapped buffer (no copy where the
+        buffer is the array) or a read of another; one wait, in clWaitForEvents, on them all."""
         cl = self._cl
-        events = []
         try:
+            events = []
             for launch in launches:
                 kernel = program.kernels[launch.kernel]
                 kernel.set_args(*[buffers[a] if isinstance(a, str) else a for a in launch.args])
                 events.append(cl.enqueue_nd_range_kernel(self.queue, kernel, launch.global_size, launch.local_size))
-            cl.wait_for_events(events)
+            maps, done = [], list(events)
+            for name, out in outputs.items():
+                buf = buffers[name]
+                if buf.flags & cl.mem_flags.USE_HOST_PTR:
+                    view, ev = cl.enqueue_map_buffer(self.queue, buf, cl.map_flags.READ, 0, out.shape, out.dtype,
+                                                     is_blocking=False)
+                    maps.append(view)
+                else:
+                    ev = cl.enqueue_copy(self.queue, out, buf, is_blocking=False)
+                done.append(ev)
+            cl.wait_for_events(done)  # sleeps in the driver (and without the GIL)
+            if maps:  # a read map writes nothing back: only the buffer's release waits on the unmaps
+                cl.wait_for_events([view.base.release(self.queue) for view in maps])
             return sum((e.profile.end - e.profile.start) for e in events) * 1e-9
         except cl.Error as e:
             raise LaunchError(str(e).splitlines()[0]) from None
+
+    def in_place(self, array: np.ndarray) -> bool:
+        if not self._shares_host:
+            return False
+        if array.__array_interface__["data"][0] % self._align == 0:
+            return True
+        if self._unaligned is None:
+            self._unaligned = self._unaligned_in_place()
+        return self._unaligned
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        if not self._shares_host:
+            return np.empty(shape, dtype)
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        raw = np.empty(nbytes + self._PAGE, np.uint8)
+        start = -raw.__array_interface__["data"][0] % self._PAGE
+        return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+    def wrap(self, array: np.ndarray, writable: bool):
+        mf = self._cl.mem_flags
+        try:
+            return self._cl.Buffer(self.ctx, (mf.READ_WRITE if writable else mf.READ_ONLY) | mf.USE_HOST_PTR, hostbuf=array)
+        except self._cl.Error as e:
+            raise LaunchError(f"cannot use {array.nbytes} bytes of host memory in place: {e}") from None
+
+    def _unaligned_in_place(self) -> bool:
+        """Whether the driver uses an unaligned host array in place (PoCL) rather than a copy of it
+        that it keeps in step around every launch (Intel's runtime: 10x slower than copying it once).
+        A copy does not see a write to the array made after wrapping it. Only speed depends on
+        the answer: the buffer protocol is right either way."""
+        cl = self._cl
+        host = np.zeros(32, np.float32)[1:17]  # 4 bytes past an aligned start
+        buf = cl.Buffer(self.ctx, cl.mem_flags.READ_ONLY | cl.mem_flags.USE_HOST_PTR, hostbuf=host)
+        host[:] = 1.0
+        seen = np.zeros_like(host)
+        cl.enqueue_copy(self.queue, seen, buf, is_blocking=True)
+        return bool(seen[0] == 1.0)
 
     def close(self) -> None:
         self.queue.finish()
