@@ -72,7 +72,8 @@ class TuneResult:
 
     def failure(self) -> str:
         """For a run where no config ran correctly: the dominant failure, an example and the fix."""
-        return describe_failure([m for m in (self.default, *self.measured) if m is not None and not m.ok])
+        seen = {m.config: m for m in (self.default, *self.measured) if m is not None}  # the default is often measured too
+        return describe_failure([m for m in seen.values() if not m.ok])
 
 
 #: what to do about each kind of failure, when it is every config's
