@@ -74,12 +74,13 @@ def import_report(s) -> str:
               help="Shapes to tune: small (a quick run) or full (common transformer shapes, for a release).")
 @click.option("--time-budget", type=float, default=None, help="Stop after this many seconds in all (run again to resume).")
 @click.option("--template", "only", multiple=True, help="Only this template (repeatable); default: every built-in one.")
+@click.option("--trials", type=int, default=None, help="Configs to measure per problem (default: the preset's).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Export file written at the end (default: tunesvc-<backend>-<device>-<preset>.jsonl.gz).")
 @db_option
 @json_option
 @library_errors
-def tune_all_cmd(device, preset, time_budget, only, out, db, as_json):
+def tune_all_cmd(device, preset, time_budget, only, trials, out, db, as_json):
     """Tune every built-in template over a preset of common shapes on one device; export the results."""
     import sys
 
@@ -95,10 +96,10 @@ def tune_all_cmd(device, preset, time_budget, only, out, db, as_json):
             bar.update(p.done - bar.pos, f"{p.problem} {best}")
 
     if bar is None:
-        r = tune_all(device, preset, time_budget, db, out, list(only) or None)
+        r = tune_all(device, preset, time_budget, db, out, list(only) or None, trials=trials)
     else:
         with bar:
-            r = tune_all(device, preset, time_budget, db, out, list(only) or None, on_progress=progress)
+            r = tune_all(device, preset, time_budget, db, out, list(only) or None, on_progress=progress, trials=trials)
     if as_json:
         emit_json({"device": r.device.id, "device_name": r.device.name, "preset": r.preset, "elapsed": r.elapsed,
                    "stopped": r.stopped, "export": {"path": r.export.path, "records": r.export.records},

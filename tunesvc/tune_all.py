@@ -7,6 +7,7 @@ the database is not tuned again, and one that has some gets only the rest
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from dataclasses import dataclass, field
@@ -136,13 +137,17 @@ def default_output(info: DeviceInfo, preset: str) -> Path:
 
 
 def tune_all(device=None, preset: str = "small", time_budget: float | None = None, db=None, out=None,
-             templates_only=None, on_progress: Callable[[Progress], None] | None = None, **tune_options) -> TuneAllResult:
-    """Tune every built-in template (or ``templates_only``) over ``preset`` on ``device``; export the device's records."""
+             templates_only=None, on_progress: Callable[[Progress], None] | None = None, trials: int | None = None,
+             **tune_options) -> TuneAllResult:
+    """Tune every built-in template (or ``templates_only``) over ``preset`` on ``device``; export the device's records.
+    ``trials`` replaces the preset's configs per problem."""
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
     if time_budget is not None and time_budget <= 0:
         raise UsageError("--time-budget must be a positive number of seconds")
-    chosen = PRESETS[preset]
+    if trials is not None and trials < 1:
+        raise UsageError("--trials must be a positive number of configs per problem")
+    chosen = PRESETS[preset] if trials is None else dataclasses.replace(PRESETS[preset], trials=trials)
     info = select_device(device)
     problems, outcomes = plan(chosen, info, templates_only)
     store = Store(db)
