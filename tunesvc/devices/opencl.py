@@ -150,7 +150,17 @@ class OpenCLDevice(Device):
             raise LaunchError(f"cannot allocate {nbytes} bytes: {e}") from None
 
     def write(self, buf, array: np.ndarray) -> None:
-        self._cl.enqueue_copy(self.queue, buf, np.ascontiguousarray(array), is_blocking=True)
+        cl = self._cl
+        array = np.ascontiguousarray(array)
+        if not buf.flags & cl.mem_flags.USE_HOST_PTR:
+            cl.enqueue_copy(self.queue, buf, array, is_blocking=True)
+            return
+        # Host memory wrapped in place: numpy copies into it at 13 GB/s where Intel's runtime
+        # copies at 7.5. The unmap needs no wait: later commands of the queue come after it.
+        view, _ = cl.enqueue_map_buffer(self.queue, buf, cl.map_flags.WRITE_INVALIDATE_REGION, 0, (array.nbytes,),
+                                        np.uint8, is_blocking=True)
+        view[:] = array.reshape(-1).view(np.uint8)
+        view.base.release(self.queue)
 
     def read(self, buf, out: np.ndarray) -> None:
         self._cl.enqueue_copy(self.queue, out, buf, is_blocking=True)
@@ -183,8 +193,8 @@ class OpenCLDevice(Device):
                     ev = cl.enqueue_copy(self.queue, out, buf, is_blocking=False)
                 done.append(ev)
             cl.wait_for_events(done)  # sleeps in the driver (and without the GIL)
-            if maps:  # a read map writes nothing back: only the buffer's release waits on the unmaps
-                cl.wait_for_events([view.base.release(self.queue) for view in maps])
+            for view in maps:  # unmapping a read map writes nothing: no need to wait for it
+                view.base.release(self.queue)
             return sum((e.profile.end - e.profile.start) for e in events) * 1e-9
         except cl.Error as e:
             raise LaunchError(str(e).splitlines()[0]) from None
@@ -220,7 +230,8 @@ class OpenCLDevice(Device):
         A copy does not see a write to the array made after wrapping it. Only speed depends on
         the answer: the buffer protocol is right either way."""
         cl = self._cl
-        host = np.zeros(32, np.float32)[1:17]  # 4 bytes past an aligned start
+        host = np.zeros(1 << 15, np.float32)[1:]  # 4 bytes past an aligned start; Intel's runtime
+        # uses arrays of a page or less in place at any alignment, so the probe is larger
         buf = cl.Buffer(self.ctx, cl.mem_flags.READ_ONLY | cl.mem_flags.USE_HOST_PTR, hostbuf=host)
         host[:] = 1.0
         seen = np.zeros_like(host)
