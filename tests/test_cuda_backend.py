@@ -149,11 +149,23 @@ def test_detection_fills_the_fingerprint_and_limits(tmp_path):
     assert d["c_version"] == "compute capability 9.0" and d["fp16"] and d["fp64"]
 
 
-def test_devices_cli_lists_a_cuda_device_beside_opencl(tmp_path):
-    r = cli("devices", pythonpath=fake_pycuda(tmp_path, "ok"))
+def test_devices_cli_lists_a_cuda_device_beside_opencl(tmp_path, monkeypatch):
+    """The fake pycuda describes a device but cannot build (a mock: no CUDA GPU here): until a
+    verdict says it is usable it is listed apart; with one remembered, it is the default."""
+    monkeypatch.setenv("TUNESVC_CACHE_DIR", str(tmp_path / "cache"))
+    fake = fake_pycuda(tmp_path, "ok")
+    r = cli("devices", pythonpath=fake)
+    assert r.returncode == 0, r.stderr
+    assert "cuda:0  NVIDIA H100 80GB HBM3  [" in r.stdout and "(unusable)" in r.stdout
+    assert any(ln.startswith("opencl:") and "(default)" in ln for ln in r.stdout.splitlines())
+    seed = run_py("from tunesvc.devices import _all_devices, usable; "
+                  "usable._save({usable.verdict_key(d): {'usable': True, 'reason': ''} for d in _all_devices()[0] if d.id == 'cuda:0'})",
+                  fake)
+    assert seed.returncode == 0, seed.stderr
+    r = cli("devices", pythonpath=fake)
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    assert "cuda:0  NVIDIA H100 80GB HBM3  (default)" in out  # the first GPU is the default device
+    assert any(ln.startswith("cuda:0  NVIDIA H100 80GB HBM3") and ln.endswith("(default)") for ln in out.splitlines())  # the first GPU
     assert "architecture sm_90" in out and "compute units 132" in out and "local memory 48 KiB (local)" in out
     assert any(ln.startswith("opencl:") for ln in out.splitlines())
     assert not any(ln.startswith("cuda:") and "pycuda" in ln for ln in out.splitlines())
