@@ -177,6 +177,9 @@ def tune(template, shape, dtype, device, trials, time_budget, strategy, seed, pa
     tpl = templates.get(template)
     shape = tpl.parse_shape(shape) if shape else tpl.default_shape
     check_options(trials, time_budget, patience, min_improvement, timeout, build_workers)
+    from .devices import select_device
+
+    select_device(device)  # an unknown or unusable device: one line before any progress bar
     total = trials if trials is not None else (None if time_budget or patience else 50)
     bar_ctx = click.progressbar(length=total or 0, label=f"tuning {tpl.name} {shape_str(shape)}", file=sys.stderr,
                                 show_eta=False, show_pos=True, item_show_func=lambda s: s) if not as_json else None
