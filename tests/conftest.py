@@ -10,6 +10,8 @@ import pytest
 # Never write the developer's own ~/.cache/tunesvc from a test (PoCL's kernel cache stays where it is).
 _TMP = tempfile.mkdtemp(prefix="tunesvc-test-")
 os.environ.setdefault("TUNESVC_DB", os.path.join(_TMP, "default.db"))
+# Driver verdicts and the registered vendor folder too: each test session checks its drivers afresh.
+os.environ.setdefault("TUNESVC_CACHE_DIR", os.path.join(_TMP, "cache"))
 # Tests see no shipped results unless they bring their own: lookups then answer from what each
 # test stored, whatever tuning_db/ happens to hold. tests/test_shipped.py reads the real folder.
 os.environ.setdefault("TUNESVC_SHIPPED_DB", os.path.join(_TMP, "no-shipped-results"))
