@@ -82,7 +82,7 @@ class Attention(KernelTemplate):
     dims = ("B", "H", "Q", "KV", "D")
     dtypes = ("float32", "float16")
     default_shape = (1, 8, 1, 4096, 128)
-    bound = "bandwidth"  # for decode; bound_for() says per shape
+    bound = "read_bandwidth"  # for decode; bound_for() says per shape
     params = (
         Param("QPG", (1, 2, 4, 8, 16), 1, "queries per work-group"),
         Param("KB", (8, 16, 32, 64), 16, "keys per block of the streaming softmax"),
@@ -116,8 +116,9 @@ class Attention(KernelTemplate):
             raise InvalidShapeError(f"causal attention needs Q <= KV (queries align to the end of the keys); got Q={q}, KV={kv}")
 
     def bound_for(self, shape) -> str:
-        """Decode (few queries) streams K and V once: bandwidth; prefill is compute: FLOP/s."""
-        return "bandwidth" if shape[2] <= DECODE_MAX_Q else "flops"
+        """Decode (few queries) reads K and V once and writes little: read bandwidth; prefill is
+        compute: FLOP/s."""
+        return "read_bandwidth" if shape[2] <= DECODE_MAX_Q else "flops"
 
     def plan(self, config: Config, shape, dtype: str) -> Plan:
         b, h, q, kv, d = shape

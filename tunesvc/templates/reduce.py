@@ -45,7 +45,7 @@ class Reduce(KernelTemplate):
     dims = ("R", "C")
     dtypes = ("float32", "float16")
     default_shape = (4096, 4096)
-    bound = "bandwidth"
+    bound = "read_bandwidth"  # reads the input once, writes one value per row
     params = (
         Param("WG", (1, 4, 16, 64, 256), 64, "work-items per work-group"),
         Param("EPT", (1, 2, 4, 8), 1, "vectors each work-item loads per loop step"),
