@@ -144,9 +144,9 @@ class Ceilings:
     def of(self, bound: str) -> float:
         """The ceiling a bound is measured against: read-mostly kernels fall back to the copy
         bandwidth where no read figure is stored."""
-        if bound in BANDWIDTH_BOUNDS:
-            return (self.read_gbps if bound == "read_bandwidth" else None) or self.gbps
-        return self.gflops
+        if bound == "read_bandwidth" and self.read_gbps:
+            return self.read_gbps
+        return self.gbps if bound in BANDWIDTH_BOUNDS else self.gflops
 
     def name_of(self, bound: str) -> str:
         """Which measured ceiling ``of(bound)`` is, in words."""
