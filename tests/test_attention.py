@@ -85,7 +85,7 @@ def test_counts_of_causal_work():
     assert AttentionCausal().pairs((1, 1, 4, 4, 8)) == 10
     assert Attention().pairs((1, 1, 4, 4, 8)) == 16
     assert AttentionCausal().pairs((1, 1, 1, 50, 8)) == 50  # decode: the one query sees every key
-    assert Attention().bound_for((1, 8, 1, 4096, 128)) == "bandwidth"
+    assert Attention().bound_for((1, 8, 1, 4096, 128)) == "read_bandwidth"
     assert Attention().bound_for((1, 8, 1024, 1024, 64)) == "flops"
 
 

@@ -297,6 +297,7 @@ def _is_stale(record, hashes: dict) -> bool:
 @library_errors
 def show(db, template, device, status, limit, as_json):
     """A table of stored measurements, fastest first per problem."""
+    from . import roofline
     from .cache import Store
 
     store = Store(db, readonly=True)
@@ -313,7 +314,7 @@ def show(db, template, device, status, limit, as_json):
                      "gflops": f"{m.gflops:.2f}" if m.gflops is not None else "-",
                      "config": " ".join(f"{k}={v}" for k, v in m.config.items()),
                      "reason": m.reason, "source": r.source, "created_at": r.created_at,
-                     "time_s": m.time if m.ok else None, "roofline": f"{roof[1]:.0%} {'BW' if roof[0] == 'bandwidth' else 'FLOP'}" if roof else "-",
+                     "time_s": m.time if m.ok else None, "roofline": f"{roof[1]:.0%} {roofline.label(roof[0])}" if roof else "-",
                      "roofline_fraction": roof[1] if roof else None})
         if limit and len(rows) >= limit:
             break
