@@ -6,6 +6,12 @@ config, shape, dtype) are kept (``prepare``). On a CPU device the kernels read t
 arrays in place and write straight into the fresh array returned; other devices (GPUs) copy
 through device buffers that are kept likewise. Every call returns fresh output arrays: a later
 call never writes into them.
+
+A driver that uses host memory in place only at an alignment (Intel's CPU runtime: 128 bytes;
+numpy's large arrays start 16 bytes past a page) gets, for the inputs of templates whose kernels
+take an element offset (``Offset`` in their launches: the built-in ones), a buffer from the
+aligned address below the array and the array's offset within it: no copy. Inputs of other
+templates (user templates that take no offsets) are copied into a kept aligned array instead.
 """
 
 from __future__ import annotations
@@ -48,8 +54,12 @@ class Prepared:
         self._nbytes = {b.name: b.nbytes for b in self.plan.buffers}
         self._kept = {b.name: device.alloc(b.nbytes) for b in self.plan.buffers if b.role == "scratch"}
         self._hosts: list[np.ndarray] = []  # the host arrays some kept buffers are made of
+        self._takes_offset = frozenset(name for launch in self.plan.launches for _, name in launch.offsets)
+        self._bound: tuple = ((), self.plan.launches)  # the launches of the latest nonzero offsets
         self._lock = threading.Lock()
         self.kernel_seconds = 0.0  # of the latest call, by device events
+        self.offsets: dict[str, int] = {}  # of the latest call: inputs read from an aligned address below them
+        self.staged = 0  # inputs copied through a kept buffer, over all calls
 
     def _copy(self, spec):
         """The kept buffer an array that cannot be used in place is copied through: on a device
@@ -72,24 +82,40 @@ class Prepared:
         with self._lock:
             bufs: dict[str, Any] = dict(self._kept)
             held = []  # the arrays wrapped buffers stand on, alive until the run is over
+            offsets = {}
             for spec in self._inputs:
                 arr = np.ascontiguousarray(inputs[spec.name], dtype=spec.dtype)
                 if arr.nbytes != self._nbytes[spec.name]:
                     raise UsageError(f"{self.template.name}: input {spec.name} has {arr.size} elements; "
                                      f"shape {self.shape} needs {int(np.prod(spec.shape))}")
-                if dev.in_place(arr):
-                    bufs[spec.name] = dev.wrap(arr, writable=False)
+                off = dev.in_place_offset(arr)
+                if off == 0 or (off is not None and spec.name in self._takes_offset):
+                    bufs[spec.name] = dev.wrap(arr, writable=False, offset=off)
                     held.append(arr)
+                    if off:
+                        offsets[spec.name] = off
                 else:
                     bufs[spec.name] = self._copy(spec)
                     dev.write(bufs[spec.name], arr)
+                    self.staged += 1
             out = {}
             for spec in self._outputs:
                 arr = out[spec.name] = dev.empty(spec.shape, spec.dtype)
                 bufs[spec.name] = dev.wrap(arr, writable=True) if dev.in_place(arr) else self._copy(spec)
-            self.kernel_seconds = dev.run_into(self.program, self.plan.launches, bufs, out)
+            self.offsets = offsets
+            self.kernel_seconds = dev.run_into(self.program, self._launches(offsets), bufs, out)
             del held
         return out
+
+    def _launches(self, offsets: dict[str, int]) -> tuple:
+        """The plan's launches with these input offsets: the plan's own for none; else made once
+        per change of offsets (a framework's arrays usually sit at the same one call after call)."""
+        if not offsets:
+            return self.plan.launches
+        key = tuple(sorted(offsets.items()))
+        if self._bound[0] != key:
+            self._bound = (key, tuple(launch.at(offsets) for launch in self.plan.launches))
+        return self._bound[1]
 
 
 def _device(spec) -> Device:

@@ -77,13 +77,22 @@ class Device(ABC):
         default: never, every array is copied through a device buffer."""
         return False
 
+    def in_place_offset(self, array: np.ndarray) -> int | None:
+        """For kernels that take an element offset per input: the offset at which they can read
+        this C-contiguous array in place, from a buffer that starts that many elements before it
+        (at an address the driver uses in place); 0 where ``in_place`` accepts the array as it
+        is; None where it must be copied. The default: 0 or None, as ``in_place`` says."""
+        return 0 if self.in_place(array) else None
+
     def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """A fresh host array, aligned so that ``in_place`` accepts it where the device can."""
         return np.empty(shape, dtype)
 
-    def wrap(self, array: np.ndarray, writable: bool) -> Any:
-        """A buffer that is ``array`` itself (only for arrays ``in_place`` accepts): kernels read
-        it, and write it when ``writable``; ``run_into`` makes their writes visible in it."""
+    def wrap(self, array: np.ndarray, writable: bool, offset: int = 0) -> Any:
+        """A buffer that is ``array`` itself (only for arrays ``in_place`` accepts, or with the
+        ``offset`` of ``in_place_offset``: then the buffer starts that many elements before the
+        array, and only reads are allowed): kernels read it, and write it when ``writable``;
+        ``run_into`` makes their writes visible in it."""
         raise NotImplementedError(f"{type(self).__name__} copies host arrays; it cannot wrap them")
 
     def close(self) -> None:

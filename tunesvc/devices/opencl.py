@@ -208,6 +208,17 @@ class OpenCLDevice(Device):
             self._unaligned = self._unaligned_in_place()
         return self._unaligned
 
+    def in_place_offset(self, array: np.ndarray) -> int | None:
+        """0 where the array is used in place as it is; else, on a CPU device, how many elements
+        past the aligned address below it the array starts (numpy's large arrays: 16 bytes past
+        a page, 4 float32), where a whole number of them (None otherwise)."""
+        if self.in_place(array):
+            return 0
+        if not self._shares_host:
+            return None
+        skew = array.__array_interface__["data"][0] % self._align
+        return skew // array.itemsize if skew and skew % array.itemsize == 0 else None
+
     def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         if not self._shares_host:
             return np.empty(shape, dtype)
@@ -217,10 +228,18 @@ class OpenCLDevice(Device):
         start = -raw.__array_interface__["data"][0] % self._PAGE
         return raw[start:start + nbytes].view(dtype).reshape(shape)
 
-    def wrap(self, array: np.ndarray, writable: bool):
+    def wrap(self, array: np.ndarray, writable: bool, offset: int = 0):
         mf = self._cl.mem_flags
+        host = array
+        if offset:
+            # Read only: a driver that copied instead would write the bytes before the array back,
+            # and they are not ours (another array's, or the allocator's). They are mapped: they lie
+            # in the array's first page, the driver's alignment dividing a page.
+            if writable:
+                raise ValueError("only a read-only buffer may start before its array")
+            host = np.asarray(_Span(array, offset * array.itemsize))
         try:
-            return self._cl.Buffer(self.ctx, (mf.READ_WRITE if writable else mf.READ_ONLY) | mf.USE_HOST_PTR, hostbuf=array)
+            return self._cl.Buffer(self.ctx, (mf.READ_WRITE if writable else mf.READ_ONLY) | mf.USE_HOST_PTR, hostbuf=host)
         except self._cl.Error as e:
             raise LaunchError(f"cannot use {array.nbytes} bytes of host memory in place: {e}") from None
 
@@ -240,6 +259,16 @@ class OpenCLDevice(Device):
 
     def close(self) -> None:
         self.queue.finish()
+
+
+class _Span:
+    """The bytes from ``before`` bytes ahead of a C-contiguous array to its end, as an array
+    interface numpy views (read-only); the view keeps the array alive."""
+
+    def __init__(self, array: np.ndarray, before: int):
+        self.array = array
+        start = array.__array_interface__["data"][0] - before
+        self.__array_interface__ = {"data": (start, True), "shape": (array.nbytes + before,), "typestr": "|u1", "version": 3}
 
 
 def _first_error_line(log: str) -> str:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UnknownTemplateError, UsageError
-from .base import Constraint, Context, KernelTemplate, Launch, Param, Plan, BufferSpec  # noqa: F401
+from .base import Constraint, Context, KernelTemplate, Launch, Offset, Param, Plan, BufferSpec  # noqa: F401
 
 #: name -> "module:Class" for the built-in templates.
 BUILTIN = {

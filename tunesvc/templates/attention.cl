@@ -25,6 +25,11 @@
  * left in one, and a loop over keys always is). The dot product is a tree
  * of sums down to DV partials, so it is not one chain of TS_D dependent adds. WG is then
  * just how many such work-items a work-group holds; KB and LKV are unused.
+ *
+ * Each input comes with the element offset at which its data starts in its
+ * buffer (q_off, k_off, v_off, s_off: run-time arguments, so one build serves
+ * every offset); a CPU device can then use a caller's arrays in place from
+ * the aligned addresses below them. The tuner passes 0.
  */
 #ifndef TS_BH
 #define TS_BH 1
@@ -85,15 +90,17 @@
 #define VROW(j) (V + kvoff + (long)(k0 + (j)) * TS_D)
 #endif
 
+#define ATTENTION_INPUTS const GLOBAL real* RESTRICT Q, const int q_off, const GLOBAL real* RESTRICT K, const int k_off, \
+               const GLOBAL real* RESTRICT V, const int v_off, const GLOBAL float* RESTRICT scale_p, const int s_off
+#define AT_OFFSETS() { Q += q_off; K += k_off; V += v_off; scale_p += s_off; }
 #if SPLIT > 1
-KERNEL void attention(const GLOBAL real* RESTRICT Q, const GLOBAL real* RESTRICT K, const GLOBAL real* RESTRICT V,
-                      const GLOBAL float* RESTRICT scale_p, GLOBAL float* RESTRICT Opart, GLOBAL float* RESTRICT ML)
+KERNEL void attention(ATTENTION_INPUTS, GLOBAL float* RESTRICT Opart, GLOBAL float* RESTRICT ML)
 #else
-KERNEL void attention(const GLOBAL real* RESTRICT Q, const GLOBAL real* RESTRICT K, const GLOBAL real* RESTRICT V,
-                      const GLOBAL float* RESTRICT scale_p, GLOBAL real* RESTRICT O)
+KERNEL void attention(ATTENTION_INPUTS, GLOBAL real* RESTRICT O)
 #endif
 #if MAP == 1
 {
+    AT_OFFSETS();
     const int u = GRP(0) * WG + LID(0); /* (head, query block, split), split fastest */
     if (u >= TS_BH * NQB * SPLIT) return;
     const int split = u % SPLIT;
@@ -172,6 +179,7 @@ KERNEL void attention(const GLOBAL real* RESTRICT Q, const GLOBAL real* RESTRICT
     LOCAL_MEM float ks[KB][TS_D];
     LOCAL_MEM float vs[KB][TS_D];
 #endif
+    AT_OFFSETS();
     const int lid = LID(0);
     const int split = GRP(0) % SPLIT;
     const int q0 = (GRP(0) / SPLIT) % NQB * QPG;

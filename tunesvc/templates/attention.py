@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InvalidShapeError
 from ..types import Config
-from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Param, Plan
+from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Offset, Param, Plan
 
 MAX_HEAD_DIM = 256
 #: queries per head up to which a problem is decode (memory-bound) rather than prefill
@@ -134,13 +134,14 @@ class Attention(KernelTemplate):
             BufferSpec("scale", (1,), np.float32, "in"),
             BufferSpec("O", (b, h, q, d), storage, "out"),
         ]
+        ins = ("Q", Offset("Q"), "K", Offset("K"), "V", Offset("V"), "scale", Offset("scale"))
         if split == 1:
-            launches = [Launch("attention", (groups * wg,), (wg,), ("Q", "K", "V", "scale", "O"))]
+            launches = [Launch("attention", (groups * wg,), (wg,), (*ins, "O"))]
         else:
             buffers += [BufferSpec("Opart", (bh, split, q, d), np.float32, "scratch"),
                         BufferSpec("ML", (bh, split, q, 2), np.float32, "scratch")]
             cwg = 64
-            launches = [Launch("attention", (groups * wg,), (wg,), ("Q", "K", "V", "scale", "Opart", "ML")),
+            launches = [Launch("attention", (groups * wg,), (wg,), (*ins, "Opart", "ML")),
                         Launch("attention_combine", (_ceil_div(bh * q * d, cwg) * cwg,), (cwg,), ("Opart", "ML", "O"))]
         defines = {**config, "TS_BH": bh, "TS_Q": q, "TS_KV": kv, "TS_D": d,
                    "CAUSAL": int(self.causal), "TS_FP16": int(dtype == "float16")}

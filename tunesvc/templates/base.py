@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -83,17 +83,44 @@ class BufferSpec:
 
 
 @dataclass(frozen=True)
+class Offset:
+    """A launch argument: the element offset (a C ``int``) at which input ``buffer``'s data starts
+    within the buffer the kernel gets for it. A template whose kernels take one per input lets a
+    CPU device use a caller's array in place from an aligned address below its start."""
+
+    buffer: str
+
+
+@dataclass(frozen=True)
 class Launch:
     """One kernel launch: the kernel, its geometry and its arguments.
 
     ``args`` are buffer names (str) or scalars given as ``numpy`` scalars
-    (``np.int32(5)``) so the backend knows their C type.
+    (``np.int32(5)``) so the backend knows their C type. An ``Offset`` among them becomes
+    ``np.int32(0)``, the offset of a buffer of one's own (the tuner's), and its position is kept
+    in ``offsets``; ``at`` gives the launch for other offsets.
     """
 
     kernel: str
     global_size: tuple[int, ...]
     local_size: tuple[int, ...]
     args: tuple
+    offsets: tuple[tuple[int, str], ...] = ()  # (argument index, input buffer), from the Offsets
+
+    def __post_init__(self):
+        marks = tuple((i, a.buffer) for i, a in enumerate(self.args) if isinstance(a, Offset))
+        if marks:
+            object.__setattr__(self, "offsets", self.offsets + marks)
+            object.__setattr__(self, "args", tuple(np.int32(0) if isinstance(a, Offset) else a for a in self.args))
+
+    def at(self, offsets: Mapping[str, int]) -> "Launch":
+        """This launch with the given element offsets of its input buffers (0 for those not given)."""
+        if not self.offsets:
+            return self
+        args = list(self.args)
+        for i, name in self.offsets:
+            args[i] = np.int32(offsets.get(name, 0))
+        return replace(self, args=tuple(args))
 
 
 @dataclass(frozen=True)

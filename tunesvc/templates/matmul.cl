@@ -13,6 +13,10 @@
  * reads of B then stream through memory instead of striding by a row of B
  * (a new page every k), which is what CPUs need; the copy is timed too.
  * The shape is compiled in (TS_M, TS_N, TS_K) so bounds are constants.
+ * Each input comes with an element offset at which its data starts in the
+ * buffer (a_off, b_off; a run-time argument, so one build serves every
+ * offset): a CPU device can then use a caller's array in place from the
+ * aligned address below it. The tuner passes 0.
  */
 #ifndef TS_M
 #define TS_M 64
@@ -61,8 +65,9 @@
 #define PANEL_COL(p) TS_MIN((p) * WPTN, TS_N - WPTN)
 
 /* Bp[p][k][c] = B[k][PANEL_COL(p) + c]. Global size (NPAN * WPTN, K). */
-KERNEL void pack_b(const GLOBAL real* RESTRICT B, GLOBAL real* RESTRICT Bp)
+KERNEL void pack_b(const GLOBAL real* RESTRICT B, const int b_off, GLOBAL real* RESTRICT Bp)
 {
+    B += b_off;
     const int c = GID(0), k = GID(1);
     if (k < TS_K && c < NPAN * WPTN)
         Bp[(c / WPTN) * (TS_K * WPTN) + k * WPTN + c % WPTN] = B[k * TS_N + PANEL_COL(c / WPTN) + c % WPTN];
@@ -72,9 +77,12 @@ KERNEL void pack_b(const GLOBAL real* RESTRICT B, GLOBAL real* RESTRICT Bp)
    instead of guarding every access: they recompute (and store, with the same values)
    a few rows or columns a neighbour also computes. With no branches around them the
    accumulators stay in registers; per-element guards made PoCL 20x slower. Only the
-   LOCAL=1 path, which zero-fills its tiles, guards its stores. */
-KERNEL void matmul(const GLOBAL real* RESTRICT A, const GLOBAL real* RESTRICT B, GLOBAL real* RESTRICT C)
+   LOCAL=1 path, which zero-fills its tiles, guards its stores. B is packed B (b_off 0) with PACKB=1. */
+KERNEL void matmul(const GLOBAL real* RESTRICT A, const int a_off, const GLOBAL real* RESTRICT B, const int b_off,
+                   GLOBAL real* RESTRICT C)
 {
+    A += a_off;
+    B += b_off;
     const int tx = LID(0);
     const int ty = LID(1);
     const int n0 = GRP(0) * NWG;

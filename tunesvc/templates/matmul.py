@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..types import Config
-from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Param, Plan
+from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Offset, Param, Plan
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -74,11 +74,12 @@ class Matmul(KernelTemplate):
         tn, tm = config["NDIM"], config["MDIM"]
         mwg, nwg = _tile(config)
         wptn = config["WPTN"]
+        b_arg = ("Bp", np.int32(0)) if config["PACKB"] else ("B", Offset("B"))  # the packed panels are our own
         main = Launch(
             "matmul",
             global_size=(_ceil_div(n, nwg) * tn, _ceil_div(m, mwg) * tm),
             local_size=(tn, tm),
-            args=("A", "Bp" if config["PACKB"] else "B", "C"),
+            args=("A", Offset("A"), *b_arg, "C"),
         )
         buffers = [
             BufferSpec("A", (m, k), np_dtype, "in"),
@@ -89,7 +90,7 @@ class Matmul(KernelTemplate):
         if config["PACKB"]:
             panels = _ceil_div(n, wptn)
             buffers.append(BufferSpec("Bp", (panels, k, wptn), np_dtype, "scratch"))
-            launches.insert(0, Launch("pack_b", (panels * wptn, k), (wptn, 1), ("B", "Bp")))
+            launches.insert(0, Launch("pack_b", (panels * wptn, k), (wptn, 1), ("B", Offset("B"), "Bp")))
         defines = {**config, "TS_M": m, "TS_N": n, "TS_K": k, "TS_FP16": int(dtype == "float16")}
         return Plan(tuple(buffers), tuple(launches), defines)
 

@@ -14,6 +14,9 @@
  * SPLIT > 1 is the two-pass form: pass one writes SPLIT partials per row to
  * scratch, reduce_final combines them (and divides for the mean).
  * The shape is compiled in (TS_R, TS_C) so every bound is a constant.
+ * x_off is the element offset at which x starts in its buffer (a run-time
+ * argument: one build serves every offset), so a CPU device can use a
+ * caller's array in place from the aligned address below it; the tuner passes 0.
  */
 #ifndef TS_R
 #define TS_R 1
@@ -68,8 +71,9 @@
 #define FINISH(a) (a)
 #endif
 
-KERNEL void reduce_rows(const GLOBAL real* RESTRICT x, GLOBAL float* RESTRICT out)
+KERNEL void reduce_rows(const GLOBAL real* RESTRICT x, const int x_off, GLOBAL float* RESTRICT out)
 {
+    x += x_off;
     LOCAL_MEM float partial[WG];
     const int lid = LID(0);
     const int sub = lid / ROW_THREADS; /* which of the group's rows */

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..types import Config
-from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Param, Plan
+from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Offset, Param, Plan
 
 #: operation name -> the OP define of reduce.cl
 OPS = {"sum": 0, "max": 1, "mean": 2, "sumsq": 3}
@@ -67,7 +67,7 @@ class Reduce(KernelTemplate):
         wg, split = config["WG"], config["SPLIT"]
         groups = _ceil_div(rows, config["RPG"]) * split
         first_out = "partials" if split > 1 else "out"
-        launches = [Launch("reduce_rows", (groups * wg,), (wg,), ("x", first_out))]
+        launches = [Launch("reduce_rows", (groups * wg,), (wg,), ("x", Offset("x"), first_out))]
         buffers = [BufferSpec("x", (rows, cols), DTYPES[dtype][0], "in"), BufferSpec("out", (rows,), np.float32, "out")]
         if split > 1:
             final_wg = 64
