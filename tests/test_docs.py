@@ -32,7 +32,7 @@ def test_every_command_is_documented_in_the_readme_with_an_example(name):
 
 def test_readme_opens_with_the_two_commands():
     head = README[:3000]
-    assert "pip install -e '.[pocl]'" in head and "tunesvc tune matmul" in head
+    assert "pip install -e '.[intel]'" in head and "tunesvc tune matmul" in head
     assert "'.[dev]'" in head and "pytest" in head
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     test_cmd = next(line for line in ci.splitlines() if "pytest" in line)

@@ -66,3 +66,10 @@ def test_cli_tune_all_json(tmp_path, tiny, cl_info):
     data = json.loads(res.output)
     assert data["export"]["records"] == len(export_lines(out)) - 1 > 0
     assert {p["status"] for p in data["problems"]} <= {"tuned", "skipped"}
+
+
+def test_an_output_folder_that_does_not_exist_is_refused_before_tuning(tmp_path, tiny, cl_info):
+    db = tmp_path / "t.db"
+    with pytest.raises(UsageError, match="does not exist"):
+        ta.tune_all(cl_info, tiny, db=db, out=tmp_path / "missing" / "out.jsonl", templates_only=["matmul"])
+    assert not db.exists()  # nothing was tuned for an export that could not be written

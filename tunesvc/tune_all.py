@@ -149,6 +149,9 @@ def tune_all(device=None, preset: str = "small", time_budget: float | None = Non
         raise UsageError("--trials must be a positive number of configs per problem")
     chosen = PRESETS[preset] if trials is None else dataclasses.replace(PRESETS[preset], trials=trials)
     info = select_device(device)
+    path = Path(out) if out else default_output(info, preset)
+    if not path.parent.is_dir():  # say so before the tuning, not after it
+        raise UsageError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist; create it or choose another --out")
     problems, outcomes = plan(chosen, info, templates_only)
     store = Store(db)
     try:
@@ -157,7 +160,6 @@ def tune_all(device=None, preset: str = "small", time_budget: float | None = Non
         store.close()
     run = _Run(info, db, chosen, remaining, time_budget, on_progress, tune_options)
     outcomes += [run.problem(p) for p in problems]
-    path = Path(out) if out else default_output(info, preset)
     summary = export(path, db, device=info.fingerprint.key)
     return TuneAllResult(info, preset, tuple(outcomes), summary, time.perf_counter() - run.start, run.db_path, run.stopped)
 
