@@ -24,7 +24,7 @@ def cl_info():
 
     devices = [d for d in discover().devices if d.fingerprint.backend == "opencl"]
     if not devices:
-        pytest.fail("no OpenCL device: install one, e.g. pip install 'tunesvc[pocl]'")
+        pytest.fail("no OpenCL device: install one, e.g. pip install 'tunesvc[intel]'")
     return default_device(devices)
 
 

@@ -8,7 +8,7 @@ from .errors import MissingDependencyError
 
 _HINTS = {
     "optuna": "pip install optuna",
-    "pyopencl": "pip install pyopencl (and a driver: pip install 'tunesvc[pocl]' for the CPU)",
+    "pyopencl": "pip install pyopencl (and a driver: pip install 'tunesvc[intel]' for the CPU)",
     "pycuda": "pip install 'tunesvc[cuda]' on a machine with an NVIDIA GPU and the CUDA toolkit",
 }
 
