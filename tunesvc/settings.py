@@ -14,8 +14,11 @@ def default_db_path() -> Path:
     env = os.environ.get(ENV_DB)
     if env:
         return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "tunesvc" / "tunesvc.db"
+    return _xdg_cache() / "tunesvc" / "tunesvc.db"
+
+
+def _xdg_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"))
 
 
 def shipped_db_dir() -> Path:
@@ -41,5 +44,4 @@ def cache_dir() -> Path:
     env = os.environ.get(ENV_CACHE)
     if env:
         return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "tunesvc"
+    return _xdg_cache() / "tunesvc"

@@ -155,18 +155,21 @@ def tune_all(device=None, preset: str = "small", time_budget: float | None = Non
     problems, outcomes = plan(chosen, info, templates_only)
     store = Store(db)
     try:
-        remaining = {p: max(0, chosen.trials - _stored(store, info, p)) for p in problems}
+        stored = {p: _stored(store, info, p) for p in problems}
     finally:
         store.close()
-    run = _Run(info, db, chosen, remaining, time_budget, on_progress, tune_options)
+    remaining = {p: max(0, chosen.trials - len(m)) for p, m in stored.items()}
+    ok_earlier = {p for p, m in stored.items() if any(x.ok for x in m.values())}
+    run = _Run(info, db, chosen, remaining, ok_earlier, time_budget, on_progress, tune_options)
     outcomes += [run.problem(p) for p in problems]
     summary = export(path, db, device=info.fingerprint.key)
     return TuneAllResult(info, preset, tuple(outcomes), summary, time.perf_counter() - run.start, run.db_path, run.stopped)
 
 
-def _stored(store: Store, info: DeviceInfo, p: Problem) -> int:
+def _stored(store: Store, info: DeviceInfo, p: Problem) -> dict:
+    """What was measured before for this problem on this device: config -> measurement."""
     tpl = templates.get(p.template)
-    return len(store.measurements(info.fingerprint.key, tpl.name, tpl.source_hash, p.dtype, p.shape))
+    return store.measurements(info.fingerprint.key, tpl.name, tpl.source_hash, p.dtype, p.shape)
 
 
 @dataclass
@@ -177,6 +180,7 @@ class _Run:
     db: object
     preset: Preset
     remaining: dict
+    ok_earlier: set  # problems with a correct config stored before this run
     time_budget: float | None
     on_progress: Callable | None
     tune_options: dict
@@ -195,7 +199,7 @@ class _Run:
         want = self.remaining[p]
         if want == 0:
             self._report(p, None)
-            if not self._any_ok(p):
+            if p not in self.ok_earlier:
                 return Outcome(p, "failed", reason=f"{self.preset.trials} configs measured earlier, none ran correctly; "
                                                    "'tunesvc show --status build' (or launch, wrong_result) says why")
             return Outcome(p, "done earlier", reason=f"{self.preset.trials} configs already measured")
@@ -216,14 +220,6 @@ class _Run:
         if not r.ok:
             return Outcome(p, "failed", len(r.measured), reason=r.failure())
         return Outcome(p, "tuned", len(r.measured), best.time, best.gflops, "")
-
-    def _any_ok(self, p: Problem) -> bool:
-        tpl = templates.get(p.template)
-        store = Store(self.db)
-        try:
-            return any(m.ok for m in store.measurements(self.info.fingerprint.key, tpl.name, tpl.source_hash, p.dtype, p.shape).values())
-        finally:
-            store.close()
 
     def _budget_share(self, p: Problem) -> float | None:
         """An even share of the time left among the problems still to tune."""
