@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 import reference  # benchmarks/ is the script's folder
-from reduce import ceilings, ceilings_header, failed_row, reprobe
+from reduce import bandwidth_cells, ceilings, ceilings_header, failed_row, reprobe
 from tunesvc.devices import open_device
 from tunesvc.tuner import tune
 
@@ -61,9 +61,7 @@ def main() -> None:
         if (line := failed_row(name, shape, r)) is not None:
             print(line)
             continue
-        dg = r.default.gbps if r.default and r.default.ok else float("nan")
-        print(f"{name:<17} {fmt(shape):<20} {dg:>12.2f} {r.best.gbps:>10.2f} {r.best.gbps / c.of('read_bandwidth'):>10.0%} "
-              f"{r.best.gbps / c.gbps:>10.0%} {r.best.gbps / dg:>13.2f}  {config(r)}")
+        print(f"{name:<17} {fmt(shape):<20} {bandwidth_cells(r, c)}  {config(r)}")
 
     print("prefill (compute-bound)")
     print(f"{'template':<17} {'shape':<20} {'default GFLOP/s':>15} {'tuned GFLOP/s':>13} {'numpy native med/best':>21} "

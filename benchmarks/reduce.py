@@ -59,6 +59,14 @@ def ceilings_header(device, c: roofline.Ceilings, trials: int) -> str:
             f"read bandwidth {c.read_gbps:.2f} GB/s; FMA {c.gflops:.1f} GFLOP/s, {roofline.peak_text(c)}; {trials} trials per case")
 
 
+def bandwidth_cells(r, c) -> str:
+    """Default and tuned GB/s of a read-bound case, tuned as fractions of read and copy
+    bandwidth, and tuned over default: the cells reduce.py and attention.py share."""
+    dg = r.default.gbps if r.default and r.default.ok else float("nan")
+    b = r.best.gbps
+    return f"{dg:>12.2f} {b:>10.2f} {b / c.of('read_bandwidth'):>10.0%} {b / c.gbps:>10.0%} {b / dg:>13.2f}"
+
+
 def failed_row(name: str, shape, r) -> str | None:
     """A line for a case no config of which measured ok, else None."""
     if r.best is not None and r.best.ok:
@@ -89,10 +97,8 @@ def main() -> None:
         if (line := failed_row(name, shape, r)) is not None:
             print(line)
             continue
-        d, b = r.default, r.best
-        dg = d.gbps if d and d.ok else float("nan")
-        print(f"{name:<13} {'x'.join(map(str, shape)):<12} {dg:>12.2f} {b.gbps:>10.2f} {b.gbps / c.of('read_bandwidth'):>10.0%} "
-              f"{b.gbps / c.gbps:>10.0%} {b.gbps / dg:>13.2f} {reference.cell(refs['native']):>21} {reference.cell(refs['pinned']):>21} "
+        b = r.best
+        print(f"{name:<13} {'x'.join(map(str, shape)):<12} {bandwidth_cells(r, c)} {reference.cell(refs['native']):>21} {reference.cell(refs['pinned']):>21} "
               f"{reference.ratio(b.gbps, refs):>11.2f}  {' '.join(f'{k}={v}' for k, v in b.config.items())}")
     print("\n".join(reference.summary([refs for *_, refs in results])))
 
