@@ -18,7 +18,7 @@ import argparse
 import reference  # benchmarks/ is the script's folder
 from reduce import bandwidth_cells, ceilings, ceilings_header, failed_row, reprobe
 from tunesvc.devices import open_device
-from tunesvc.tuner import tune
+from tunesvc.tuning.tuner import tune
 
 DECODE = [("attention", (1, 8, 1, 32768, 128)), ("attention_causal", (1, 8, 4, 32768, 128))]
 PREFILL = [("attention", (1, 4, 1024, 1024, 64)), ("attention_causal", (1, 4, 1024, 1024, 64))]

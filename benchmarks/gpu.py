@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tunesvc import templates  # noqa: E402
 from tunesvc.devices import discover, open_device  # noqa: E402
-from tunesvc.evaluate import Evaluator, Method  # noqa: E402
-from tunesvc.tuner import tune  # noqa: E402
+from tunesvc.measure.evaluator import Evaluator, Method  # noqa: E402
+from tunesvc.tuning.tuner import tune  # noqa: E402
 
 GOALS = {"cublas": 0.70, "bandwidth": 0.80, "sdpa": None}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import reference  # benchmarks/ is the script's folder
 import tunesvc
 from tunesvc.search import DEFAULT_STRATEGY
-from tunesvc.tuner import tune
+from tunesvc.tuning.tuner import tune
 
 
 def lookup_latency(db: Path, device, shape, reps: int = 20000) -> tuple[float, float]:

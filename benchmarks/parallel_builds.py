@@ -19,7 +19,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from tunesvc.tuner import tune
+from tunesvc.tuning.tuner import tune
 
 
 def one(workers: int, trials: int, shape, seed: int) -> float:

@@ -25,7 +25,7 @@ import reference  # benchmarks/ is the script's folder
 from tunesvc import roofline
 from tunesvc.cache import Store
 from tunesvc.devices import open_device
-from tunesvc.tuner import tune
+from tunesvc.tuning.tuner import tune
 
 CASES = [("reduce_sum", (4096, 16384)), ("reduce_sum", (1, 1 << 26)), ("reduce_max", (4096, 16384)), ("reduce_sumsq", (64, 1 << 20))]
 

@@ -1,7 +1,7 @@
 """Our search strategies against Kernel Tuner's own, on the recorded spaces in ../shared/replay.
 
 Both replay the same files with the same budget of feasible evaluations and are
-scored by the same code (tunesvc.replay.summarize): Willemsen et al.'s score
+scored by the same code (tunesvc.replay.score.summarize): Willemsen et al.'s score
 and evaluations until within 5% of the optimum. Kernel Tuner replays through
 its own simulation mode (``kernel_tuner.tune_cache``), which builds its search
 space from the configs that ran without error: its strategies never see a
@@ -38,8 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tunesvc.devices.replay import ReplayDevice  # noqa: E402
-from tunesvc.replay import ReplayRun, default_budget, run_once, summarize  # noqa: E402
+from tunesvc.replay.runner import ReplayDevice  # noqa: E402
+from tunesvc.replay.score import ReplayRun, default_budget, run_once, summarize  # noqa: E402
 
 OURS = ("ensemble", "swarm", "local", "density", "random")
 KT = ("pso", "diff_evo", "genetic_algorithm", "greedy_ils", "simulated_annealing", "dual_annealing", "random_sample")

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from tunesvc import templates
-from tunesvc.evaluate import Method
+from tunesvc.measure.evaluator import Method
 from tunesvc.templates.base import Param
 from tunesvc.templates.matmul import Matmul
-from tunesvc.tuner import tune
+from tunesvc.tuning.tuner import tune
 
 #: the candidates: one neighbourhood of good matmul configs on a CPU (2 x 2 x 2 = 8 configs)
 NARROW = {"MDIM": (8,), "NDIM": (8,), "WPTM": (4,), "WPTN": (4,), "VW": (1, 4), "UNROLL": (1, 4), "PACKB": (0, 1)}

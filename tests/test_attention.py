@@ -12,7 +12,7 @@ import tunesvc
 from tunesvc import templates
 from tunesvc.cli import main
 from tunesvc.errors import InvalidShapeError, UsageError
-from tunesvc.evaluate import Evaluator
+from tunesvc.measure.evaluator import Evaluator
 from tunesvc.search import SearchSpace
 from tunesvc.templates.attention import Attention, AttentionCausal, attention_reference
 from tunesvc.templates.base import Context, Param

@@ -82,7 +82,7 @@ def test_four_tuners_one_database(tmp_path, cl_info):
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory, cl_info):
     """A database with a short real tuning run in it, shared by the tests below (which restore it)."""
-    from tunesvc.tuner import tune
+    from tunesvc.tuning.tuner import tune
 
     db = tmp_path_factory.mktemp("tuned") / "t.db"
     return db, tune("matmul", (8, 8, 8), device=cl_info, db=db, strategy="random", seed=0, trials=2, isolate=False)

@@ -205,7 +205,7 @@ def gpu():
 
 def _evaluate(gpu, name, shape, dtype, config=None):
     from tunesvc import templates
-    from tunesvc.evaluate import Evaluator
+    from tunesvc.measure.evaluator import Evaluator
 
     tpl = templates.get(name)
     return Evaluator(gpu, tpl, tpl.parse_shape(shape), dtype).evaluate(config or tpl.default_config())

@@ -190,7 +190,7 @@ def test_an_import_where_every_record_is_rejected_exits_2(tmp_path):
 
 def test_another_drivers_records_answer_as_family_never_exact(db_path, cl_infos):
     import tunesvc
-    from tunesvc.tuner import tune
+    from tunesvc.tuning.tuner import tune
 
     cpus = [d for d in cl_infos if d.device_type == "cpu"]
     if len(cpus) < 2:

@@ -18,7 +18,7 @@ from tunesvc import templates
 from tunesvc.cache import Store
 from tunesvc.cache.exchange import import_files
 from tunesvc.errors import ImportFileError
-from tunesvc.kerneltuner_files import load
+from tunesvc.replay.files import load
 from tunesvc.templates.base import KernelTemplate, Param
 from tunesvc.types import Fingerprint
 

@@ -22,7 +22,7 @@ EXPECTED = {0: "ok", 1: "timeout", 2: "crash", 3: "launch", 4: "wrong_result", 5
 
 
 def worker_pids(parent: int) -> list[int]:
-    """Live (not zombie) ``tunesvc.worker`` processes whose parent is ``parent``."""
+    """Live (not zombie) ``tunesvc.measure.worker`` processes whose parent is ``parent``."""
     found = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -33,7 +33,7 @@ def worker_pids(parent: int) -> list[int]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        if "tunesvc.worker" in cmd and fields[0] != "Z" and int(fields[1]) == parent:
+        if "tunesvc.measure.worker" in cmd and fields[0] != "Z" and int(fields[1]) == parent:
             found.append(int(d.name))
     return found
 
@@ -78,7 +78,7 @@ def test_every_fault_is_recorded_and_the_search_goes_on(tmp_path):
 
 def test_worker_is_replaced_and_leaves_nothing_behind(cl_info):
     from tunesvc import templates
-    from tunesvc.worker import Job, Worker, template_ref
+    from tunesvc.measure.worker import Job, Worker, template_ref
 
     tpl = templates.load_file(FAULTS)
     worker = Worker(Job(template_ref(tpl), (1024,), "float32", cl_info), timeout=2)
@@ -97,7 +97,7 @@ import sys
 from tunesvc import templates
 from tunesvc.devices import select_device
 from tunesvc.types import Config
-from tunesvc.worker import Job, Worker, template_ref
+from tunesvc.measure.worker import Job, Worker, template_ref
 tpl = templates.load_file(sys.argv[1])
 w = Worker(Job(template_ref(tpl), (1024,), "float32", select_device(None)), timeout=None)
 print(w._process().pid, flush=True)
@@ -134,7 +134,7 @@ def test_bad_timeout_is_a_usage_error(tmp_path):
 def test_in_process_the_same_faults_get_the_same_reasons(cl_device):
     """--no-isolation: the faults that cannot kill the process are still told apart."""
     from tunesvc import templates
-    from tunesvc.evaluate import Evaluator
+    from tunesvc.measure.evaluator import Evaluator
 
     ev = Evaluator(cl_device, templates.load_file(FAULTS), (256,), "float32")
     got = {f: ev.evaluate(Config(FAULT=f, COPY=1)).status for f in (0, 3, 4, 5)}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tunesvc.errors import ImportFileError
-from tunesvc.kerneltuner_files import load
+from tunesvc.replay.files import load
 
 DATA = Path(__file__).parent / "data"
 KT = DATA / "pnpoly_RTX_3090_small.json.gz"

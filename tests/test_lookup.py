@@ -11,7 +11,7 @@ import pytest
 import tunesvc
 from tunesvc.cache import Store
 from tunesvc.lookup import clear_cache
-from tunesvc.tuner import tune
+from tunesvc.tuning.tuner import tune
 
 
 @pytest.fixture(scope="module")

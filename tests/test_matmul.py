@@ -7,7 +7,7 @@ import pytest
 
 from tunesvc import templates
 from tunesvc.errors import InvalidShapeError, UnsupportedDtypeError
-from tunesvc.evaluate import Evaluator, Method
+from tunesvc.measure.evaluator import Evaluator, Method
 from tunesvc.search import SearchSpace
 from tunesvc.templates.base import Context
 from tunesvc.types import Config

@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from tunesvc.evaluate import Evaluator, Method, interval, precise_enough
-from tunesvc.tuner import confirm_leaders
+from tunesvc.measure.evaluator import Evaluator, Method, interval, precise_enough
+from tunesvc.tuning.tuner import confirm_leaders
 from tunesvc.types import Config, Measurement, Timing
 
 SHAPE = (16, 16, 16)

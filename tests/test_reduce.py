@@ -11,7 +11,7 @@ import tunesvc
 from tunesvc import templates
 from tunesvc.cli import main
 from tunesvc.errors import UsageError
-from tunesvc.evaluate import Evaluator
+from tunesvc.measure.evaluator import Evaluator
 from tunesvc.lookup import lookup  # tunesvc.lookup is also the submodule once imported
 from tunesvc.search import SearchSpace
 from tunesvc.templates.base import Context, Param

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from tunesvc.cli import main
-from tunesvc.devices.replay import ReplayDevice, to_records
-from tunesvc.kerneltuner_files import load
-from tunesvc.replay import (default_budget, evals_to_reach, expected_random_best, expected_random_evals,
+from tunesvc.replay.runner import ReplayDevice, to_records
+from tunesvc.replay.files import load
+from tunesvc.replay.score import (default_budget, evals_to_reach, expected_random_best, expected_random_evals,
                             performance_score, replay, run_once)
 from tunesvc.search.transfer import Problem, seed_configs
 from tunesvc.types import Config, Fingerprint, Measurement, Record, Timing

@@ -57,7 +57,7 @@ def workers_of(pid: int) -> list[int]:
             state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"tunesvc.worker" in argv and str(pid).encode() in argv and state != "Z":
+        if b"tunesvc.measure.worker" in argv and str(pid).encode() in argv and state != "Z":
             found.append(int(d.name))
     return found
 
@@ -132,7 +132,7 @@ def test_resume_after_ctrl_c(tmp_path):
 
 @pytest.mark.parametrize("rule", ["patience", "budget"])
 def test_stopping_rules_are_reported(tmp_path, cl_info, rule):
-    from tunesvc.tuner import tune
+    from tunesvc.tuning.tuner import tune
 
     kw = {"patience": 3, "min_improvement": 0.5} if rule == "patience" else {"time_budget": 2.0}
     r = tune("matmul", (16, 16, 16), device=cl_info, db=tmp_path / "t.db", strategy="random", seed=1, **kw)

@@ -6,7 +6,7 @@ import pytest
 
 from tunesvc.cache import Store
 from tunesvc.errors import UsageError
-from tunesvc.tuner import tune
+from tunesvc.tuning.tuner import tune
 
 SHAPE = (24, 40, 16)
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import tunesvc
 from tunesvc import templates
 from tunesvc.cli import main
-from tunesvc.evaluate import Evaluator
+from tunesvc.measure.evaluator import Evaluator
 from tunesvc.search import SearchSpace
 from tunesvc.templates.base import Context
 

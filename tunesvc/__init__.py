@@ -6,7 +6,7 @@ and sqlite3; ``tune`` and the ready kernels are imported on first use.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # Bound eagerly: the submodule of the same name would otherwise shadow the function.
 from .lookup import lookup  # noqa: E402
@@ -16,7 +16,7 @@ __all__ = ["lookup", "tune", "matmul", "attention", "reduce", "run_tuned", "__ve
 
 def __getattr__(name: str):
     if name == "tune":
-        from .tuner import tune
+        from .tuning.tuner import tune
 
         return tune
     if name in ("matmul", "attention", "reduce", "run_tuned"):

@@ -7,6 +7,8 @@ exit code 2 with the one-line message.
 
 from __future__ import annotations
 
+import importlib
+
 
 class TunesvcError(Exception):
     """Base class of every tunesvc error."""
@@ -83,3 +85,20 @@ class WrongResultError(CandidateError):
 
 class StoreError(TunesvcError):
     """The tuning database cannot be opened or written."""
+
+
+# ---- optional dependencies: imported where needed, with a message that says what to install
+_HINTS = {
+    "optuna": "pip install optuna",
+    "pyopencl": "pip install pyopencl (and a driver: pip install 'tunesvc[intel]' for the CPU)",
+    "pycuda": "pip install 'tunesvc[cuda]' on a machine with an NVIDIA GPU and the CUDA toolkit",
+}
+
+
+def require(module: str):
+    """Import and return ``module``, or raise MissingDependencyError naming the install command."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        top = module.split(".")[0]
+        raise MissingDependencyError(f"{module} is needed here but not installed ({e}); {_HINTS.get(top, f'pip install {top}')}") from None

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 
-from .. import __version__, templates
+from .. import templates
+from .._version import __version__
 from ..errors import ImportFileError, UsageError
 from .interop import load_recorded, looks_like_json_object, recorded_records
 from .store import KEY, SCHEMA_VERSION, TABLE, Store

@@ -1,6 +1,6 @@
 """Kernel Tuner cache files and T4 result files as import sources.
 
-:mod:`tunesvc.kerneltuner_files` parses them; here each recorded config becomes
+:mod:`tunesvc.replay.files` parses them; here each recorded config becomes
 an export line and goes through the same validation as a tunesvc export, for
 the template registered under the file's kernel name. A file of a kernel with
 no such template has every record rejected with that reason.
@@ -13,7 +13,8 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import __version__, templates
+from .. import templates
+from .._version import __version__
 from ..errors import ImportFileError, UsageError
 from ..types import shape_str
 from .validate import MAX_REASON, Checks, Rejected, validate
@@ -55,7 +56,7 @@ def _check_size(path: Path) -> None:
 
 def load_recorded(path: Path):
     """The RecordedSpace of a Kernel Tuner or T4 file; ImportFileError if it is neither."""
-    from ..kerneltuner_files import load
+    from ..replay.files import load
 
     _check_size(path)
     try:
@@ -66,7 +67,7 @@ def load_recorded(path: Path):
 
 def _vendor(device_name: str) -> str:
     from ..identity import normalise_vendor
-    from ..devices.replay import guess_vendor
+    from ..replay.runner import guess_vendor
 
     guess = guess_vendor(device_name)
     return normalise_vendor(guess) if guess else "unknown"
@@ -94,7 +95,7 @@ def recorded_records(path: Path, space, checks: Checks | None = None):
 
 
 def _base_line(path: Path, space, tpl) -> dict:
-    from ..devices.replay import recorded_fingerprint
+    from ..replay.runner import recorded_fingerprint
 
     fp = recorded_fingerprint(space)
     created = datetime.fromtimestamp(int(path.stat().st_mtime), timezone.utc).isoformat()  # re-imports are identical

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 import sqlite_utils
 
-from .. import __version__
+from .._version import __version__
 from ..errors import StoreError
 from ..settings import default_db_path
 from ..types import Config, DeviceInfo, Fingerprint, Measurement, Record, Timing, shape_str
@@ -169,7 +169,7 @@ class Store:
                 db["devices"].create_index(("id",), if_not_exists=True)
             if "meta" not in db.table_names():
                 db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
-            if CEILINGS not in db.table_names():  # roofline ceilings, one row per device (tunesvc.roofline)
+            if CEILINGS not in db.table_names():  # roofline ceilings, one row per device (tunesvc.measure.roofline)
                 db[CEILINGS].create({"device_key": str, "gbps": float, "gflops": float, "details": str, "measured_at": str}, pk="device_key")
 
     def _create_record_devices(self) -> None:

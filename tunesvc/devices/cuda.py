@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .._imports import require
+from ..errors import require
 from ..errors import BackendError, BuildError, LaunchError, MissingDependencyError
 from ..types import DeviceInfo, Fingerprint
 from .base import Device, Program, format_defines

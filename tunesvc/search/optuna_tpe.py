@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .._imports import require
+from ..errors import require
 from ..types import Measurement
 from .base import SpaceExhausted, Strategy
 from .space import SearchSpace

@@ -33,9 +33,9 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Sequence
 
-from .errors import BackendError, CandidateError
-from .evaluate import Method
-from .types import Config, DeviceInfo, Measurement, Timing
+from ..errors import BackendError, CandidateError
+from .evaluator import Method
+from ..types import Config, DeviceInfo, Measurement, Timing
 
 STARTUP_TIMEOUT = 120.0  # seconds for a fresh worker to import, open the device and say ready
 STOP_TIMEOUT = 5.0
@@ -56,7 +56,7 @@ class Job:
 def template_ref(tpl) -> str | None:
     """How a worker finds the same template: a built-in's name, or ``FILE::CLASS`` for a template
     class defined in a file; None if it has no file (defined interactively)."""
-    from . import templates
+    from .. import templates
 
     if tpl.name in templates.BUILTIN and templates.get(tpl.name) is tpl:
         return tpl.name
@@ -73,7 +73,7 @@ def load_template(ref: str):
     """The template a ``template_ref`` names, loaded in this process."""
     import importlib.util
 
-    from . import templates
+    from .. import templates
 
     if "::" not in ref:
         return templates.get(ref)
@@ -115,8 +115,8 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _setup(job: Job):
-    from .devices import open_device
-    from .evaluate import Evaluator
+    from ..devices import open_device
+    from .evaluator import Evaluator
 
     tpl = load_template(job.template)
     return Evaluator(open_device(job.device), tpl, job.shape, job.dtype, job.method, seed=job.seed)
@@ -180,7 +180,7 @@ class _Died(Exception):
 class Process:
     """One child running ``serve``, and a deadline-bounded way to hear from it.
 
-    Started as ``python -m tunesvc.worker`` with one end of a socket pair rather than by
+    Started as ``python -m tunesvc.measure.worker`` with one end of a socket pair rather than by
     multiprocessing's spawn, which re-imports the caller's main script in the child (a
     script calling tune() without a ``__main__`` guard would recurse). The socket also
     tells the parent when the child dies: its end reads EOF.
@@ -193,7 +193,7 @@ class Process:
         package_parent = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tunesvc.worker", str(theirs.fileno()), str(os.getpid())],
+            [sys.executable, "-m", "tunesvc.measure.worker", str(theirs.fileno()), str(os.getpid())],
             pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
         )
         theirs.close()
@@ -379,5 +379,5 @@ class Builders:
         self._busy = {}
 
 
-if __name__ == "__main__":  # python -m tunesvc.worker FD PARENT_PID
+if __name__ == "__main__":  # python -m tunesvc.measure.worker FD PARENT_PID
     serve(Connection(int(sys.argv[1])), int(sys.argv[2]))

@@ -22,12 +22,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import templates
-from .devices import Device, open_device
-from .errors import UsageError
-from .lookup import lookup
-from .templates.base import Context
-from .types import Config
+from .. import templates
+from ..devices import Device, open_device
+from ..errors import UsageError
+from ..lookup import lookup
+from ..templates.base import Context
+from ..types import Config
 
 _MAX_PREPARED = 32  # each holds its scratch buffers (and a GPU's input and output buffers)
 _PREPARED: OrderedDict = OrderedDict()
@@ -199,7 +199,7 @@ def reduce(x, op: str = "sum", axis: int | None = -1, device=None, db=None) -> n
     Accumulates in float32 and returns float32 for float32 and float16 input. A
     reduction along an axis other than the last copies ``x`` with that axis moved last.
     """
-    from .templates.reduce import OPS
+    from ..templates.reduce import OPS
 
     if op not in OPS:
         raise UsageError(f"unknown reduce op {op!r}; use one of {list(OPS)}")

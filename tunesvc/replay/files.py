@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ImportFileError
-from .search.space import Dimension
-from .types import Config
+from ..errors import ImportFileError
+from ..search.space import Dimension
+from ..types import Config
 
 #: Kernel Tuner's failure strings -> tunesvc failure statuses
 KT_FAILURES = {

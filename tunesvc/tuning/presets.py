@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from . import templates
-from .cache import Store
-from .cache.exchange import ExportSummary, export
-from .devices import select_device
-from .errors import UsageError
-from .types import DeviceInfo, shape_str
+from .. import templates
+from ..cache import Store
+from ..cache.exchange import ExportSummary, export
+from ..devices import select_device
+from ..errors import UsageError
+from ..types import DeviceInfo, shape_str
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def plan(preset: Preset, info: DeviceInfo, names=None) -> tuple[list[Problem], l
 
 
 def default_output(info: DeviceInfo, preset: str) -> Path:
-    from .lookup import normalise_name
+    from ..lookup import normalise_name
 
     slug = re.sub(r"[^a-z0-9]+", "-", normalise_name(info.name)).strip("-") or "device"
     driver = re.sub(r"[^a-z0-9]+", "-", info.fingerprint.driver.split(" ")[0].lower()).strip("-")  # one file per driver

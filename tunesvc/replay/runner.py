@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..kerneltuner_files import RecordedConfig, RecordedSpace, load
+from .files import RecordedConfig, RecordedSpace, load
 from ..search.space import SearchSpace
 from ..types import Config, DeviceInfo, Fingerprint, Measurement, Record, Timing
 

@@ -19,7 +19,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .templates.base import Launch, prelude
+from ..templates.base import Launch, prelude
 
 PROBE_SOURCE = r"""
 #ifndef CHAINS
@@ -193,7 +193,7 @@ def read_bandwidth(device, src, nbytes: int) -> dict:
         sums = np.empty(groups, dtype=np.float32)
         device.read(out, sums)
         if not np.all(sums == READ_CHUNK):  # a probe that skips its reads measures nothing
-            from .errors import BackendError
+            from ..errors import BackendError
 
             raise BackendError(f"the read-bandwidth probe (work-group {wg}, {run} floats a step) summed wrongly on "
                                f"{info.name} [{info.fingerprint.driver}]: its figure would mean nothing; try another driver")
@@ -220,7 +220,7 @@ def probe(device, copy_bytes: int | None = None) -> Ceilings:
 
     ``copy_bytes`` (per buffer) defaults to COPY_BYTES; a smaller one is for tests only,
     as a buffer that fits in a cache measures the cache."""
-    from .cache.store import now_iso
+    from ..cache.store import now_iso
 
     info = device.info
     program = device.build(prelude(device.dialect) + PROBE_SOURCE, {"CHAINS": FMA_CHAINS, "ITERS": FMA_ITERS}, ("ts_copy", "ts_fma"))
@@ -246,7 +246,7 @@ def probe(device, copy_bytes: int | None = None) -> Ceilings:
 def physical_peak(device) -> dict | None:
     """clock x float32 lanes x FMA units x 2 FLOP x cores of an x86 CPU device, with its terms;
     None for other devices (a GPU reports no lanes per compute unit through OpenCL)."""
-    from .identity import host_cpu
+    from ..identity import host_cpu
 
     info = device.info
     cpu = host_cpu()
@@ -356,8 +356,8 @@ def describe(bound: str, frac: float, ceilings: Ceilings) -> str:
 # ---- what the CLI prints ---------------------------------------------------------------------
 def ceilings_in(db, device_key: str) -> Ceilings | None:
     """Stored ceilings of a device in the database file ``db`` (None: no file, no row)."""
-    from .cache import Store
-    from .errors import StoreError
+    from ..cache import Store
+    from ..errors import StoreError
 
     try:
         store = Store(db, readonly=True)
@@ -392,8 +392,8 @@ def peak_text(c: Ceilings) -> str:
 
 def record_fraction(record, ceilings: Ceilings | None) -> tuple[str, float] | None:
     """The roofline fraction of a stored record, or None (no ceilings, unknown template, failed)."""
-    from . import templates
-    from .errors import UsageError
+    from .. import templates
+    from ..errors import UsageError
 
     m = record.measurement
     if ceilings is None or not m.ok:
@@ -407,7 +407,7 @@ def record_fraction(record, ceilings: Ceilings | None) -> tuple[str, float] | No
 
 def summary_line(result) -> str | None:
     """'roofline: ...' for a tune result's best config, when the device's ceilings are stored."""
-    from . import templates
+    from .. import templates
 
     if result.best is None or not result.best.ok:
         return None

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import click
 
-from .cli import emit_json, json_option, library_errors, main, table
+from .common import emit_json, json_option, library_errors, table
 
 
 def _transfer_seeds(device, sources: tuple[str, ...]) -> list:
     """Seeds for ``device`` from the results recorded in other files (e.g. another GPU)."""
-    from .devices.replay import to_records
-    from .kerneltuner_files import load
-    from .search.transfer import Problem, seed_configs
+    from ..replay.runner import to_records
+    from ..replay.files import load
+    from ..search.transfer import Problem, seed_configs
 
     records = [r for path in sources for r in to_records(load(path))]
     target = Problem(device.info.fingerprint, device.recorded.problem_size)
     return seed_configs(records, target, device.space)
 
 
-@main.command()
+@click.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--strategy", default=None, help="Search strategy (default: the measured default of 'tunesvc tune').")
 @click.option("--budget", type=int, default=None,
@@ -31,9 +31,9 @@ def _transfer_seeds(device, sources: tuple[str, ...]) -> list:
 @library_errors
 def replay(files, strategy, budget, repeats, seed, transfer_from, as_json):
     """Replay a strategy on recorded tuning spaces (Kernel Tuner cache files or T4 files, .json or .json.gz)."""
-    from . import search
-    from .devices.replay import ReplayDevice
-    from .replay import replay as run_replay
+    from .. import search
+    from ..replay.runner import ReplayDevice
+    from ..replay.score import replay as run_replay
 
     strategy = strategy or search.DEFAULT_STRATEGY
     reports = []

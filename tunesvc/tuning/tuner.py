@@ -14,15 +14,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from . import search, templates
-from .search import transfer
-from .cache import Store
-from .settings import default_db_path
-from .devices import open_device, select_device
-from .errors import InvalidShapeError, MissingDependencyError, UsageError
-from .evaluate import Evaluator, Method, interval
-from .templates.base import Context
-from .types import DeviceInfo, Measurement, Record, shape_str
+from .. import search, templates
+from ..search import transfer
+from ..cache import Store
+from ..settings import default_db_path
+from ..devices import open_device, select_device
+from ..errors import InvalidShapeError, MissingDependencyError, UsageError
+from ..measure.evaluator import Evaluator, Method, interval
+from ..templates.base import Context
+from ..types import DeviceInfo, Measurement, Record, shape_str
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,7 @@ def _build_workers(requested: int | None, info: DeviceInfo, isolate: bool) -> in
 
 def _runner(tpl, shape, dtype, info, method, seed, isolate: bool, timeout):
     """The Worker (child process) that evaluates candidates, or an in-process Evaluator."""
-    from .worker import Job, Worker, template_ref
+    from ..measure.worker import Job, Worker, template_ref
 
     ref = template_ref(tpl) if isolate else None
     if ref is None:
@@ -331,7 +331,7 @@ def tune(
     n_builders = _build_workers(build_workers, info, job is not None)
     builders = None
     if n_builders:
-        from .worker import Builders
+        from ..measure.worker import Builders
 
         builders = Builders(job, n_builders, timeout)
     progress = _Progress(time.perf_counter(), min((m for m in known.values() if m.ok), key=lambda m: m.time, default=None))

@@ -25,10 +25,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .devices.base import Device
-from .errors import CandidateError, WrongResultError
-from .templates.base import Context, KernelTemplate
-from .types import Config, Measurement, Timing
+from ..devices.base import Device
+from ..errors import CandidateError, WrongResultError
+from ..templates.base import Context, KernelTemplate
+from ..types import Config, Measurement, Timing
 
 POISON_BYTE = 0xFF
 #: the notch of a box plot (McGill, Tukey & Larsen 1978): median ± 1.57·IQR/√n is a ~95% interval

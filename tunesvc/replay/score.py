@@ -1,7 +1,7 @@
 """Run search strategies on recorded tuning spaces and score them.
 
 Each run drives one strategy through the same ask/tell loop as live tuning,
-against a :class:`~tunesvc.devices.replay.ReplayDevice`, until it has made
+against a :class:`~tunesvc.replay.runner.ReplayDevice`, until it has made
 ``budget`` feasible evaluations. The figures follow Willemsen et al. 2024
 ("A methodology for comparing optimization algorithms for auto-tuning",
 FGCS): the score compares the strategy's mean best-so-far with the exact
@@ -18,10 +18,10 @@ from typing import Sequence
 
 import numpy as np
 
-from . import search
-from .devices.replay import ReplayDevice
-from .errors import UsageError
-from .types import Config
+from .. import search
+from .runner import ReplayDevice
+from ..errors import UsageError
+from ..types import Config
 
 #: "near-optimal" means within this factor of the optimum
 TOLERANCE = 1.05

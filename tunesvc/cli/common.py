@@ -1,0 +1,57 @@
+"""What every command shares: one-line errors, JSON and table output, the common options."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import click
+
+from ..errors import MissingDependencyError, StoreError, TunesvcError, UsageError
+
+
+class CliUsageError(click.UsageError):
+    """A usage error printed as one line, without click's 'Try --help' footer."""
+
+    def show(self, file=None):
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+def library_errors(fn):
+    """Turn library errors into exit code 2 (usage) or 1 (anything else) with one line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (UsageError, StoreError) as e:
+            raise CliUsageError(str(e)) from None
+        except (MissingDependencyError, TunesvcError) as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+def emit_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """A plain aligned text table."""
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+db_option = click.option("--db", type=click.Path(dir_okay=False), default=None, envvar="TUNESVC_DB",
+                         help="Tuning database file (default: $TUNESVC_DB or ~/.cache/tunesvc/tunesvc.db).")
+device_option = click.option("--device", default=None, help="Device id (opencl:0:0), fingerprint or name substring; default: first GPU, else first CPU.")
+dtype_option = click.option("--dtype", default="float32", show_default=True, help="Element type: float32 or float16.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+def fmt_time(t: float | None) -> str:
+    if t is None or t == float("inf"):
+        return "-"
+    return f"{t * 1e3:.3f} ms" if t >= 1e-3 else f"{t * 1e6:.1f} us"

@@ -1,0 +1,72 @@
+"""``tunesvc show``: stored measurements as a table, fastest first per problem."""
+
+from __future__ import annotations
+
+import click
+
+from .common import db_option, device_option, emit_json, fmt_time, json_option, library_errors, table
+from ..errors import UsageError
+from ..types import shape_str
+
+
+
+def _is_stale(record, hashes: dict) -> bool:
+    """Whether a record is of an older template source than the one installed (never served by lookup)."""
+    from .. import templates
+
+    if record.template not in hashes:
+        try:
+            hashes[record.template] = templates.get(record.template).source_hash
+        except UsageError:  # a user template that is not loaded: cannot tell
+            hashes[record.template] = record.template_hash
+    return hashes[record.template] != record.template_hash
+
+
+@click.command()
+@db_option
+@click.option("--template", default=None, help="Only this template.")
+@device_option
+@click.option("--status", default=None, help="Only records of this status (ok, build, launch, wrong_result, ...).")
+@click.option("--limit", type=int, default=50, show_default=True, help="At most this many rows (0: all).")
+@json_option
+@library_errors
+def show(db, template, device, status, limit, as_json):
+    """A table of stored measurements, fastest first per problem."""
+    from ..measure import roofline
+    from ..cache import Store
+
+    store = Store(db, readonly=True)
+    records = store.records(template, device, status)
+    rows = []
+    hashes: dict = {}
+    ceilings: dict = {}
+    for r in records:
+        m = r.measurement
+        stale = _is_stale(r, hashes)
+        roof = _roofline_cell(store, r, ceilings)
+        rows.append({"template": r.template, "device": r.fingerprint.name, "dtype": r.dtype, "shape": shape_str(r.shape),
+                     "status": m.status + (" (stale)" if stale else ""), "stale": stale, "time": fmt_time(m.time) if m.ok else "-",
+                     "gflops": f"{m.gflops:.2f}" if m.gflops is not None else "-",
+                     "config": " ".join(f"{k}={v}" for k, v in m.config.items()),
+                     "reason": m.reason, "source": r.source, "created_at": r.created_at,
+                     "time_s": m.time if m.ok else None, "roofline": f"{roof[1]:.0%} {roofline.label(roof[0])}" if roof else "-",
+                     "roofline_fraction": roof[1] if roof else None})
+        if limit and len(rows) >= limit:
+            break
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no records match")
+        return
+    click.echo(table(rows, ["template", "device", "dtype", "shape", "status", "time", "gflops", "roofline", "config", "reason"]))
+
+
+def _roofline_cell(store, record, cache: dict):
+    """(bound, fraction of the device's ceiling) of a record, ceilings read once per device."""
+    from ..measure import roofline
+
+    key = record.fingerprint.key
+    if key not in cache:
+        cache[key] = roofline.stored(store, key)
+    return roofline.record_fraction(record, cache[key])

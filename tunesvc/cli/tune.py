@@ -1,0 +1,173 @@
+"""``tunesvc tune``: one problem on one device, with a progress bar and a summary."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .common import table, db_option, device_option, dtype_option, emit_json, fmt_time, json_option, library_errors
+from ..types import shape_str
+
+
+
+def result_to_dict(r) -> dict:
+    m = lambda x: None if x is None else {  # noqa: E731
+        "config": dict(x.config), "status": x.status, "reason": x.reason, "time": x.timing.median if x.timing else None,
+        "time_min": x.timing.min if x.timing else None, "time_max": x.timing.max if x.timing else None, "gflops": x.gflops, "gbps": x.gbps}
+    return {
+        "template": r.template, "shape": shape_str(r.shape), "dtype": r.dtype, "device": r.device.id, "device_name": r.device.name,
+        "strategy": r.strategy, "space_size": r.space_size, "trials": len(r.measured), "reused": r.reused,
+        "elapsed": r.elapsed, "stop_reason": r.stop_reason, "failures": r.failures, "best": m(r.best), "default": m(r.default),
+        "speedup_over_default": r.speedup, "db": r.db_path,
+        "stop_rules": getattr(r, "stop_rules", ""), "new_configs": [dict(x.config) for x in r.measured],
+        "confirmed": [m(x) for x in getattr(r, "confirmed", ())], "isolated": getattr(r, "isolated", False),
+        "replaced_workers": getattr(r, "replaced_workers", 0), "storage": getattr(r, "storage", ""), "study": getattr(r, "study", ""),
+    }
+
+
+@click.command()
+@click.argument("template")
+@click.option("--shape", default=None, help="Problem shape, e.g. 1024x1024x1024 (MxNxK for matmul); default: the template's.")
+@dtype_option
+@device_option
+@click.option("--trials", type=int, default=None, help="New configs to measure (default 50 when no --time-budget).")
+@click.option("--time-budget", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--strategy", default=None, help="Search strategy: ensemble (default, measured best on recorded spaces), local, density, tpe, random or grid.")
+@click.option("--seed", type=int, default=None, help="Seed of the strategy and the random inputs.")
+@click.option("--patience", type=int, default=None, help="Stop after this many trials without an improvement of --min-improvement.")
+@click.option("--min-improvement", type=float, default=0.01, show_default=True, help="Improvement that resets --patience, as a fraction (0.01 = 1%).")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds a candidate may take to build, and again to run, before its worker is killed.")
+@click.option("--isolation/--no-isolation", default=True, show_default=True, help="Run candidates in a worker process that a hang or crash cannot take down.")
+@click.option("--build-workers", type=int, default=None, help="Processes compiling upcoming candidates meanwhile (default: 1 for a GPU, 0 for a CPU device).")
+@click.option("--storage", default=None, help="Optuna storage URL of the search state, e.g. postgresql://user@host/db to share one search between machines (default: an SQLite file beside --db).")
+@db_option
+@json_option
+@library_errors
+def tune(template, shape, dtype, device, trials, time_budget, strategy, seed, patience, min_improvement, timeout, isolation,
+         build_workers, storage, db, as_json):
+    """Tune TEMPLATE for one shape on one device and store every measurement (resumes where a stopped run left off)."""
+    from .. import search, templates
+    from ..tuning.tuner import check_options, tune as run_tune
+
+    tpl = templates.get(template)
+    shape = tpl.parse_shape(shape) if shape else tpl.default_shape
+    check_options(trials, time_budget, patience, min_improvement, timeout, build_workers)
+    from ..devices import select_device
+
+    select_device(device)  # an unknown or unusable device: one line before any progress bar
+    total = trials if trials is not None else (None if time_budget or patience else 50)
+    bar_ctx = click.progressbar(length=total or 0, label=f"tuning {tpl.name} {shape_str(shape)}", file=sys.stderr,
+                                show_eta=False, show_pos=True, item_show_func=lambda s: s) if not as_json else None
+    state = {"done": 0}
+
+    def progress(ev):
+        if bar_ctx is None:
+            return
+        best = f"best {ev.best.gflops:.1f} GFLOP/s" if ev.best and ev.best.gflops is not None else "no valid config yet"
+        if total:
+            bar_ctx.update(ev.index - state["done"], best)
+        else:
+            click.echo(f"  trial {ev.index}: {best}", err=True)
+        state["done"] = ev.index
+
+    opts = dict(patience=patience, min_improvement=min_improvement, timeout=timeout, isolate=isolation,
+                build_workers=build_workers, storage=storage)
+    strategy = strategy or ("tpe" if storage else None)  # a shared --storage holds an Optuna study
+    try:
+        if bar_ctx is not None:
+            with bar_ctx:
+                result = run_tune(tpl, shape, dtype, device, db, strategy or search.DEFAULT_STRATEGY, trials, time_budget, seed, on_trial=progress, **opts)
+        else:
+            result = run_tune(tpl, shape, dtype, device, db, strategy or search.DEFAULT_STRATEGY, trials, time_budget, seed, **opts)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: every config measured so far is stored; run the same command again to resume", err=True)
+        sys.exit(130)
+    if as_json:
+        emit_json(dict(result_to_dict(result), status="ok" if result.ok else "failed",
+                       error=None if result.ok else result.failure()))
+    else:
+        click.echo(summary(result))
+    if not result.ok:
+        raise click.ClickException(result.failure())
+
+
+def summary(r) -> str:
+    lines = [f"tuned {r.template} {shape_str(r.shape)} {r.dtype} on {r.device.id} ({r.device.name})",
+             f"  {len(r.measured)} new trials, {r.reused} reused from the database, {r.space_size} valid configs; "
+             f"stopped: {r.stop_reason}; {r.elapsed:.1f} s"]
+    if getattr(r, "stop_rules", ""):
+        lines.append(f"  stopping rules: {r.stop_rules}")
+    if r.failures:
+        lines.append("  failed: " + ", ".join(f"{k} {v}" for k, v in sorted(r.failures.items())))
+    if not r.ok:
+        lines.append(f"  {r.failure()}")
+        return "\n".join(lines)
+    b = r.best
+    lines.append("  best: " + " ".join(f"{k}={v}" for k, v in b.config.items()))
+    lines.append(f"  time {fmt_time(b.time)} (min {fmt_time(b.timing.min)}, max {fmt_time(b.timing.max)}); "
+                 f"{b.gflops:.2f} GFLOP/s; {b.gbps:.2f} GB/s")
+    if r.speedup is not None:
+        lines.append(f"  speedup over the default config: {r.speedup:.2f}x ({r.default.gflops:.2f} GFLOP/s)")
+    from ..measure.roofline import summary_line
+
+    if roof := summary_line(r):
+        lines.append(roof)
+    lines.append(f"  stored in {r.db_path}")
+    return "\n".join(lines)
+
+
+@click.command("tune-all")
+@device_option
+@click.option("--preset", default="small", show_default=True,
+              help="Shapes to tune: small (a quick run) or full (common transformer shapes, for a release).")
+@click.option("--time-budget", type=float, default=None, help="Stop after this many seconds in all (run again to resume).")
+@click.option("--template", "only", multiple=True, help="Only this template (repeatable); default: every built-in one.")
+@click.option("--trials", type=int, default=None, help="Configs to measure per problem (default: the preset's).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Export file written at the end (default: tunesvc-<backend>-<device>-<preset>.jsonl.gz).")
+@db_option
+@json_option
+@library_errors
+def tune_all_cmd(device, preset, time_budget, only, trials, out, db, as_json):
+    """Tune every built-in template over a preset of common shapes on one device; export the results."""
+    from ..tuning.presets import tune_all
+
+    bar = None if as_json else click.progressbar(length=1, label=f"tune-all {preset}", file=sys.stderr, show_pos=True,
+                                                 show_eta=False, item_show_func=lambda s: s)
+
+    def progress(p):
+        if bar is not None:
+            bar.length = max(p.total, 1)
+            best = f"{p.best_gflops:.1f} GFLOP/s" if p.best_gflops is not None else ""
+            bar.update(p.done - bar.pos, f"{p.problem} {best}")
+
+    if bar is None:
+        r = tune_all(device, preset, time_budget, db, out, list(only) or None, trials=trials)
+    else:
+        with bar:
+            r = tune_all(device, preset, time_budget, db, out, list(only) or None, on_progress=progress, trials=trials)
+    if as_json:
+        emit_json({"device": r.device.id, "device_name": r.device.name, "preset": r.preset, "elapsed": r.elapsed,
+                   "stopped": r.stopped, "export": {"path": r.export.path, "records": r.export.records},
+                   "problems": [{"problem": str(o.problem), "status": o.status, "new_trials": o.new_trials,
+                                 "best_time": o.best_time, "best_gflops": o.best_gflops, "reason": o.reason}
+                                for o in r.outcomes], "failed": len(r.failed), "status": "failed" if r.failed else "ok"})
+    else:
+        click.echo(tune_all_report(r))
+    if r.failed:
+        raise click.ClickException(f"{len(r.failed)} of {len(r.outcomes)} problems failed: no config ran correctly "
+                                   f"(first: {r.failed[0].problem}: {r.failed[0].reason})")
+
+
+def tune_all_report(r) -> str:
+    rows = [{"problem": str(o.problem), "status": o.status, "new": o.new_trials,
+             "best GFLOP/s": f"{o.best_gflops:.2f}" if o.best_gflops is not None else "-", "note": o.reason[:70]}
+            for o in r.outcomes]
+    tuned = sum(o.status == "tuned" for o in r.outcomes)
+    lines = [f"tune-all {r.preset} on {r.device.id} ({r.device.name}): {tuned} tuned, {len(r.failed)} failed, "
+             f"{sum(o.status == 'done earlier' for o in r.outcomes)} done earlier, "
+             f"{sum(o.status == 'skipped' for o in r.outcomes)} skipped; {r.elapsed:.0f} s" + (f"; stopped: {r.stopped}" if r.stopped else ""),
+             table(rows, ["problem", "status", "new", "best GFLOP/s", "note"]),
+             f"exported {r.export.records} records to {r.export.path}"]
+    return "\n".join(lines)
