@@ -189,6 +189,33 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class Problem:
+    """One tuning problem: a template version, a shape and a dtype, on one device.
+
+    Its ``key`` is the store's key of the problem's records less the config; nobody else
+    assembles it.
+    """
+
+    template: str
+    template_hash: str
+    shape: tuple[int, ...]
+    dtype: str
+    device: Fingerprint
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        """(device_key, template, template_hash, dtype, shape text), the order of the store's columns."""
+        return (self.device.key, self.template, self.template_hash, self.dtype, shape_str(self.shape))
+
+    def on(self, device: Fingerprint) -> "Problem":
+        """The same problem on another device."""
+        return Problem(self.template, self.template_hash, self.shape, self.dtype, device)
+
+    def __str__(self) -> str:
+        return f"{self.template} {shape_str(self.shape)} {self.dtype}"
+
+
+@dataclass(frozen=True)
 class Record:
     """One stored measurement with everything that keys it."""
 
@@ -205,6 +232,16 @@ class Record:
     @property
     def config(self) -> Config:
         return self.measurement.config
+
+    @property
+    def problem(self) -> Problem:
+        return Problem(self.template, self.template_hash, tuple(self.shape), self.dtype, self.fingerprint)
+
+    @classmethod
+    def of(cls, problem: Problem, measurement: Measurement, **provenance: Any) -> "Record":
+        """A record of ``measurement`` for ``problem`` (``source``, ``created_at``, ... as keywords)."""
+        return cls(problem.device, problem.template, problem.template_hash, problem.dtype, tuple(problem.shape),
+                   measurement, **provenance)
 
 
 @dataclass(frozen=True)
