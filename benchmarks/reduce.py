@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import reference  # benchmarks/ is the script's folder
-from tunesvc import roofline
+from tunesvc.measure import roofline
 from tunesvc.cache import Store
 from tunesvc.devices import open_device
 from tunesvc.tuning.tuner import tune

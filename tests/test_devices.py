@@ -89,7 +89,7 @@ def test_a_driver_that_cannot_build_is_listed_apart_never_default_and_refused(br
 def test_devices_probe_reports_unusable_and_never_aborts(tmp_path, monkeypatch, cl_infos):
     """A remembered 'unusable' verdict (as pip's PoCL 3.0 earns on new CPUs) is listed; --probe
     measures the usable devices and goes on."""
-    from tunesvc import roofline
+    from tunesvc.measure import roofline
 
     monkeypatch.setenv("TUNESVC_CACHE_DIR", str(tmp_path / "c"))
     monkeypatch.setattr(roofline, "COPY_BYTES", 16 * 2**20)

@@ -10,7 +10,8 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from tunesvc import roofline, templates
+from tunesvc import templates
+from tunesvc.measure import roofline
 from tunesvc.cache import Store
 from tunesvc.cli import main
 

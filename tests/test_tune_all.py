@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 from db_helpers import export_lines, file_digest
 
-from tunesvc import templates, tune_all as ta
+from tunesvc import templates
+from tunesvc.tuning import presets as ta
 from tunesvc.cli import main
 from tunesvc.errors import UsageError
 
