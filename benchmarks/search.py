@@ -38,23 +38,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tunesvc.replay.runner import ReplayDevice  # noqa: E402
+from tunesvc.replay.runner import RecordedRunner  # noqa: E402
 from tunesvc.replay.score import ReplayRun, default_budget, run_once, summarize  # noqa: E402
 
 OURS = ("ensemble", "swarm", "local", "density", "random")
 KT = ("pso", "diff_evo", "genetic_algorithm", "greedy_ils", "simulated_annealing", "dual_annealing", "random_sample")
 
-_devices: dict[tuple[str, bool], ReplayDevice] = {}
+_devices: dict[tuple[str, bool], RecordedRunner] = {}
 _kt_files: dict[str, str] = {}
 
 
-def device(path: str, failures: bool = True) -> ReplayDevice:
+def device(path: str, failures: bool = True) -> RecordedRunner:
     """The recorded file as a device; without ``failures``, its failed configs are dropped
     from the space, as Kernel Tuner's replay drops them."""
     if (path, failures) not in _devices:
-        dev = ReplayDevice(path)
+        dev = RecordedRunner(path)
         if not failures:
-            dev = ReplayDevice(dataclasses.replace(dev.recorded, configs=dev.recorded.valid))
+            dev = RecordedRunner(dataclasses.replace(dev.recorded, configs=dev.recorded.valid))
         _devices[(path, failures)] = dev
     return _devices[(path, failures)]
 

@@ -78,10 +78,10 @@ def test_every_fault_is_recorded_and_the_search_goes_on(tmp_path):
 
 def test_worker_is_replaced_and_leaves_nothing_behind(cl_info):
     from tunesvc import templates
-    from tunesvc.measure.worker import Job, Worker, template_ref
+    from tunesvc.measure.worker import Job, Worker
 
     tpl = templates.load_file(FAULTS)
-    worker = Worker(Job(template_ref(tpl), (1024,), "float32", cl_info), timeout=2)
+    worker = Worker(Job(templates.ref(tpl), (1024,), "float32", cl_info), timeout=2)
     try:
         statuses = [worker.evaluate(Config(FAULT=f, COPY=1)).status for f in (1, 0, 2, 0)]
         assert statuses == ["timeout", "ok", "crash", "ok"]
@@ -97,9 +97,9 @@ import sys
 from tunesvc import templates
 from tunesvc.devices import select_device
 from tunesvc.types import Config
-from tunesvc.measure.worker import Job, Worker, template_ref
+from tunesvc.measure.worker import Job, Worker
 tpl = templates.load_file(sys.argv[1])
-w = Worker(Job(template_ref(tpl), (1024,), "float32", select_device(None)), timeout=None)
+w = Worker(Job(templates.ref(tpl), (1024,), "float32", select_device(None)), timeout=None)
 print(w._process().pid, flush=True)
 w.evaluate(Config(FAULT=1, COPY=1))  # hangs for ever
 """

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tunesvc.measure.evaluator import Evaluator, Method, interval, precise_enough
-from tunesvc.tuning.tuner import confirm_leaders
+from tunesvc.measure.drive import confirm_leaders
 from tunesvc.types import Config, Measurement, Timing
 
 SHAPE = (16, 16, 16)

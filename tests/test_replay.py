@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from tunesvc.cli import main
-from tunesvc.replay.runner import ReplayDevice, to_records
+from tunesvc.replay.runner import RecordedRunner, to_records
 from tunesvc.replay.files import load
 from tunesvc.replay.score import (default_budget, evals_to_reach, expected_random_best, expected_random_evals,
                             performance_score, replay, run_once)
@@ -27,7 +27,7 @@ FIELDS = {"file", "strategy", "runs", "n_valid", "optimum", "expected_random_eva
 
 @pytest.fixture(scope="module")
 def device():
-    return ReplayDevice(KT)
+    return RecordedRunner(KT)
 
 
 # ---- the backend --------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def test_seed_configs_rank_related_problems(device):
 def test_transfer_from_another_recording_finds_its_optimum_first():
     """The T4 and the cache file are one run: seeded by one, the other's optimum comes first."""
     rec = load(T4)
-    other = ReplayDevice(rec)
+    other = RecordedRunner(rec)
     seeds = seed_configs(to_records(rec), Problem(Fingerprint("replay", "nvidia", "gpu", "", "A100 again", ""), ()), other.space)
     assert seeds[0] == min(rec.valid, key=lambda c: c.time).config
     rep = replay(other, "random", budget=3, repeats=1, seeds=seeds)
@@ -186,7 +186,7 @@ def test_seeds_from_a_real_store(tmp_path):
     store = Store(tmp_path / "t.db")
     store.put_many(to_records(rec))
     target = Problem(Fingerprint("replay", "nvidia", "gpu", "", "RTX 3080", ""), rec.problem_size)
-    space = ReplayDevice(rec).space
+    space = RecordedRunner(rec).space
     seeds = seeds_from_store(store, rec.kernel_name, rec.space_hash, "float32", target, space, limit=3)
     fastest = sorted(rec.valid, key=lambda c: c.time)[:3]
     assert seeds == [c.config for c in fastest]

@@ -136,6 +136,10 @@ class Config(Mapping[str, Any]):
     def __repr__(self) -> str:
         return "Config(" + ", ".join(f"{k}={v!r}" for k, v in self._d.items()) + ")"
 
+    def __reduce__(self):
+        # a mapping proxy does not pickle; the plain dict does (measurements cross process pipes)
+        return (Config, (dict(self._d),))
+
     @property
     def key(self) -> str:
         return self._key

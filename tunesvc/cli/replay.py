@@ -32,13 +32,13 @@ def _transfer_seeds(device, sources: tuple[str, ...]) -> list:
 def replay(files, strategy, budget, repeats, seed, transfer_from, as_json):
     """Replay a strategy on recorded tuning spaces (Kernel Tuner cache files or T4 files, .json or .json.gz)."""
     from .. import search
-    from ..replay.runner import ReplayDevice
+    from ..replay.runner import RecordedRunner
     from ..replay.score import replay as run_replay
 
     strategy = strategy or search.DEFAULT_STRATEGY
     reports = []
     for path in files:
-        device = ReplayDevice(path)
+        device = RecordedRunner(path)
         seeds = _transfer_seeds(device, transfer_from) if transfer_from else ()
         reports.append(run_replay(device, strategy, budget, repeats, seed, seeds))
     if as_json:

@@ -47,18 +47,17 @@ def result_to_dict(r) -> dict:
 def tune(template, shape, dtype, device, trials, time_budget, strategy, seed, patience, min_improvement, timeout, isolation,
          build_workers, storage, db, as_json):
     """Tune TEMPLATE for one shape on one device and store every measurement (resumes where a stopped run left off)."""
-    from .. import search, templates
-    from ..tuning.tuner import check_options, tune as run_tune
+    from ..tuning.options import RunOptions, SearchOptions, StopRules
+    from ..tuning.tuner import resolve, tune_problem
 
-    tpl = templates.get(template)
-    shape = tpl.parse_shape(shape) if shape else tpl.default_shape
-    check_options(trials, time_budget, patience, min_improvement, timeout, build_workers)
-    from ..devices import select_device
-
-    select_device(device)  # an unknown or unusable device: one line before any progress bar
-    total = trials if trials is not None else (None if time_budget or patience else 50)
-    bar_ctx = click.progressbar(length=total or 0, label=f"tuning {tpl.name} {shape_str(shape)}", file=sys.stderr,
-                                show_eta=False, show_pos=True, item_show_func=lambda s: s) if not as_json else None
+    # Parse and check everything once, before any progress bar: a bad option or device is one line.
+    stop = StopRules(trials, time_budget, patience, min_improvement)
+    search_options = SearchOptions(strategy, seed, storage)
+    run = RunOptions(timeout=timeout, isolate=isolation, build_workers=build_workers)
+    target = resolve(template, shape, dtype, device)
+    total = stop.or_default().trials
+    bar_ctx = click.progressbar(length=total or 0, label=f"tuning {target.problem.template} {shape_str(target.problem.shape)}",
+                                file=sys.stderr, show_eta=False, show_pos=True, item_show_func=lambda s: s) if not as_json else None
     state = {"done": 0}
 
     def progress(ev):
@@ -71,15 +70,13 @@ def tune(template, shape, dtype, device, trials, time_budget, strategy, seed, pa
             click.echo(f"  trial {ev.index}: {best}", err=True)
         state["done"] = ev.index
 
-    opts = dict(patience=patience, min_improvement=min_improvement, timeout=timeout, isolate=isolation,
-                build_workers=build_workers, storage=storage)
-    strategy = strategy or ("tpe" if storage else None)  # a shared --storage holds an Optuna study
+    options = dict(db=db, stop=stop, search_options=search_options, run=run)
     try:
         if bar_ctx is not None:
             with bar_ctx:
-                result = run_tune(tpl, shape, dtype, device, db, strategy or search.DEFAULT_STRATEGY, trials, time_budget, seed, on_trial=progress, **opts)
+                result = tune_problem(target, on_trial=progress, **options)
         else:
-            result = run_tune(tpl, shape, dtype, device, db, strategy or search.DEFAULT_STRATEGY, trials, time_budget, seed, **opts)
+            result = tune_problem(target, **options)
     except KeyboardInterrupt:
         click.echo("\ninterrupted: every config measured so far is stored; run the same command again to resume", err=True)
         sys.exit(130)

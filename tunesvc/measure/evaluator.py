@@ -73,6 +73,10 @@ def precise_enough(samples: Sequence[float], method: Method) -> bool:
 
 
 class Evaluator:
+    """The in-process :class:`~tunesvc.measure.Runner`: one opened device, one template and problem."""
+
+    replaced = 0  # an in-process runner has no worker to lose
+
     def __init__(self, device: Device, template: KernelTemplate, shape, dtype: str, method: Method = Method(), seed: int = 0):
         self.device = device
         self.template = template
@@ -197,6 +201,9 @@ class Evaluator:
             if c not in out:
                 out[c] = self._measurement(c, s, 0.0, interleaved=len(ready))
         return [out[c] for c in configs]
+
+    def close(self) -> None:
+        """Nothing to release: the opened device is shared by the process (devices.open_device)."""
 
     # ---- verification -------------------------------------------------------------------
     def _verify(self, program, plan, buffers) -> None:

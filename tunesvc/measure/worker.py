@@ -35,7 +35,7 @@ from typing import Sequence
 
 from ..errors import BackendError, CandidateError
 from .evaluator import Method
-from ..types import Config, DeviceInfo, Measurement, Timing
+from ..types import Config, DeviceInfo, Measurement
 
 STARTUP_TIMEOUT = 120.0  # seconds for a fresh worker to import, open the device and say ready
 STOP_TIMEOUT = 5.0
@@ -45,59 +45,12 @@ STOP_TIMEOUT = 5.0
 class Job:
     """Everything a worker needs to set itself up: picklable, no driver handles."""
 
-    template: str  # see template_ref
+    template: str  # tunesvc.templates.ref of the template
     shape: tuple[int, ...]
     dtype: str
     device: DeviceInfo
     method: Method = Method()
     seed: int = 0
-
-
-def template_ref(tpl) -> str | None:
-    """How a worker finds the same template: a built-in's name, or ``FILE::CLASS`` for a template
-    class defined in a file; None if it has no file (defined interactively)."""
-    from .. import templates
-
-    if tpl.name in templates.BUILTIN and templates.get(tpl.name) is tpl:
-        return tpl.name
-    cls = type(tpl)
-    path = getattr(sys.modules.get(cls.__module__), "__file__", None)
-    if not path:  # loaded from a file (not in sys.modules): the code of the class's own methods knows it
-        path = next((v.__code__.co_filename for v in vars(cls).values() if hasattr(v, "__code__")), "")
-    if not path or not Path(path).is_file():
-        return None
-    return f"{Path(path).resolve()}::{cls.__qualname__}"
-
-
-def load_template(ref: str):
-    """The template a ``template_ref`` names, loaded in this process."""
-    import importlib.util
-
-    from .. import templates
-
-    if "::" not in ref:
-        return templates.get(ref)
-    path, qualname = ref.rsplit("::", 1)
-    spec = importlib.util.spec_from_file_location(f"tunesvc_worker_{Path(path).stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cls = module
-    for part in qualname.split("."):
-        cls = getattr(cls, part)
-    tpl = getattr(module, "TEMPLATE", None)
-    return templates.register(tpl if isinstance(tpl, cls) else cls())
-
-
-# ---- the wire format: Config is not picklable (a mapping proxy), so measurements travel as plain data
-def to_wire(m: Measurement) -> tuple:
-    t = m.timing
-    timing = (t.median, t.min, t.max, t.iqr, t.count) if t else None
-    return (m.config.key, m.status, m.reason, timing, m.gflops, m.gbps, m.compile_seconds, dict(m.extra))
-
-
-def from_wire(w: tuple) -> Measurement:
-    key, status, reason, timing, gflops, gbps, compile_seconds, extra = w
-    return Measurement(Config.from_json(key), status, reason, Timing(*timing) if timing else None, gflops, gbps, compile_seconds, extra)
 
 
 # ---- inside the child -----------------------------------------------------------------------
@@ -115,29 +68,29 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _setup(job: Job):
+    from .. import templates
     from ..devices import open_device
     from .evaluator import Evaluator
 
-    tpl = load_template(job.template)
+    tpl = templates.load(job.template)
     return Evaluator(open_device(job.device), tpl, job.shape, job.dtype, job.method, seed=job.seed)
 
 
 def _handle(evaluator, conn, msg) -> None:
     kind, payload = msg
     if kind == "eval":
-        config = Config.from_json(payload)
+        config = payload
         try:
             m = evaluator.evaluate(config, on_built=lambda s: conn.send(("built", s)))
         except MemoryError as e:  # the host ran out while preparing this config
             m = Measurement(config, "launch", f"out of memory: {e}")
         except Exception as e:  # a template bug for this config: record it, keep serving
             m = Measurement(config, "runtime", f"{type(e).__name__}: {e}")
-        conn.send(("done", to_wire(m)))
+        conn.send(("done", m))
     elif kind == "compare":
-        ms = evaluator.compare([Config.from_json(k) for k in payload])
-        conn.send(("done", [to_wire(m) for m in ms]))
+        conn.send(("done", evaluator.compare(payload)))
     elif kind == "build":
-        tpl, plan = evaluator.template, evaluator.template.plan(Config.from_json(payload), evaluator.shape, evaluator.dtype)
+        tpl, plan = evaluator.template, evaluator.template.plan(payload, evaluator.shape, evaluator.dtype)
         try:
             program = evaluator.device.build(evaluator.source, plan.defines, tpl.kernel_names)
             conn.send(("done", program.build_seconds))
@@ -190,7 +143,7 @@ class Process:
         self.job = job
         mine, theirs = socket.socketpair()
         env = dict(os.environ)
-        package_parent = str(Path(__file__).resolve().parent.parent)
+        package_parent = str(Path(__file__).resolve().parents[2])  # the folder holding tunesvc/
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tunesvc.measure.worker", str(theirs.fileno()), str(os.getpid())],
@@ -277,7 +230,7 @@ class Worker:
 
     def evaluate(self, config: Config) -> Measurement:
         proc = self._process()
-        proc.send("eval", config.key)
+        proc.send("eval", config)
         phase, compile_seconds = "building", 0.0
         try:
             while True:
@@ -285,7 +238,7 @@ class Worker:
                 if kind == "built":
                     phase, compile_seconds = "running", payload
                 elif kind == "done":
-                    return from_wire(payload)
+                    return payload
                 else:
                     raise BackendError(f"worker failed: {payload}")
         except TimeoutError:
@@ -299,7 +252,7 @@ class Worker:
     def compare(self, configs: Sequence[Config]) -> list[Measurement]:
         """Interleaved re-measurement of configs that ran before (see Evaluator.compare)."""
         proc = self._process()
-        proc.send("compare", [c.key for c in configs])
+        proc.send("compare", list(configs))
         limit = None if self.timeout is None else self.timeout * (1 + len(configs))
         try:
             kind, payload = proc.receive(limit, "comparing")
@@ -309,7 +262,7 @@ class Worker:
             return [Measurement(c, "crash" if isinstance(e, _Died) else "timeout", reason + " while comparing") for c in configs]
         if kind != "done":
             raise BackendError(f"worker failed: {payload}")
-        return [from_wire(w) for w in payload]
+        return payload
 
     def close(self) -> None:
         if self._proc is not None:
@@ -367,7 +320,7 @@ class Builders:
                 continue
             i = idle.pop()
             self._given.add(c.key)
-            self._procs[i].send("build", c.key)
+            self._procs[i].send("build", c)
             self._busy[i] = time.monotonic() + (self.timeout or STARTUP_TIMEOUT)
             started += 1
         return started

@@ -1,4 +1,4 @@
-"""The replay backend: a device and kernel recorded in a file, answering from its recorded timings.
+"""The recorded-space runner: a device and kernel recorded in a file, answering from its recorded timings.
 
 A recorded space (Kernel Tuner cache file or T4 file) stands for one device
 and one kernel template. Its search space is the configs in the file, as a
@@ -31,8 +31,11 @@ def recorded_fingerprint(rec: RecordedSpace) -> Fingerprint:
     return Fingerprint("replay", guess_vendor(rec.device_name), "gpu", "", rec.device_name, rec.format)
 
 
-class ReplayDevice:
-    """One recorded device + kernel: its space, and ``evaluate`` answering from the file."""
+class RecordedRunner:
+    """A :class:`~tunesvc.measure.Runner` over one recorded device + kernel: its space, and
+    ``evaluate`` answering from the file."""
+
+    replaced = 0
 
     def __init__(self, recorded: RecordedSpace | str | Path):
         self.recorded = recorded if isinstance(recorded, RecordedSpace) else load(recorded)
@@ -48,7 +51,7 @@ class ReplayDevice:
         self.evaluations = 0
 
     def __repr__(self) -> str:
-        return f"<ReplayDevice {self.recorded.name!r} {self.recorded.kernel_name} on {self.recorded.device_name!r}>"
+        return f"<RecordedRunner {self.recorded.name!r} {self.recorded.kernel_name} on {self.recorded.device_name!r}>"
 
     def reset(self) -> None:
         self.clock = 0.0
@@ -62,6 +65,14 @@ class ReplayDevice:
         self.clock += rec.compile_seconds + rec.benchmark_seconds
         self.evaluations += 1
         return to_measurement(rec)
+
+    def compare(self, configs) -> list[Measurement]:
+        """A recording has one outcome per config: re-measuring gives it again, at no cost."""
+        return [to_measurement(self.recorded.by_config[c]) if c in self.recorded.by_config
+                else Measurement(c, "constraint", "not in the recorded space") for c in configs]
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def to_measurement(rec: RecordedConfig) -> Measurement:

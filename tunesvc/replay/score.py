@@ -1,7 +1,7 @@
 """Run search strategies on recorded tuning spaces and score them.
 
-Each run drives one strategy through the same ask/tell loop as live tuning,
-against a :class:`~tunesvc.replay.runner.ReplayDevice`, until it has made
+Each run drives one strategy through the same ask/tell loop as live tuning
+(:func:`tunesvc.measure.drive.drive`), against a :class:`~tunesvc.replay.runner.RecordedRunner`, until it has made
 ``budget`` feasible evaluations. The figures follow Willemsen et al. 2024
 ("A methodology for comparing optimization algorithms for auto-tuning",
 FGCS): the score compares the strategy's mean best-so-far with the exact
@@ -19,8 +19,9 @@ from typing import Sequence
 import numpy as np
 
 from .. import search
-from .runner import ReplayDevice
+from .runner import RecordedRunner
 from ..errors import UsageError
+from ..measure.drive import drive
 from ..types import Config
 
 #: "near-optimal" means within this factor of the optimum
@@ -124,28 +125,27 @@ def evals_to_reach(run: Sequence[float], target: float, budget: int) -> int:
 
 
 # ---- running ------------------------------------------------------------------------------
-def run_once(device: ReplayDevice, strategy: str, budget: int, seed: int | None = None, seeds: Sequence[Config] = ()) -> ReplayRun:
-    """One run: ask/tell until ``budget`` feasible evaluations or the space is exhausted."""
-    device.reset()
-    strat = search.make(strategy, device.space, seed)
+def run_once(runner: RecordedRunner, strategy: str, budget: int, seed: int | None = None, seeds: Sequence[Config] = ()) -> ReplayRun:
+    """One run through the same loop as live tuning, until ``budget`` feasible evaluations or the
+    space is exhausted."""
+    runner.reset()
+    strat = search.make(strategy, runner.space, seed)
     strat.prefer(seeds)
     times: list[float] = []
-    while len(times) < budget:
-        config = strat.ask()
-        if config is None:
-            break
-        m = device.evaluate(config)
-        strat.tell(config, m)
+
+    def measured(m) -> None:
         if m.ok:
             times.append(m.time)
-    return ReplayRun(tuple(times), device.evaluations, device.clock)
+
+    drive(strat, runner, lambda: "budget spent" if len(times) >= budget else None, measured)
+    return ReplayRun(tuple(times), runner.evaluations, runner.clock)
 
 
 def replay(file, strategy: str = search.DEFAULT_STRATEGY, budget: int | None = None, repeats: int = 10,
            seed: int = 0, seeds: Sequence[Config] = ()) -> ReplayReport:
     """Run ``strategy`` ``repeats`` times on one recorded file and compute its figures.
 
-    ``file`` is a path or a :class:`ReplayDevice`; ``seeds`` are configs to try first
+    ``file`` is a path or a :class:`RecordedRunner`; ``seeds`` are configs to try first
     (see :mod:`tunesvc.search.transfer`).
     """
     if strategy not in search.STRATEGIES:
@@ -154,13 +154,13 @@ def replay(file, strategy: str = search.DEFAULT_STRATEGY, budget: int | None = N
         raise UsageError("--budget must be at least 1")
     if repeats < 1:
         raise UsageError("--repeats must be at least 1")
-    device = file if isinstance(file, ReplayDevice) else ReplayDevice(file)
-    times = device.recorded.times
+    runner = file if isinstance(file, RecordedRunner) else RecordedRunner(file)
+    times = runner.recorded.times
     if len(times) == 0:
-        raise UsageError(f"{device.recorded.path}: no config ran successfully in this file; nothing to replay")
+        raise UsageError(f"{runner.recorded.path}: no config ran successfully in this file; nothing to replay")
     budget = min(budget or default_budget(times), len(times))
-    runs = tuple(run_once(device, strategy, budget, seed + r, seeds) for r in range(repeats))
-    return summarize(device.recorded.path, strategy, budget, times, runs)
+    runs = tuple(run_once(runner, strategy, budget, seed + r, seeds) for r in range(repeats))
+    return summarize(runner.recorded.path, strategy, budget, times, runs)
 
 
 def summarize(path: str, strategy: str, budget: int, times: np.ndarray, runs: Sequence[ReplayRun]) -> ReplayReport:

@@ -21,6 +21,8 @@ class SpaceExhausted(Exception):
 
 class Strategy(ABC):
     name = ""
+    #: whether the strategy keeps its state in an Optuna storage (so several processes can share it)
+    keeps_state = False
 
     def __init__(self, space: SearchSpace, seed: int | None = None, **options):
         self.space = space

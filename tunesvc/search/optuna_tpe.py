@@ -23,6 +23,7 @@ MEASURED = "tunesvc_measured"  # user attr of trials that carry a real measureme
 
 class OptunaStrategy(Strategy):
     name = "optuna"
+    keeps_state = True
 
     def __init__(self, space: SearchSpace, seed: int | None = None, storage: str | None = None, study_name: str | None = None):
         super().__init__(space, seed)

@@ -39,24 +39,57 @@ def names() -> list[str]:
     return sorted(set(BUILTIN) | set(_instances))
 
 
+def _exec_file(path: Path):
+    """Run a template file as a module named after it (kept in sys.modules, so inspect finds
+    its source and pickling its classes works); UsageError naming the file if it fails."""
+    name = f"tunesvc_user_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # the user's module: say which file broke and how
+        sys.modules.pop(name, None)
+        raise UsageError(f"template file {str(path)!r} failed to import: {type(e).__name__}: {e}") from e
+    return module
+
+
 def load_file(path: str | Path) -> KernelTemplate:
     """Load a user template from a Python file that defines ``TEMPLATE`` (an instance)."""
     p = Path(path)
     if not p.is_file():
         raise UnknownTemplateError(f"template file {str(p)!r} does not exist")
-    name = f"tunesvc_user_{p.stem}"
-    spec = importlib.util.spec_from_file_location(name, p)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # so inspect (relative source_file) and pickling find it
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:  # the user's module: say which file broke and how
-        sys.modules.pop(name, None)
-        raise UsageError(f"template file {str(p)!r} failed to import: {type(e).__name__}: {e}") from e
-    tpl = getattr(module, "TEMPLATE", None)
+    tpl = getattr(_exec_file(p), "TEMPLATE", None)
     if not isinstance(tpl, KernelTemplate):
         raise UsageError(f"template file {str(p)!r} must define TEMPLATE = <a KernelTemplate instance>")
     return register(tpl)
+
+
+def ref(tpl: KernelTemplate) -> str | None:
+    """How another process finds the same template: a built-in's name, or ``FILE::CLASS`` for a
+    template class defined in a file; None if it has no file (defined interactively)."""
+    if tpl.name in BUILTIN and get(tpl.name) is tpl:
+        return tpl.name
+    cls = type(tpl)
+    path = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    if not path:  # loaded from a file (not in sys.modules): the code of the class's own methods knows it
+        path = next((v.__code__.co_filename for v in vars(cls).values() if hasattr(v, "__code__")), "")
+    if not path or not Path(path).is_file():
+        return None
+    return f"{Path(path).resolve()}::{cls.__qualname__}"
+
+
+def load(reference: str) -> KernelTemplate:
+    """The template a :func:`ref` names, loaded in this process."""
+    if "::" not in reference:
+        return get(reference)
+    path, qualname = reference.rsplit("::", 1)
+    module = _exec_file(Path(path))
+    cls = module
+    for part in qualname.split("."):
+        cls = getattr(cls, part)
+    tpl = getattr(module, "TEMPLATE", None)
+    return register(tpl if isinstance(tpl, cls) else cls())
 
 
 def get(name: str | KernelTemplate) -> KernelTemplate:

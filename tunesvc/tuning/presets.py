@@ -19,7 +19,8 @@ from ..cache import Store
 from ..cache.exchange import ExportSummary, export
 from ..devices import select_device
 from ..errors import UsageError
-from ..types import DeviceInfo, shape_str
+from .options import StopRules
+from ..types import DeviceInfo, Problem
 
 
 @dataclass(frozen=True)
@@ -49,16 +50,6 @@ PRESETS = {
     "full": Preset("full", "a release run: shapes of common transformer layers, 60 configs each, float16 where the device has it",
                    _LLM, trials=60, dtypes=("float32", "float16")),
 }
-
-
-@dataclass(frozen=True)
-class Problem:
-    template: str
-    shape: tuple[int, ...]
-    dtype: str
-
-    def __str__(self) -> str:
-        return f"{self.template} {shape_str(self.shape)} {self.dtype}"
 
 
 @dataclass(frozen=True)
@@ -116,7 +107,7 @@ def plan(preset: Preset, info: DeviceInfo, names=None) -> tuple[list[Problem], l
         tpl = templates.get(name)
         for shape in shapes_for(preset, tpl):
             for dtype in preset.dtypes:
-                p = Problem(tpl.name, tuple(shape), dtype)
+                p = Problem(tpl.name, tpl.source_hash, tuple(shape), dtype, info.fingerprint)
                 try:
                     tpl.parse_shape(shape)
                     tpl.check_dtype(dtype, info)
@@ -143,10 +134,7 @@ def tune_all(device=None, preset: str = "small", time_budget: float | None = Non
     ``trials`` replaces the preset's configs per problem."""
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
-    if time_budget is not None and time_budget <= 0:
-        raise UsageError("--time-budget must be a positive number of seconds")
-    if trials is not None and trials < 1:
-        raise UsageError("--trials must be a positive number of configs per problem")
+    StopRules(trials=trials, time_budget=time_budget)  # the same checks as tune's, before any device is touched
     chosen = PRESETS[preset] if trials is None else dataclasses.replace(PRESETS[preset], trials=trials)
     info = select_device(device)
     path = Path(out) if out else default_output(info, preset)
@@ -155,7 +143,7 @@ def tune_all(device=None, preset: str = "small", time_budget: float | None = Non
     problems, outcomes = plan(chosen, info, templates_only)
     store = Store(db)
     try:
-        stored = {p: _stored(store, info, p) for p in problems}
+        stored = {p: _stored(store, p) for p in problems}
     finally:
         store.close()
     remaining = {p: max(0, chosen.trials - len(m)) for p, m in stored.items()}
@@ -166,10 +154,9 @@ def tune_all(device=None, preset: str = "small", time_budget: float | None = Non
     return TuneAllResult(info, preset, tuple(outcomes), summary, time.perf_counter() - run.start, run.db_path, run.stopped)
 
 
-def _stored(store: Store, info: DeviceInfo, p: Problem) -> dict:
-    """What was measured before for this problem on this device: config -> measurement."""
-    tpl = templates.get(p.template)
-    return store.measurements(info.fingerprint.key, tpl.name, tpl.source_hash, p.dtype, p.shape)
+def _stored(store: Store, p: Problem) -> dict:
+    """What was measured before for this problem: config -> measurement."""
+    return store.measurements(p.device.key, p.template, p.template_hash, p.dtype, p.shape)
 
 
 @dataclass
@@ -213,7 +200,8 @@ class _Run:
             self.done = base + ev.index
             self._report(p, ev.best.gflops if ev.best else None)
 
-        r = tune(p.template, p.shape, p.dtype, self.info, self.db, trials=want, time_budget=budget, on_trial=trial, **self.tune_options)
+        r = tune(p.template, p.shape, p.dtype, self.info, db=self.db, trials=want, time_budget=budget, on_trial=trial,
+                 **self.tune_options)
         self.done = base + want  # a problem that stopped early (space exhausted, budget) counts as done
         self.db_path = r.db_path
         best = r.best

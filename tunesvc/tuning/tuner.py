@@ -1,30 +1,71 @@
 """tune(): one tuning problem from start to stored result.
 
-Device + template -> space of valid configs -> strategy asks, a worker
-process measures -> every measurement stored. Configs measured before for the
-same problem are reused, not run again, and the strategy's own state (an
-Optuna study) persists beside the database, so an interrupted run resumes.
+Target (template + shape + dtype + device, checked once) -> space of valid configs ->
+strategy asks, a runner measures (:func:`tunesvc.measure.drive.drive`) -> every
+measurement stored. Configs measured before for the same problem are reused, not run
+again, and the strategy's own state (an Optuna study) persists beside the database, so
+an interrupted run resumes.
 """
 
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .. import search, templates
-from ..search import transfer
 from ..cache import Store
-from ..settings import default_db_path
 from ..devices import open_device, select_device
-from ..errors import InvalidShapeError, MissingDependencyError, UsageError
-from ..measure.evaluator import Evaluator, Method, interval
-from ..templates.base import Context
-from ..types import DeviceInfo, Measurement, Record, shape_str
+from ..errors import InvalidShapeError, UsageError
+from ..measure.drive import confirm_leaders, drive
+from ..search import transfer
+from ..settings import default_db_path
+from ..templates.base import Context, KernelTemplate
+from ..types import DeviceInfo, Measurement, Problem, Record, shape_str
+from .options import RunOptions, SearchOptions, StopRules, from_keywords
+from .study import default_storage, make_strategy, rdb_url, redact, study_name
 
 
+# ---- the problem, checked once --------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    """A problem resolved for tuning: its template, the device's description, and the Problem value."""
+
+    template: KernelTemplate
+    device: DeviceInfo
+    problem: Problem
+
+    @property
+    def context(self) -> Context:
+        return Context(self.problem.shape, self.problem.dtype, self.device)
+
+
+def check_fits(template, shape, dtype: str, info: DeviceInfo) -> None:
+    """Refuse a problem whose buffers cannot exist on the device."""
+    plan = template.plan(template.default_config(), shape, dtype)
+    total = sum(b.nbytes for b in plan.buffers)
+    biggest = max(b.nbytes for b in plan.buffers)
+    if biggest > info.max_alloc_size or total > info.global_mem_size:
+        raise InvalidShapeError(
+            f"shape {shape_str(shape)} needs {total / 2**20:.0f} MiB ({biggest / 2**20:.0f} MiB in one buffer); "
+            f"{info.name} allows {info.max_alloc_size / 2**20:.0f} MiB per buffer and {info.global_mem_size / 2**20:.0f} MiB in all: use a smaller shape"
+        )
+
+
+def resolve(template, shape=None, dtype: str = "float32", device=None) -> Target:
+    """Check everything a user gave (template name or file, shape text or tuple, dtype, device)
+    once; the template's default shape when ``shape`` is None."""
+    tpl = templates.get(template)
+    shape = tpl.parse_shape(shape) if shape is not None else tuple(tpl.default_shape)
+    tpl.check_dtype(dtype)
+    info = select_device(device)
+    tpl.check_dtype(dtype, info)
+    check_fits(tpl, shape, dtype, info)
+    return Target(tpl, info, Problem(tpl.name, tpl.source_hash, tuple(shape), dtype, info.fingerprint))
+
+
+# ---- what a run reports -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class TrialEvent:
     """Reported after each config: for progress displays."""
@@ -104,291 +145,155 @@ def describe_failure(failed) -> str:
     return text + "; " + FIXES.get(status, "see 'tunesvc show' for the reasons")
 
 
-def check_fits(template, shape, dtype: str, info: DeviceInfo) -> None:
-    """Refuse a problem whose buffers cannot exist on the device."""
-    plan = template.plan(template.default_config(), shape, dtype)
-    total = sum(b.nbytes for b in plan.buffers)
-    biggest = max(b.nbytes for b in plan.buffers)
-    if biggest > info.max_alloc_size or total > info.global_mem_size:
-        raise InvalidShapeError(
-            f"shape {shape_str(shape)} needs {total / 2**20:.0f} MiB ({biggest / 2**20:.0f} MiB in one buffer); "
-            f"{info.name} allows {info.max_alloc_size / 2**20:.0f} MiB per buffer and {info.global_mem_size / 2**20:.0f} MiB in all: use a smaller shape"
-        )
+# ---- one run ----------------------------------------------------------------------------------
+def _runner(target: Target, run: RunOptions, seed: int | None):
+    """The isolated Worker (child process) that evaluates candidates, or an in-process Evaluator
+    (also for a template with no file a child could load it from); and the worker's Job."""
+    from ..measure.evaluator import Evaluator
+    from ..measure.worker import Job, Worker
 
-
-def prepare(template, shape, dtype: str, device):
-    """Validate everything a user gave; return (template, shape, dtype, DeviceInfo)."""
-    tpl = templates.get(template)
-    shape = tpl.parse_shape(shape)
-    tpl.check_dtype(dtype)
-    info = select_device(device)
-    tpl.check_dtype(dtype, info)
-    check_fits(tpl, shape, dtype, info)
-    return tpl, shape, dtype, info
-
-
-@dataclass(frozen=True)
-class StopRules:
-    """When a tuning run stops: whichever rule fires first (or when the space runs out)."""
-
-    trials: int | None = None  # new measurements
-    time_budget: float | None = None  # seconds
-    patience: int | None = None  # trials in a row without an improvement of min_improvement
-    min_improvement: float = 0.01  # relative: 0.01 = the best time must drop by 1%
-
-    def check(self) -> None:
-        if self.trials is not None and self.trials < 1:
-            raise UsageError("--trials must be at least 1")
-        if self.time_budget is not None and self.time_budget <= 0:
-            raise UsageError("--time-budget must be a positive number of seconds")
-        if self.patience is not None and self.patience < 1:
-            raise UsageError("--patience must be at least 1 trial")
-        if not 0 <= self.min_improvement < 1:
-            raise UsageError("--min-improvement must be a fraction in [0, 1), e.g. 0.01 for 1%")
-
-    def describe(self) -> str:
-        parts = []
-        if self.trials is not None:
-            parts.append(f"{self.trials} trials")
-        if self.time_budget is not None:
-            parts.append(f"budget {self.time_budget:g} s")
-        if self.patience is not None:
-            parts.append(f"patience {self.patience} trials at {self.min_improvement:.1%}")
-        return ", ".join(parts) or "whole space"
+    ref = templates.ref(target.template) if run.isolate else None
+    p = target.problem
+    if ref is None:
+        return Evaluator(open_device(target.device), target.template, p.shape, p.dtype, run.method, seed=seed or 0), None
+    job = Job(ref, tuple(p.shape), p.dtype, target.device, run.method, seed or 0)
+    return Worker(job, run.timeout), job
 
 
 @dataclass
-class _Progress:
-    """What the stopping rules look at, updated after every trial."""
+class _Run:
+    """One tuning run's state: what the stopping rules and the result look at."""
 
-    start: float
-    best: Measurement | None
-    measured: int = 0
+    target: Target
+    store: Store
+    stop: StopRules
+    known: dict  # config -> measurement stored before this run
+    start: float = field(default_factory=time.perf_counter)
+    best: Measurement | None = None
+    measured: list = field(default_factory=list)
     since_improvement: int = 0
+    on_trial: Callable[[TrialEvent], None] | None = None
+    isolated: bool = False  # candidates ran in a worker process
+    replaced: int = 0  # workers lost and replaced
+    builders: int = 0
 
-    def record(self, m: Measurement, min_improvement: float) -> None:
-        self.measured += 1
+    def __post_init__(self):
+        self.best = min((m for m in self.known.values() if m.ok), key=lambda m: m.time, default=None)
+
+    def record(self, m: Measurement) -> None:
+        self.store.put(Record.of(self.target.problem, m))
+
+    def measured_one(self, m: Measurement) -> None:
+        self.record(m)
+        self.measured.append(m)
         self.since_improvement += 1
         if m.ok and (self.best is None or m.time < self.best.time):
-            if self.best is None or m.time <= self.best.time * (1 - min_improvement):
+            if self.best is None or m.time <= self.best.time * (1 - self.stop.min_improvement):
                 self.since_improvement = 0
             self.best = m
+        if self.on_trial:
+            self.on_trial(TrialEvent(len(self.measured), m, self.best, time.perf_counter() - self.start))
+
+    def should_stop(self) -> str | None:
+        return self.stop.reason(len(self.measured), self.since_improvement, self.start)
 
 
-def stop_reason(rules: StopRules, p: _Progress) -> str | None:
-    if rules.trials is not None and p.measured >= rules.trials:
-        return f"{rules.trials} trials done"
-    if rules.time_budget is not None and time.perf_counter() - p.start >= rules.time_budget:
-        return f"time budget of {rules.time_budget:g} s spent"
-    if rules.patience is not None and p.since_improvement >= rules.patience:
-        return f"no improvement of {rules.min_improvement:.1%} in {rules.patience} trials"
-    return None
+def _open_search(target: Target, space, options: SearchOptions, db) -> tuple:
+    """(strategy, storage URL, study name) of this problem's search."""
+    shared = options.storage is not None
+    storage = rdb_url(options.storage) if shared else default_storage(Path(db).expanduser() if db else default_db_path())
+    study = options.study or study_name(target.problem)
+    strat = make_strategy(options.strategy_name, space, options.seed, storage, study)
+    if shared and not strat.keeps_state:
+        raise UsageError(f"--storage shares the search state of Optuna strategies; --strategy {options.strategy_name} "
+                         "keeps none: use --strategy tpe")
+    return strat, storage, study
 
 
-def check_options(trials=None, time_budget=None, patience=None, min_improvement=0.01, timeout=None, build_workers=None) -> StopRules:
-    """Validate tune's options (the CLI calls this before it draws anything); return the stop rules."""
-    rules = StopRules(trials, time_budget, patience, min_improvement)
-    rules.check()
-    if timeout is not None and timeout <= 0:
-        raise UsageError("--timeout must be a positive number of seconds")
-    if build_workers is not None and build_workers < 0:
-        raise UsageError("--build-workers must be 0 or more")
-    return rules
-
-
-def default_storage(db_path) -> str:
-    """Optuna's study beside the tuning database: tune.db -> tune.optuna.db. The long SQLite
-    timeout lets several tuning processes share the file without 'database is locked'."""
-    p = Path(db_path).resolve()
-    return f"sqlite:///{p.with_name(p.stem + '.optuna.db')}?timeout=60"
-
-
-def rdb_url(url: str) -> str:
-    """Check an Optuna RDB URL and pick an installed PostgreSQL driver for a bare postgresql://
-    (SQLAlchemy 2.1 assumes psycopg 3; tunesvc[postgres] installs psycopg2)."""
-    import importlib.util
-
-    scheme = url.split("://", 1)[0] if "://" in url else ""
-    if not scheme:
-        raise UsageError(f"--storage {url!r} is not a database URL; use e.g. postgresql://user@host/db or sqlite:///path.db")
-    if scheme in ("postgresql", "postgres"):
-        for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
-            if importlib.util.find_spec(module):
-                return f"postgresql+{driver}://" + url.split("://", 1)[1]
-        raise MissingDependencyError("--storage postgresql://... needs a PostgreSQL driver: pip install 'tunesvc[postgres]'")
-    return url
-
-
-def study_name(info: DeviceInfo, tpl, dtype: str, shape) -> str:
-    """One study per problem: device, template, template version, dtype and shape."""
-    return f"tunesvc|{info.fingerprint.key}|{tpl.name}|{tpl.source_hash}|{dtype}|{shape_str(shape)}"
-
-
-def _make_strategy(name: str, space, seed, storage: str, study: str):
-    """The strategy, retried a few times: processes that create the same fresh Optuna storage at
-    once can trip over each other's schema creation; the second attempt finds it made."""
-    for attempt in range(5):
-        try:
-            return search.make(name, space, seed, storage=storage, study_name=study)
-        except UsageError:
-            raise
-        except Exception:  # sqlalchemy's OperationalError / IntegrityError; optuna may wrap them
-            if attempt == 4:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-
-
-def _build_workers(requested: int | None, info: DeviceInfo, isolate: bool) -> int:
-    """Default: one builder beside a GPU; none beside a CPU device, whose cores the compiler
-    would take from the kernel being timed (and so make its timing noisier)."""
-    if not isolate:
-        return 0
-    if requested is not None:
-        return requested
-    return 0 if info.device_type == "cpu" else 1
-
-
-def _runner(tpl, shape, dtype, info, method, seed, isolate: bool, timeout):
-    """The Worker (child process) that evaluates candidates, or an in-process Evaluator."""
-    from ..measure.worker import Job, Worker, template_ref
-
-    ref = template_ref(tpl) if isolate else None
-    if ref is None:
-        return Evaluator(open_device(info), tpl, shape, dtype, method, seed=seed or 0), None
-    job = Job(ref, tuple(shape), dtype, info, method, seed or 0)
-    return Worker(job, timeout), job
-
-
-def confirm_leaders(runner, candidates, method: Method) -> list[Measurement]:
-    """Re-measure the leaders interleaved when their intervals overlap the best's; [] if they don't."""
-    leaders = sorted((m for m in candidates if m.ok), key=lambda m: m.time)[: max(method.confirm, 0)]
-    if len(leaders) < 2:
+def _first_configs(space, strat) -> list:
+    """The template's default, measured first unless the database or a shared study has it."""
+    if space.default is None or not strat.unseen[space.index[space.default]]:
         return []
-    best_hi = interval(leaders[0].timing)[1] * (1 + method.drift)
-    close = [leaders[0]] + [m for m in leaders[1:] if interval(m.timing)[0] <= best_hi]
-    if len(close) < 2:
-        return []
-    fresh = runner.compare([m.config for m in close])
-    # Keep what the first measurement knew that a re-measurement does not: the compile time.
-    return [replace(f, compile_seconds=old.compile_seconds) for f, old in zip(fresh, close)]
+    strat.unseen[space.index[space.default]] = False  # so the strategy does not propose it again
+    return [space.default]
 
 
-def tune(
-    template,
-    shape,
-    dtype: str = "float32",
-    device=None,
-    db=None,
-    strategy: str = search.DEFAULT_STRATEGY,
-    trials: int | None = None,
-    time_budget: float | None = None,
-    seed: int | None = None,
-    method: Method = Method(),
-    on_trial: Callable[[TrialEvent], None] | None = None,
-    *,
-    patience: int | None = None,
-    min_improvement: float = 0.01,
-    timeout: float | None = 60.0,
-    isolate: bool = True,
-    build_workers: int | None = None,
-    storage: str | None = None,
-    study: str | None = None,
-) -> TuneResult:
-    """Tune ``template`` for ``shape`` on ``device``; store and return what was measured.
-
-    Stops after ``trials`` new measurements, after ``time_budget`` seconds, after
-    ``patience`` trials without an improvement of ``min_improvement`` (a fraction),
-    or when every valid config has been measured, whichever comes first. With no
-    limit at all, 50 trials.
-
-    Candidates run in a worker process (``isolate``) that is killed after
-    ``timeout`` seconds per phase (build, run) and replaced after a crash.
-    ``build_workers`` processes compile upcoming configs meanwhile. The search
-    state lives in an Optuna ``storage`` (default: an SQLite file beside the
-    database), in a study named per problem, so a stopped run resumes and
-    several processes or machines can share one search.
-    """
-    rules = check_options(trials, time_budget, patience, min_improvement, timeout, build_workers)
-    if trials is None and time_budget is None and patience is None:
-        rules = replace(rules, trials=50)
-    tpl, shape, dtype, info = prepare(template, shape, dtype, device)
-    search.check_name(strategy)  # before the database is opened: bad input leaves no file behind
-    shared = storage is not None
-    storage = rdb_url(storage) if shared else default_storage(Path(db).expanduser() if db else default_db_path())
-    space = search.SearchSpace.from_template(tpl, Context(shape, dtype, info))
-    study = study or study_name(info, tpl, dtype, shape)
-    strat = _make_strategy(strategy, space, seed, storage, study)
-    if shared and not hasattr(strat, "study"):
-        raise UsageError(f"--storage shares the search state of Optuna strategies; --strategy {strategy} keeps none: use --strategy tpe")
-    store = Store(db)
-    store.put_device(info)
-    known = store.measurements(info.fingerprint.key, tpl.name, tpl.source_hash, dtype, shape)
-    for config, m in known.items():
-        strat.tell(config, m)
-    # Transfer: first try the best configs stored for neighbouring shapes and related devices.
-    strat.prefer(transfer.seeds_from_store(store, tpl.name, tpl.source_hash, dtype, transfer.Problem(info.fingerprint, shape), space))
-    runner, job = _runner(tpl, shape, dtype, info, method, seed, isolate, timeout)
-    n_builders = _build_workers(build_workers, info, job is not None)
+def _measure(target: Target, space, strat, state: _Run, run: RunOptions, seed) -> tuple[str, list]:
+    """Drive the search to a stop, then re-measure close leaders; (stop reason, confirmed)."""
+    runner, job = _runner(target, run, seed)
+    state.isolated = job is not None
+    state.builders = n_builders = run.builders(target.device) if job is not None else 0
     builders = None
     if n_builders:
         from ..measure.worker import Builders
 
-        builders = Builders(job, n_builders, timeout)
-    progress = _Progress(time.perf_counter(), min((m for m in known.values() if m.ok), key=lambda m: m.time, default=None))
-    measured: list[Measurement] = []
-    queue = []
-    if space.default is not None and strat.unseen[space.index[space.default]]:  # not in the DB, nor in a shared study
-        queue.append(space.default)
-        strat.unseen[space.index[space.default]] = False  # so the strategy does not propose it again
-
-    def record(m: Measurement) -> None:
-        store.put(Record(info.fingerprint, tpl.name, tpl.source_hash, dtype, shape, m))
-
+        builders = Builders(job, n_builders, run.timeout)
     try:
-        stop = "space exhausted"
-        while True:
-            reason = stop_reason(rules, progress)
-            if reason:
-                stop = reason
-                break
-            # With builders, ask a few configs ahead so they can compile while this one is timed.
-            while len(queue) < 1 + n_builders and (c := strat.ask()) is not None:
-                queue.append(c)
-            if not queue:
-                break
-            config = queue.pop(0)
-            if builders:
-                builders.prefetch(queue)
-            m = runner.evaluate(config)
-            strat.tell(config, m)
-            record(m)
-            measured.append(m)
-            progress.record(m, rules.min_improvement)
-            if on_trial:
-                on_trial(TrialEvent(len(measured), m, progress.best, time.perf_counter() - progress.start))
-        confirmed = confirm_leaders(runner, [*known.values(), *measured], method) if method.confirm else []
+        stop = drive(strat, runner, state.should_stop, state.measured_one, _first_configs(space, strat),
+                     lookahead=n_builders, prefetch=builders.prefetch if builders else None)
+        confirmed = confirm_leaders(runner, [*state.known.values(), *state.measured], run.method) if run.method.confirm else []
         for m in confirmed:
-            record(m)
+            state.record(m)
     finally:
         if builders:
             builders.close()
-        if hasattr(runner, "close"):
-            runner.close()
-    latest = {m.config: m for m in [*known.values(), *measured, *confirmed]}
-    best = min((m for m in latest.values() if m.ok), key=lambda m: m.time, default=None)
-    default_cfg = tpl.default_config()
-    default = latest.get(default_cfg)
+        runner.close()
+        state.replaced = runner.replaced
+    return stop, confirmed
+
+
+def tune_problem(target: Target, *, db=None, stop: StopRules = StopRules(), search_options: SearchOptions = SearchOptions(),
+                 run: RunOptions = RunOptions(), on_trial: Callable[[TrialEvent], None] | None = None) -> TuneResult:
+    """Tune one resolved problem; store and return what was measured (see :func:`tune`)."""
+    stop = stop.or_default()
+    space = search.SearchSpace.from_template(target.template, target.context)
+    strat, storage, study = _open_search(target, space, search_options, db)
+    store = Store(db)
+    try:
+        store.put_device(target.device)
+        p = target.problem
+        known = store.measurements(p.device.key, p.template, p.template_hash, p.dtype, p.shape)
+        for config, m in known.items():
+            strat.tell(config, m)
+        # Transfer: first try the best configs stored for neighbouring shapes and related devices.
+        strat.prefer(transfer.seeds_from_store(store, p.template, p.template_hash, p.dtype,
+                                               transfer.Problem(p.device, p.shape), space))
+        state = _Run(target, store, stop, known, on_trial=on_trial)
+        reason, confirmed = _measure(target, space, strat, state, run, search_options.seed)
+    finally:
+        store.close()
+    latest = {m.config: m for m in [*known.values(), *state.measured, *confirmed]}
     failures: dict[str, int] = {}
-    for m in measured:
+    for m in state.measured:
         if not m.ok:
             failures[m.status] = failures.get(m.status, 0) + 1
-    return TuneResult(tpl.name, shape, dtype, info, strategy, len(space), default, best, tuple(measured),
-                      len(known), time.perf_counter() - progress.start, stop, str(store.path), failures,
-                      stop_rules=rules.describe(), confirmed=tuple(confirmed), isolated=job is not None,
-                      replaced_workers=getattr(runner, "replaced", 0), build_workers=n_builders,
-                      storage=_redact(storage), study=study)
+    return TuneResult(p.template, p.shape, p.dtype, target.device, search_options.strategy_name, len(space),
+                      latest.get(target.template.default_config()),
+                      min((m for m in latest.values() if m.ok), key=lambda m: m.time, default=None),
+                      tuple(state.measured), len(known), time.perf_counter() - state.start, reason, str(store.path), failures,
+                      stop_rules=stop.describe(), confirmed=tuple(confirmed), isolated=state.isolated,
+                      replaced_workers=state.replaced, build_workers=state.builders,
+                      storage=redact(storage), study=study)
 
 
-def _redact(url: str) -> str:
-    """A storage URL fit to print: without a password."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+def tune(template, shape=None, dtype: str = "float32", device=None, *, db=None,
+         on_trial: Callable[[TrialEvent], None] | None = None, **options) -> TuneResult:
+    """Tune ``template`` for ``shape`` on ``device``; store and return what was measured.
+
+    ``options`` are the fields of :class:`~tunesvc.tuning.options.StopRules` (``trials``,
+    ``time_budget``, ``patience``, ``min_improvement``), :class:`SearchOptions` (``strategy``,
+    ``seed``, ``storage``, ``study``) and :class:`RunOptions` (``method``, ``timeout``,
+    ``isolate``, ``build_workers``), or whole objects as ``stop=``, ``search_options=``, ``run=``.
+
+    Stops after ``trials`` new measurements, after ``time_budget`` seconds, after ``patience``
+    trials without an improvement of ``min_improvement`` (a fraction), or when every valid
+    config has been measured, whichever comes first; with no limit at all, 50 trials.
+    Candidates run in a worker process (``isolate``) that is killed after ``timeout`` seconds
+    per phase (build, run) and replaced after a crash; ``build_workers`` processes compile
+    upcoming configs meanwhile. The search state lives in an Optuna ``storage`` (default: an
+    SQLite file beside the database), in a study named per problem, so a stopped run resumes
+    and several processes or machines can share one search.
+    """
+    stop, search_options, run = from_keywords(**options)  # bad options: one line, before anything is opened
+    target = template if isinstance(template, Target) else resolve(template, shape, dtype, device)
+    return tune_problem(target, db=db, stop=stop, search_options=search_options, run=run, on_trial=on_trial)

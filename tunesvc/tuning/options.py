@@ -1,0 +1,153 @@
+"""What a tuning run may be told, as three typed option objects, each checked at the edge.
+
+* :class:`StopRules`: when to stop (trials, a time budget, patience);
+* :class:`SearchOptions`: which strategy, its seed, and where its state lives;
+* :class:`RunOptions`: how candidates are run (timing method, isolation, timeout, builders).
+
+:func:`from_keywords` routes ``tune()``'s keyword shortcuts (``trials=10, seed=1, ...``) to them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+
+from .. import search
+from ..errors import UsageError
+from ..measure.evaluator import Method
+from ..types import DeviceInfo
+
+#: trials when no stopping rule is given at all
+DEFAULT_TRIALS = 50
+#: build processes beyond this would only fight over the cores and the driver's cache
+MAX_BUILD_WORKERS = 64
+MAX_SECONDS = 1e7  # ~4 months: a longer budget or timeout is a typo
+
+
+def _seconds(value: float | None, flag: str) -> None:
+    """A positive, finite number of seconds, or None."""
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0 or value > MAX_SECONDS:
+        raise UsageError(f"{flag} must be a positive number of seconds, at most {MAX_SECONDS:g}; got {value!r}")
+
+
+def _count(value: int | None, flag: str, low: int, high: int | None = None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        limit = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise UsageError(f"{flag} must be a whole number {limit}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class StopRules:
+    """When a tuning run stops: whichever rule fires first (or when the space runs out)."""
+
+    trials: int | None = None  # new measurements
+    time_budget: float | None = None  # seconds
+    patience: int | None = None  # trials in a row without an improvement of min_improvement
+    min_improvement: float = 0.01  # relative: 0.01 = the best time must drop by 1%
+
+    def __post_init__(self):
+        _count(self.trials, "--trials", 1)
+        _seconds(self.time_budget, "--time-budget")
+        _count(self.patience, "--patience", 1)
+        if not isinstance(self.min_improvement, (int, float)) or not 0 <= self.min_improvement < 1:
+            raise UsageError("--min-improvement must be a fraction in [0, 1), e.g. 0.01 for 1%")
+
+    @property
+    def unbounded(self) -> bool:
+        return self.trials is None and self.time_budget is None and self.patience is None
+
+    def or_default(self) -> "StopRules":
+        """These rules, or DEFAULT_TRIALS trials when none is set."""
+        return dataclasses.replace(self, trials=DEFAULT_TRIALS) if self.unbounded else self
+
+    def describe(self) -> str:
+        parts = []
+        if self.trials is not None:
+            parts.append(f"{self.trials} trials")
+        if self.time_budget is not None:
+            parts.append(f"budget {self.time_budget:g} s")
+        if self.patience is not None:
+            parts.append(f"patience {self.patience} trials at {self.min_improvement:.1%}")
+        return ", ".join(parts) or "whole space"
+
+    def reason(self, measured: int, since_improvement: int, start: float) -> str | None:
+        """Why to stop now, or None."""
+        if self.trials is not None and measured >= self.trials:
+            return f"{self.trials} trials done"
+        if self.time_budget is not None and time.perf_counter() - start >= self.time_budget:
+            return f"time budget of {self.time_budget:g} s spent"
+        if self.patience is not None and since_improvement >= self.patience:
+            return f"no improvement of {self.min_improvement:.1%} in {self.patience} trials"
+        return None
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Which strategy searches, from which seed, and where its state lives (an Optuna storage URL;
+    default: an SQLite file beside the database) under which study name (default: per problem)."""
+
+    strategy: str | None = None  # None: the default, or tpe with a shared storage
+    seed: int | None = None
+    storage: str | None = None
+    study: str | None = None
+
+    def __post_init__(self):
+        if self.strategy is not None:
+            search.check_name(self.strategy)
+        _count(self.seed, "--seed", 0, 2**32 - 1)
+
+    @property
+    def strategy_name(self) -> str:
+        """The strategy to run: a shared storage holds an Optuna study, so it defaults to tpe."""
+        return self.strategy or ("tpe" if self.storage else search.DEFAULT_STRATEGY)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How candidates run: the timing ``method``; in a worker process (``isolate``) killed after
+    ``timeout`` seconds per phase; with ``build_workers`` compiling upcoming configs meanwhile."""
+
+    method: Method = Method()
+    timeout: float | None = 60.0
+    isolate: bool = True
+    build_workers: int | None = None
+
+    def __post_init__(self):
+        _seconds(self.timeout, "--timeout")
+        _count(self.build_workers, "--build-workers", 0, MAX_BUILD_WORKERS)
+        if not self.isolate and self.timeout is not None and self.timeout != RunOptions.timeout:
+            raise UsageError("--timeout needs isolation (a hung kernel can only be stopped by killing its worker "
+                             "process): drop --no-isolation or --timeout")
+
+    def builders(self, info: DeviceInfo) -> int:
+        """Default: one builder beside a GPU; none beside a CPU device, whose cores the compiler
+        would take from the kernel being timed (and so make its timing noisier)."""
+        if not self.isolate:
+            return 0
+        if self.build_workers is not None:
+            return self.build_workers
+        return 0 if info.device_type == "cpu" else 1
+
+
+_FIELDS = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (StopRules, SearchOptions, RunOptions)}
+
+
+def from_keywords(stop: StopRules | None = None, search_options: SearchOptions | None = None,
+                  run: RunOptions | None = None, **keywords) -> tuple[StopRules, SearchOptions, RunOptions]:
+    """The three option objects, with each keyword shortcut (``trials``, ``strategy``, ``timeout``,
+    ...) set on the one that has it; a keyword none has is a UsageError naming the known ones."""
+    objects = {StopRules: stop or StopRules(), SearchOptions: search_options or SearchOptions(), RunOptions: run or RunOptions()}
+    for cls, obj in objects.items():
+        mine = {k: keywords.pop(k) for k in list(keywords) if k in _FIELDS[cls]}
+        if mine:
+            objects[cls] = dataclasses.replace(obj, **mine)
+    if keywords:
+        known = sorted(set().union(*_FIELDS.values()))
+        raise UsageError(f"unknown tune option(s) {', '.join(sorted(keywords))}; known: {', '.join(known)}")
+    return objects[StopRules], objects[SearchOptions], objects[RunOptions]

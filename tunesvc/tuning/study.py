@@ -1,0 +1,58 @@
+"""Where a search keeps its state: an Optuna storage, and one study per problem in it."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import time
+from pathlib import Path
+
+from .. import search
+from ..errors import MissingDependencyError, UsageError
+from ..types import Problem
+
+
+def default_storage(db_path) -> str:
+    """Optuna's study beside the tuning database: tune.db -> tune.optuna.db. The long SQLite
+    timeout lets several tuning processes share the file without 'database is locked'."""
+    p = Path(db_path).resolve()
+    return f"sqlite:///{p.with_name(p.stem + '.optuna.db')}?timeout=60"
+
+
+def rdb_url(url: str) -> str:
+    """Check an Optuna RDB URL and pick an installed PostgreSQL driver for a bare postgresql://
+    (SQLAlchemy 2.1 assumes psycopg 3; tunesvc[postgres] installs psycopg2)."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if not scheme:
+        raise UsageError(f"--storage {url!r} is not a database URL; use e.g. postgresql://user@host/db or sqlite:///path.db")
+    if scheme in ("postgresql", "postgres"):
+        for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+            if importlib.util.find_spec(module):
+                return f"postgresql+{driver}://" + url.split("://", 1)[1]
+        raise MissingDependencyError("--storage postgresql://... needs a PostgreSQL driver: pip install 'tunesvc[postgres]'")
+    return url
+
+
+def study_name(problem: Problem) -> str:
+    """One study per problem: device, template, template version, dtype and shape."""
+    device_key, template, template_hash, dtype, shape = problem.key
+    return f"tunesvc|{device_key}|{template}|{template_hash}|{dtype}|{shape}"
+
+
+def make_strategy(name: str, space, seed, storage: str, study: str):
+    """The strategy, retried a few times: processes that create the same fresh Optuna storage at
+    once can trip over each other's schema creation; the second attempt finds it made."""
+    for attempt in range(5):
+        try:
+            return search.make(name, space, seed, storage=storage, study_name=study)
+        except UsageError:
+            raise
+        except Exception:  # sqlalchemy's OperationalError / IntegrityError; optuna may wrap them
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def redact(url: str) -> str:
+    """A storage URL fit to print: without a password."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
