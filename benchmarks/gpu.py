@@ -112,7 +112,7 @@ def sdpa_seconds(torch, shape, causal: bool) -> float:
 def tuned(problem: Problem, info, db: str, trials: int, budget: float):
     """Tune, then re-time the best config with more runs; (seconds, config, trials measured) or None."""
     tpl = templates.get(problem.template)
-    result = tune(tpl, problem.shape, "float32", info, db, trials=trials, time_budget=budget, seed=0)
+    result = tune(tpl, problem.shape, "float32", info, db=db, trials=trials, time_budget=budget, seed=0)
     if result.best is None:
         return None, result
     method = Method(warmup=3, runs=20, max_runs=60, max_seconds=5.0, confirm=0)

@@ -261,7 +261,7 @@ def test_gpu_tune_stores_cuda_records_and_lookup_finds_them(gpu, tmp_path):
     from tunesvc import lookup, tune
 
     db = tmp_path / "gpu.db"
-    result = tune("matmul", (256, 256, 256), "float32", gpu.info, db, strategy="random", trials=6, seed=1)
+    result = tune("matmul", (256, 256, 256), "float32", gpu.info, db=db, strategy="random", trials=6, seed=1)
     assert result.best is not None and result.best.ok
     found = lookup("matmul", (256, 256, 256), "float32", gpu.info, db)
     assert found.level == "exact" and found.config == result.best.config

@@ -196,7 +196,7 @@ def test_another_drivers_records_answer_as_family_never_exact(db_path, cl_infos)
     if len(cpus) < 2:
         pytest.skip("one OpenCL CPU driver present")
     a, b = cpus[0], cpus[1]
-    tune("matmul", (24, 24, 24), "float32", a, db_path, "grid", trials=2, isolate=False)
+    tune("matmul", (24, 24, 24), "float32", a, db=db_path, strategy="grid", trials=2, isolate=False)
     assert tunesvc.lookup("matmul", (24, 24, 24), device=a, db=db_path).level == "exact"
     res = tunesvc.lookup("matmul", (24, 24, 24), device=b, db=db_path)
     assert res.level == "family" and res.device_key == b.fingerprint.key

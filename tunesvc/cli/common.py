@@ -55,3 +55,18 @@ def fmt_time(t: float | None) -> str:
     if t is None or t == float("inf"):
         return "-"
     return f"{t * 1e3:.3f} ms" if t >= 1e-3 else f"{t * 1e6:.1f} us"
+
+
+def ceilings_in(db, device_key: str):
+    """Stored roofline ceilings of a device in the database file ``db`` (None: no file, no row)."""
+    from ..cache import Store
+    from ..measure import roofline
+
+    try:
+        store = Store(db, readonly=True)
+    except StoreError:  # no database yet: nothing measured
+        return None
+    try:
+        return roofline.stored(store, device_key)
+    finally:
+        store.close()

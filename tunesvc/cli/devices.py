@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import db_option, emit_json, json_option, library_errors
+from .common import ceilings_in, db_option, emit_json, json_option, library_errors
 
 
 
@@ -55,7 +55,7 @@ def _device_ceilings(infos, probe: bool, db) -> dict:
     from ..measure import roofline
 
     if not probe:
-        return {d.id: roofline.ceilings_in(db, d.fingerprint.key) for d in infos}
+        return {d.id: ceilings_in(db, d.fingerprint.key) for d in infos}
     from ..cache import Store
     from ..devices import open_device
 

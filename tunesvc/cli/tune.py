@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import table, db_option, device_option, dtype_option, emit_json, fmt_time, json_option, library_errors
+from .common import ceilings_in, table, db_option, device_option, dtype_option, emit_json, fmt_time, json_option, library_errors
 from ..types import shape_str
 
 
@@ -106,9 +106,7 @@ def summary(r) -> str:
                  f"{b.gflops:.2f} GFLOP/s; {b.gbps:.2f} GB/s")
     if r.speedup is not None:
         lines.append(f"  speedup over the default config: {r.speedup:.2f}x ({r.default.gflops:.2f} GFLOP/s)")
-    from ..measure.roofline import summary_line
-
-    if roof := summary_line(r):
+    if roof := roofline_line(r):
         lines.append(roof)
     lines.append(f"  stored in {r.db_path}")
     return "\n".join(lines)
@@ -168,3 +166,15 @@ def tune_all_report(r) -> str:
              table(rows, ["problem", "status", "new", "best GFLOP/s", "note"]),
              f"exported {r.export.records} records to {r.export.path}"]
     return "\n".join(lines)
+
+
+def roofline_line(result) -> str | None:
+    """'roofline: ...' for a tune result's best config, when the device's ceilings are stored."""
+    from .. import templates
+    from ..measure.roofline import describe, fraction
+
+    if result.best is None or not result.best.ok:
+        return None
+    c = ceilings_in(result.db_path, result.device.fingerprint.key)
+    f = fraction(templates.get(result.template), result.shape, result.best.gflops, result.best.gbps, c)
+    return f"  roofline: {describe(f[0], f[1], c)}" if f else None

@@ -37,12 +37,16 @@ _open: dict[str, Device] = {}
 CPU_DRIVER_PREFERENCE = ("Intel OpenCL", "PoCL")
 
 
-def _all_devices() -> tuple[tuple[DeviceInfo, ...], dict]:
-    """Every device each backend lists, unchecked, and why a backend lists none."""
+def _all_devices(refresh: bool = False) -> tuple[tuple[DeviceInfo, ...], dict]:
+    """Every device each backend lists, unchecked, and why a backend lists none; with ``refresh``
+    the backends list them again instead of answering from what they listed before."""
     devices, unavailable = [], {}
     for backend, module in BACKENDS.items():
         try:
-            found = importlib.import_module(module).list_devices()
+            listing = importlib.import_module(module)
+            if refresh:
+                listing.forget()
+            found = listing.list_devices()
         except (ImportError, MissingDependencyError, TunesvcError) as e:
             unavailable[backend] = str(e).splitlines()[0] if str(e) else type(e).__name__
             continue
@@ -61,7 +65,7 @@ def discover(refresh: bool = False) -> Discovery:
     from .drivers import fix_for
     from .usable import check
 
-    devices, unavailable = _all_devices()
+    devices, unavailable = _all_devices(refresh)
     verdicts = check(list(devices), refresh=refresh)
     usable = tuple(d for d in devices if verdicts[d.id].usable)
     unusable = tuple((d, f"{verdicts[d.id].reason}; {fix_for(d, verdicts[d.id].reason)}")

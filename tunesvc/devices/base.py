@@ -102,3 +102,19 @@ class Device(ABC):
 def format_defines(defines: Mapping[str, Any]) -> list[str]:
     """Compiler flags for a dict of defines, in a stable order."""
     return [f"-D{k}={int(v) if isinstance(v, bool) else v}" for k, v in sorted(defines.items())]
+
+
+def first_error_line(log: str, default: str = "", errors_only: bool = True) -> str:
+    """The first compiler error of a build log, not the whole log (nor pyopencl's repeated
+    headers, nor nvcc's notes); with ``errors_only`` False, the first non-empty line."""
+    lines = [ln.strip() for ln in str(log).splitlines() if ln.strip()]
+    if not errors_only:
+        return lines[0][:300] if lines else default
+    for test in (lambda ln: "error:" in ln.lower(),
+                 lambda ln: ln.lower().startswith(("invalid", "unknown", "unsupported")),
+                 lambda ln: "error" in ln.lower() and ":" in ln and not ln.startswith("clBuildProgram failed"),
+                 lambda ln: "error" in ln.lower()):
+        for line in lines:
+            if test(line):
+                return line[:300]
+    return " ".join(lines)[:300] or default

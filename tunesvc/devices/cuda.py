@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import require
 from ..errors import BackendError, BuildError, LaunchError, MissingDependencyError
 from ..types import DeviceInfo, Fingerprint
-from .base import Device, Program, format_defines
+from .base import Device, Program, first_error_line, format_defines
 
 _NVIDIA_VERSION_FILE = Path("/proc/driver/nvidia/version")
 
@@ -112,6 +112,11 @@ def list_devices() -> list[DeviceInfo]:
     return list(_devices())
 
 
+def forget() -> None:
+    """List the GPUs again on the next call (``discover(refresh=True)``)."""
+    _devices.cache_clear()
+
+
 def grid_of(global_size: Sequence[int], local_size: Sequence[int]) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """(grid, block) in CUDA's terms for an OpenCL-style launch, padded to three dimensions.
     As in OpenCL 1.2, the global size must be a multiple of the local size in every dimension."""
@@ -122,15 +127,6 @@ def grid_of(global_size: Sequence[int], local_size: Sequence[int]) -> tuple[tupl
     if any(x < 1 for x in g + b) or any(gi % bi for gi, bi in zip(g, b)):
         raise LaunchError(f"global size {tuple(global_size)} is not a positive multiple of local size {tuple(local_size)}")
     return tuple(gi // bi for gi, bi in zip(g, b)), b
-
-
-def _one_line(text: str) -> str:
-    """The first error of nvcc's output, not the whole log."""
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    for ln in lines:
-        if "error" in ln.lower():
-            return ln[:300]
-    return " ".join(lines)[:300] or "nvcc failed"
 
 
 class CUDADevice(Device):
@@ -166,9 +162,9 @@ class CUDADevice(Device):
                     module = compiler.SourceModule(source, options=format_defines(defines), arch=self._arch, no_extern_c=True)
                 kernels = {name: module.get_function(name) for name in kernel_names}
             except self._cuda.CompileError as e:
-                raise BuildError(_one_line(getattr(e, "stderr", "") or e)) from None
+                raise BuildError(first_error_line(getattr(e, "stderr", "") or e, "nvcc failed")) from None
             except self._cuda.Error as e:
-                raise BuildError(_one_line(e)) from None
+                raise BuildError(first_error_line(e, "nvcc failed")) from None
         return Program(module, kernels, time.perf_counter() - t0)
 
     def alloc(self, nbytes: int):

@@ -15,7 +15,7 @@ from .. import identity
 from ..identity import normalise_vendor  # noqa: F401  (kept importable from here)
 from ..types import DeviceInfo, Fingerprint
 from .drivers import register_drivers
-from .base import Device, Program, format_defines
+from .base import Device, Program, first_error_line, format_defines
 
 
 def _cl():
@@ -112,6 +112,13 @@ def list_devices() -> list[DeviceInfo]:
     return [info for info, _ in _platform_devices()]
 
 
+def forget() -> None:
+    """Enumerate the platforms again on the next call (``discover(refresh=True)``). The ICD
+    loader reads its vendor files once per process: a driver installed since shows up only
+    in a new process."""
+    _platform_devices.cache_clear()
+
+
 class OpenCLDevice(Device):
     dialect = "opencl"
     _PAGE = 4096  # fresh host arrays start at a page: in place on every driver
@@ -139,7 +146,7 @@ class OpenCLDevice(Device):
                 prg = cl.Program(self.ctx, source).build(options=format_defines(defines) + ["-cl-mad-enable"])
             kernels = {name: cl.Kernel(prg, name) for name in kernel_names}
         except cl.Error as e:
-            raise BuildError(_first_error_line(str(e))) from None
+            raise BuildError(first_error_line(str(e))) from None
         return Program(prg, kernels, time.perf_counter() - t0)
 
     def alloc(self, nbytes: int):
@@ -197,7 +204,7 @@ class OpenCLDevice(Device):
                 view.base.release(self.queue)
             return sum((e.profile.end - e.profile.start) for e in events) * 1e-9
         except cl.Error as e:
-            raise LaunchError(str(e).splitlines()[0]) from None
+            raise LaunchError(first_error_line(str(e), errors_only=False)) from None
 
     def in_place(self, array: np.ndarray) -> bool:
         if not self._shares_host:
@@ -269,15 +276,3 @@ class _Span:
         self.array = array
         start = array.__array_interface__["data"][0] - before
         self.__array_interface__ = {"data": (start, True), "shape": (array.nbytes + before,), "typestr": "|u1", "version": 3}
-
-
-def _first_error_line(log: str) -> str:
-    """The first compiler error, not the whole build log (nor pyopencl's repeated headers)."""
-    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
-    for test in (lambda ln: "error:" in ln.lower(),
-                 lambda ln: ln.lower().startswith(("invalid", "unknown", "unsupported")),
-                 lambda ln: "error" in ln.lower() and ":" in ln and not ln.startswith("clBuildProgram failed")):
-        for line in lines:
-            if test(line):
-                return line[:300]
-    return " ".join(log.split())[:300]

@@ -14,6 +14,7 @@ how close to the device's limit it is.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
@@ -220,8 +221,6 @@ def probe(device, copy_bytes: int | None = None) -> Ceilings:
 
     ``copy_bytes`` (per buffer) defaults to COPY_BYTES; a smaller one is for tests only,
     as a buffer that fits in a cache measures the cache."""
-    from ..cache.store import now_iso
-
     info = device.info
     program = device.build(prelude(device.dialect) + PROBE_SOURCE, {"CHAINS": FMA_CHAINS, "ITERS": FMA_ITERS}, ("ts_copy", "ts_fma"))
     nbytes = _copy_bytes(info, copy_bytes or COPY_BYTES) // (READ_CHUNK * 4) * (READ_CHUNK * 4)
@@ -239,7 +238,7 @@ def probe(device, copy_bytes: int | None = None) -> Ceilings:
     peak = physical_peak(device)
     if peak:
         details.update(peak_gflops=peak.pop("gflops"), peak=peak)
-    return Ceilings(gbps, gflops, now_iso(), details)
+    return Ceilings(gbps, gflops, datetime.now(timezone.utc).isoformat(timespec="seconds"), details)
 
 
 # ---- a CPU's physical FMA peak -----------------------------------------------------------------
@@ -353,22 +352,7 @@ def describe(bound: str, frac: float, ceilings: Ceilings) -> str:
     return text
 
 
-# ---- what the CLI prints ---------------------------------------------------------------------
-def ceilings_in(db, device_key: str) -> Ceilings | None:
-    """Stored ceilings of a device in the database file ``db`` (None: no file, no row)."""
-    from ..cache import Store
-    from ..errors import StoreError
-
-    try:
-        store = Store(db, readonly=True)
-    except StoreError:  # no database yet: nothing measured
-        return None
-    try:
-        return stored(store, device_key)
-    finally:
-        store.close()
-
-
+# ---- in words ----------------------------------------------------------------------------------
 def ceilings_line(c: Ceilings | None) -> str:
     if c is None:
         return "roofline ceilings: not measured (run 'tunesvc devices --probe')"
@@ -403,14 +387,3 @@ def record_fraction(record, ceilings: Ceilings | None) -> tuple[str, float] | No
     except UsageError:  # a user template that is not loaded in this process
         return None
     return fraction(tpl, record.shape, m.gflops, m.gbps, ceilings)
-
-
-def summary_line(result) -> str | None:
-    """'roofline: ...' for a tune result's best config, when the device's ceilings are stored."""
-    from .. import templates
-
-    if result.best is None or not result.best.ok:
-        return None
-    c = ceilings_in(result.db_path, result.device.fingerprint.key)
-    f = fraction(templates.get(result.template), result.shape, result.best.gflops, result.best.gbps, c)
-    return f"  roofline: {describe(f[0], f[1], c)}" if f else None

@@ -17,25 +17,17 @@ import numpy as np
 
 from ..errors import InvalidShapeError
 from ..types import Config
-from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Offset, Param, Plan
+from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Offset, Param, Plan, ceil_div, pow2_ceil
 
 MAX_HEAD_DIM = 256
 #: queries per head up to which a problem is decode (memory-bound) rather than prefill
 DECODE_MAX_Q = 16
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _pow2_ceil(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
-
-
 def _chunk(c: Config, kv: int) -> int:
     """Keys per split, in whole blocks unless MAP=1 (as CHUNK in attention.cl)."""
-    per_split = _ceil_div(kv, c["SPLIT"])
-    return per_split if c["MAP"] == 1 else _ceil_div(per_split, c["KB"]) * c["KB"]
+    per_split = ceil_div(kv, c["SPLIT"])
+    return per_split if c["MAP"] == 1 else ceil_div(per_split, c["KB"]) * c["KB"]
 
 
 def _out_vectors(c: Config, d: int) -> int:
@@ -46,13 +38,13 @@ def _registers(c: Config, x: Context) -> int:
     """Floats of output each work-item keeps in registers (MAP=1: its queries and outputs)."""
     if c["MAP"] == 1:
         return 2 * c["QPG"] * x.shape[4]
-    return _ceil_div(_out_vectors(c, x.shape[4]), c["WG"]) * c["DV"]
+    return ceil_div(_out_vectors(c, x.shape[4]), c["WG"]) * c["DV"]
 
 
 def _units(c: Config, shape) -> int:
     """MAP=1 work-items: one per (head, query block, split)."""
     b, h, q, kv, d = shape
-    return b * h * _ceil_div(q, c["QPG"]) * c["SPLIT"]
+    return b * h * ceil_div(q, c["QPG"]) * c["SPLIT"]
 
 
 def _threads_have_work(c: Config, x: Context) -> bool:
@@ -94,8 +86,8 @@ class Attention(KernelTemplate):
     )
     constraints = (
         Constraint("vector_divides_head_dim", lambda c, x: x.shape[4] % c["DV"] == 0),
-        Constraint("queries_per_group_not_beyond_q", lambda c, x: c["QPG"] <= _pow2_ceil(x.shape[2])),
-        Constraint("key_block_not_beyond_kv", lambda c, x: c["KB"] <= max(16, _pow2_ceil(x.shape[3]))),
+        Constraint("queries_per_group_not_beyond_q", lambda c, x: c["QPG"] <= pow2_ceil(x.shape[2])),
+        Constraint("key_block_not_beyond_kv", lambda c, x: c["KB"] <= max(16, pow2_ceil(x.shape[3]))),
         Constraint("every_split_has_keys", lambda c, x: c["SPLIT"] == 1 or (c["SPLIT"] - 1) * _chunk(c, x.shape[3]) < x.shape[3]),
         # MAP=1 holds whole rows privately: they live in the CPU's L1 more than in its registers
         Constraint("registers_bounded", lambda c, x: _registers(c, x) <= (1024 if c["MAP"] == 1 else 64)),
@@ -124,9 +116,9 @@ class Attention(KernelTemplate):
         b, h, q, kv, d = shape
         bh, split, wg = b * h, config["SPLIT"], config["WG"]
         storage = DTYPES[dtype][0]
-        groups = bh * _ceil_div(q, config["QPG"]) * split
+        groups = bh * ceil_div(q, config["QPG"]) * split
         if config["MAP"] == 1:  # one work-item, not one work-group, per (head, query block, split)
-            groups = _ceil_div(groups, wg)
+            groups = ceil_div(groups, wg)
         buffers = [
             BufferSpec("Q", (b, h, q, d), storage, "in"),
             BufferSpec("K", (b, h, kv, d), storage, "in"),
@@ -142,7 +134,7 @@ class Attention(KernelTemplate):
                         BufferSpec("ML", (bh, split, q, 2), np.float32, "scratch")]
             cwg = 64
             launches = [Launch("attention", (groups * wg,), (wg,), (*ins, "Opart", "ML")),
-                        Launch("attention_combine", (_ceil_div(bh * q * d, cwg) * cwg,), (cwg,), ("Opart", "ML", "O"))]
+                        Launch("attention_combine", (ceil_div(bh * q * d, cwg) * cwg,), (cwg,), ("Opart", "ML", "O"))]
         defines = {**config, "TS_BH": bh, "TS_Q": q, "TS_KV": kv, "TS_D": d,
                    "CAUSAL": int(self.causal), "TS_FP16": int(dtype == "float16")}
         return Plan(tuple(buffers), tuple(launches), defines)

@@ -31,6 +31,16 @@ DTYPE_BYTES = {"float32": 4, "float16": 2}
 _DIALECT_DIR = Path(__file__).parent / "dialect"
 
 
+def ceil_div(a: int, b: int) -> int:
+    """a / b rounded up, for work-group and tile counts."""
+    return -(-a // b)
+
+
+def pow2_ceil(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1)."""
+    return 1 << max(0, (n - 1).bit_length())
+
+
 def prelude(dialect: str) -> str:
     """The macros that map template sources onto one backend's C dialect."""
     return (_DIALECT_DIR / f"{dialect}.h").read_text()

@@ -5,15 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..types import Config
-from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Offset, Param, Plan
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def _pow2_ceil(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
+from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Offset, Param, Plan, ceil_div, pow2_ceil
 
 
 def _tile(c) -> tuple[int, int]:
@@ -61,7 +53,7 @@ class Matmul(KernelTemplate):
         Constraint("k_tile_only_with_local", lambda c, x: c["LOCAL"] == 1 or c["KWG"] == 8),
         Constraint("unroll_within_k_tile", lambda c, x: c["LOCAL"] == 0 or c["UNROLL"] <= c["KWG"]),
         Constraint("unroll_within_k", lambda c, x: c["UNROLL"] == 1 or c["UNROLL"] <= x.shape[2]),
-        Constraint("tile_not_beyond_shape", lambda c, x: _tile(c)[0] <= max(8, _pow2_ceil(x.shape[0])) and _tile(c)[1] <= max(8, _pow2_ceil(x.shape[1]))),
+        Constraint("tile_not_beyond_shape", lambda c, x: _tile(c)[0] <= max(8, pow2_ceil(x.shape[0])) and _tile(c)[1] <= max(8, pow2_ceil(x.shape[1]))),
         Constraint("block_within_shape", lambda c, x: c["LOCAL"] == 1 or (
             c["WPTM"] <= x.shape[0] and (c["WPTN"] if c["PACKB"] else _tile(c)[1]) <= x.shape[1])),
         Constraint("work_group_size", _fits_work_group, needs_device=True),
@@ -77,7 +69,7 @@ class Matmul(KernelTemplate):
         b_arg = ("Bp", np.int32(0)) if config["PACKB"] else ("B", Offset("B"))  # the packed panels are our own
         main = Launch(
             "matmul",
-            global_size=(_ceil_div(n, nwg) * tn, _ceil_div(m, mwg) * tm),
+            global_size=(ceil_div(n, nwg) * tn, ceil_div(m, mwg) * tm),
             local_size=(tn, tm),
             args=("A", Offset("A"), *b_arg, "C"),
         )
@@ -88,7 +80,7 @@ class Matmul(KernelTemplate):
         ]
         launches = [main]
         if config["PACKB"]:
-            panels = _ceil_div(n, wptn)
+            panels = ceil_div(n, wptn)
             buffers.append(BufferSpec("Bp", (panels, k, wptn), np_dtype, "scratch"))
             launches.insert(0, Launch("pack_b", (panels * wptn, k), (wptn, 1), ("B", Offset("B"), "Bp")))
         defines = {**config, "TS_M": m, "TS_N": n, "TS_K": k, "TS_FP16": int(dtype == "float16")}

@@ -14,14 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from ..types import Config
-from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Offset, Param, Plan
+from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Offset, Param, Plan, ceil_div
 
 #: operation name -> the OP define of reduce.cl
 OPS = {"sum": 0, "max": 1, "mean": 2, "sumsq": 3}
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _row_threads(c: Config) -> int:
@@ -31,7 +27,7 @@ def _row_threads(c: Config) -> int:
 def _no_idle_threads(c: Config, x: Context) -> bool:
     """A row's work-items all get at least one vector of columns (else a smaller WG is the same and cheaper)."""
     cols = x.shape[1]
-    per_split = _ceil_div(cols, c["SPLIT"])
+    per_split = ceil_div(cols, c["SPLIT"])
     return _row_threads(c) == 1 or per_split >= _row_threads(c) * c["VW"] // 2
 
 
@@ -65,13 +61,13 @@ class Reduce(KernelTemplate):
     def plan(self, config: Config, shape, dtype: str) -> Plan:
         rows, cols = shape
         wg, split = config["WG"], config["SPLIT"]
-        groups = _ceil_div(rows, config["RPG"]) * split
+        groups = ceil_div(rows, config["RPG"]) * split
         first_out = "partials" if split > 1 else "out"
         launches = [Launch("reduce_rows", (groups * wg,), (wg,), ("x", Offset("x"), first_out))]
         buffers = [BufferSpec("x", (rows, cols), DTYPES[dtype][0], "in"), BufferSpec("out", (rows,), np.float32, "out")]
         if split > 1:
             final_wg = 64
-            launches.append(Launch("reduce_final", (_ceil_div(rows, final_wg) * final_wg,), (final_wg,), ("partials", "out")))
+            launches.append(Launch("reduce_final", (ceil_div(rows, final_wg) * final_wg,), (final_wg,), ("partials", "out")))
             buffers.append(BufferSpec("partials", (rows, split), np.float32, "scratch"))
         defines = {**config, "TS_R": rows, "TS_C": cols, "OP": OPS[self.op], "TS_FP16": int(dtype == "float16")}
         return Plan(tuple(buffers), tuple(launches), defines)

@@ -30,16 +30,23 @@ def _seconds(value: float | None, flag: str) -> None:
     """A positive, finite number of seconds, or None."""
     if value is None:
         return
-    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0 or value > MAX_SECONDS:
-        raise UsageError(f"{flag} must be a positive number of seconds, at most {MAX_SECONDS:g}; got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{flag} must be a number of seconds; got {value!r}")
+    if not math.isfinite(value) or value > MAX_SECONDS:
+        raise UsageError(f"{flag} must be a finite number of seconds, at most {MAX_SECONDS:g}; got {value!r}")
+    if value <= 0:
+        raise UsageError(f"{flag} must be a positive number of seconds")
 
 
-def _count(value: int | None, flag: str, low: int, high: int | None = None) -> None:
+def _count(value: int | None, flag: str, low: int, high: int | None = None, unit: str = "") -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        limit = f"from {low} to {high}" if high is not None else f"at least {low}"
-        raise UsageError(f"{flag} must be a whole number {limit}; got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{flag} must be a whole number; got {value!r}")
+    if value < low:
+        raise UsageError(f"{flag} must be at least {low}{unit}" if low else f"{flag} must be 0 or more")
+    if high is not None and value > high:
+        raise UsageError(f"{flag} must be at most {high}; got {value}")
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ class StopRules:
     def __post_init__(self):
         _count(self.trials, "--trials", 1)
         _seconds(self.time_budget, "--time-budget")
-        _count(self.patience, "--patience", 1)
+        _count(self.patience, "--patience", 1, unit=" trial")
         if not isinstance(self.min_improvement, (int, float)) or not 0 <= self.min_improvement < 1:
             raise UsageError("--min-improvement must be a fraction in [0, 1), e.g. 0.01 for 1%")
 

@@ -1,0 +1,74 @@
+"""numpy in, numpy out: matmul, reduce and attention with the best known config of each."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UsageError
+from .prepared import run_tuned
+
+
+_FLOAT_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}
+
+
+def _dtype_of(*arrays) -> str:
+    dts = {a.dtype for a in arrays}
+    if len(dts) != 1 or next(iter(dts)) not in _FLOAT_DTYPES:
+        raise UsageError(f"arrays must all be float32 or all float16, got {sorted(str(d) for d in dts)}; convert with .astype(np.float32)")
+    return _FLOAT_DTYPES[next(iter(dts))]
+
+
+def matmul(a, b, device=None, db=None) -> np.ndarray:
+    """``a @ b`` for 2-D float32 (or float16) arrays, with the tuned matmul kernel; a fresh array."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or 0 in a.shape or 0 in b.shape:
+        raise UsageError(f"matmul needs non-empty 2-D arrays (M, K) and (K, N); got {a.shape} and {b.shape}")
+    dtype = _dtype_of(a, b)
+    shape = (a.shape[0], b.shape[1], a.shape[1])
+    return run_tuned("matmul", {"A": a, "B": b}, shape, dtype, device, db)["C"]
+
+
+def reduce(x, op: str = "sum", axis: int | None = -1, device=None, db=None) -> np.ndarray:
+    """Reduce ``x`` along ``axis`` (``None``: the whole array) with ``op`` in sum, max, mean, sumsq.
+
+    Accumulates in float32 and returns float32 for float32 and float16 input. A
+    reduction along an axis other than the last copies ``x`` with that axis moved last.
+    """
+    from ..templates.reduce import OPS
+
+    if op not in OPS:
+        raise UsageError(f"unknown reduce op {op!r}; use one of {list(OPS)}")
+    x = np.asarray(x)
+    if x.ndim == 0 or x.size == 0:
+        raise UsageError(f"reduce needs a non-empty array with at least one dimension; got shape {x.shape}")
+    dtype = _dtype_of(x)
+    if axis is None:
+        rows, cols, out_shape = 1, x.size, ()
+    else:
+        if not -x.ndim <= axis < x.ndim:
+            raise UsageError(f"axis {axis} is out of range for an array of {x.ndim} dimension(s)")
+        x = np.moveaxis(x, axis, -1)
+        out_shape = x.shape[:-1]
+        cols = x.shape[-1]
+        rows = x.size // cols
+    flat = np.ascontiguousarray(x).reshape(rows, cols)
+    out = run_tuned(f"reduce_{op}", {"x": flat}, (rows, cols), dtype, device, db)["out"]
+    return out.reshape(out_shape)
+
+
+def attention(q, k, v, causal: bool = False, scale: float | None = None, device=None, db=None) -> np.ndarray:
+    """softmax(q·kᵀ·scale)·v for q (B, H, Q, D) and k, v (B, H, KV, D), fused, with the tuned kernel.
+
+    ``scale`` defaults to 1/sqrt(D). ``causal`` masks key j for query i when
+    j > i + KV - Q (queries aligned to the end of the keys), so it needs Q <= KV.
+    """
+    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
+    if q.ndim != 4 or k.ndim != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3] or 0 in q.shape or 0 in k.shape:
+        raise UsageError(f"attention needs non-empty q (B, H, Q, D) and k, v (B, H, KV, D); got {q.shape}, {k.shape}, {v.shape}")
+    dtype = _dtype_of(q, k, v)
+    b, h, nq, d = q.shape
+    if scale is None:
+        scale = 1.0 / float(np.sqrt(d))
+    name = "attention_causal" if causal else "attention"
+    inputs = {"Q": q, "K": k, "V": v, "scale": np.array([scale], dtype=np.float32)}
+    return run_tuned(name, inputs, (b, h, nq, k.shape[2], d), dtype, device, db)["O"]
