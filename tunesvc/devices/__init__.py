@@ -6,17 +6,14 @@ is absent, and ``import tunesvc`` must not touch any driver.
 
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass
 
-from ..errors import DeviceNotFoundError, DeviceUnusableError, MissingDependencyError, TunesvcError
+from ..errors import DeviceNotFoundError, DeviceUnusableError
 from ..types import DeviceInfo
+from .backends import BACKENDS, all_devices as _all_devices, open_info  # noqa: F401
 from .base import Device, Program  # noqa: F401
 
-#: backend name -> module with ``list_devices()`` and a Device subclass named in DEVICE_CLASSES
-BACKENDS = {"opencl": "tunesvc.devices.opencl", "cuda": "tunesvc.devices.cuda"}
-DEVICE_CLASSES = {"opencl": "OpenCLDevice", "cuda": "CUDADevice"}
 
 
 @dataclass(frozen=True)
@@ -30,30 +27,10 @@ class Discovery:
 
 
 _discovery: Discovery | None = None
-_open: dict[str, Device] = {}
 
 #: CPU drivers in order of preference for the default device, best measured first (docs/benchmarks.md):
 #: Intel's CPU runtime, then PoCL (newer first), then any other
 CPU_DRIVER_PREFERENCE = ("Intel OpenCL", "PoCL")
-
-
-def _all_devices(refresh: bool = False) -> tuple[tuple[DeviceInfo, ...], dict]:
-    """Every device each backend lists, unchecked, and why a backend lists none; with ``refresh``
-    the backends list them again instead of answering from what they listed before."""
-    devices, unavailable = [], {}
-    for backend, module in BACKENDS.items():
-        try:
-            listing = importlib.import_module(module)
-            if refresh:
-                listing.forget()
-            found = listing.list_devices()
-        except (ImportError, MissingDependencyError, TunesvcError) as e:
-            unavailable[backend] = str(e).splitlines()[0] if str(e) else type(e).__name__
-            continue
-        if not found:
-            unavailable.setdefault(backend, f"no {backend} device found")
-        devices.extend(found)
-    return tuple(devices), unavailable
 
 
 def discover(refresh: bool = False) -> Discovery:
@@ -145,10 +122,4 @@ def open_device(spec: str | DeviceInfo | Device | None = None) -> Device:
     """An opened device, one per id per process (contexts are expensive)."""
     if isinstance(spec, Device):
         return spec
-    info = select_device(spec)
-    dev = _open.get(info.id)
-    if dev is None:
-        backend = info.fingerprint.backend
-        module = importlib.import_module(BACKENDS[backend])
-        dev = _open[info.id] = getattr(module, DEVICE_CLASSES[backend])(info)
-    return dev
+    return open_info(select_device(spec))

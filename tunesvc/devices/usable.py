@@ -136,14 +136,14 @@ def _collect(child: subprocess.Popen) -> Verdict:
 
 
 def _main(device_id: str) -> None:
-    from . import _all_devices, open_device
+    from .backends import all_devices, open_info
 
-    info = next((d for d in _all_devices()[0] if d.id == device_id), None)
+    info = next((d for d in all_devices()[0] if d.id == device_id), None)
     if info is None:
         verdict = Verdict(False, f"device {device_id} is gone")
     else:
         try:
-            verdict = check_in_process(open_device(info))
+            verdict = check_in_process(open_info(info))
         except Exception as e:  # noqa: BLE001 - whatever the driver raises is the verdict
             verdict = Verdict(False, (str(e).splitlines() or [type(e).__name__])[0][:300])
     print(json.dumps({"usable": verdict.usable, "reason": verdict.reason}), flush=True)
