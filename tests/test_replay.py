@@ -15,7 +15,7 @@ from tunesvc.replay.runner import RecordedRunner, to_records
 from tunesvc.replay.files import load
 from tunesvc.replay.score import (default_budget, evals_to_reach, expected_random_best, expected_random_evals,
                             performance_score, replay, run_once)
-from tunesvc.search.transfer import Problem, seed_configs
+from tunesvc.search.transfer import seed_configs
 from tunesvc.types import Config, Fingerprint, Measurement, Record, Timing
 
 DATA = Path(__file__).parent / "data"
@@ -44,7 +44,7 @@ def test_replay_device_answers_from_the_file(device):
     absent = ok.config.replace(block_size_x=96)  # a value the file never ran
     assert device.evaluate(absent).status == "constraint" and device.evaluations == 2
     assert len(device.space) == len(rec.configs) and absent not in device.space
-    assert device.info.fingerprint.vendor == "nvidia" and device.info.fingerprint.backend == "replay"
+    assert device.info.fingerprint.vendor == "NVIDIA" and device.info.fingerprint.backend == "replay"  # as imported
 
 
 # ---- figures ------------------------------------------------------------------------------
@@ -127,17 +127,17 @@ def test_seed_configs_rank_related_problems(device):
         _record(target, (100,), c[5], 0.1),  # the problem itself: already known, not a seed
         _record(sibling, (100,), {"between_method": 99}, 0.01),  # not in the space
     ]
-    seeds = seed_configs(records, Problem(target, (100,)), space, limit=10)
+    seeds = seed_configs(records, target, (100,), space, limit=10)
     # best of each problem, most related first (family at the nearest shape, ..., vendor, any), then the second best
     assert seeds == [c[4], c[3], c[2], c[0], c[1]]
-    assert seed_configs(records, Problem(target, (100,)), space, limit=2) == [c[4], c[3]]
+    assert seed_configs(records, target, (100,), space, limit=2) == [c[4], c[3]]
 
 
 def test_transfer_from_another_recording_finds_its_optimum_first():
     """The T4 and the cache file are one run: seeded by one, the other's optimum comes first."""
     rec = load(T4)
     other = RecordedRunner(rec)
-    seeds = seed_configs(to_records(rec), Problem(Fingerprint("replay", "nvidia", "gpu", "", "A100 again", ""), ()), other.space)
+    seeds = seed_configs(to_records(rec), Fingerprint("replay", "nvidia", "gpu", "", "A100 again", ""), (), other.space)
     assert seeds[0] == min(rec.valid, key=lambda c: c.time).config
     rep = replay(other, "random", budget=3, repeats=1, seeds=seeds)
     assert rep.median_evals_to_5pct == 1
@@ -179,15 +179,19 @@ def test_cli_bad_input_exits_2_with_one_line(args, message):
 
 def test_seeds_from_a_real_store(tmp_path):
     """Transfer as live tuning uses it: records of a sibling device in a SQLite store seed the search."""
+    from dataclasses import replace
+
     from tunesvc.cache import Store
     from tunesvc.search.transfer import seeds_from_store
+    from tunesvc.types import Problem
 
     rec = load(KT)
     store = Store(tmp_path / "t.db")
     store.put_many(to_records(rec))
-    target = Problem(Fingerprint("replay", "nvidia", "gpu", "", "RTX 3080", ""), rec.problem_size)
+    target = Problem(rec.kernel_name, rec.space_hash, rec.problem_size, "float32",
+                     Fingerprint("replay", "nvidia", "gpu", "", "RTX 3080", ""))
     space = RecordedRunner(rec).space
-    seeds = seeds_from_store(store, rec.kernel_name, rec.space_hash, "float32", target, space, limit=3)
+    seeds = seeds_from_store(store, target, space, limit=3)
     fastest = sorted(rec.valid, key=lambda c: c.time)[:3]
     assert seeds == [c.config for c in fastest]
-    assert seeds_from_store(store, rec.kernel_name, "other-hash", "float32", target, space) == []
+    assert seeds_from_store(store, replace(target, template_hash="other-hash"), space) == []

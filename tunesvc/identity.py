@@ -1,10 +1,11 @@
-"""Device identity: which hardware a driver shows, and which driver shows it. Driver-free.
+"""Device identity: which hardware a driver shows, which driver shows it, and how two devices
+are related. Driver-free: the one owner of these rules, for lookup, transfer, import and replay.
 
 A device's fingerprint keeps the hardware (vendor, type, architecture, name)
 apart from the driver (platform and version): Intel's CPU OpenCL runtime
 reports vendor "Intel(R) Corporation" for an AMD EPYC, and PoCL calls the same
 chip "pthread-haswell-AMD EPYC". Both must name the hardware the same way, so
-that the family fallback relates them, while the driver keeps one driver's
+that :func:`relation` calls them ``family``, while the driver keeps one driver's
 records from answering as ``exact`` for another.
 """
 
@@ -13,6 +14,13 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
+
+from .types import Fingerprint
+
+#: what :func:`relation` answers, closest first
+RELATIONS = ("exact", "family", "vendor", "other")
+#: the vendor of a device that names none
+UNKNOWN = "unknown"
 
 _VENDOR_NAMES = (
     ("nvidia", "NVIDIA"),
@@ -25,6 +33,9 @@ _VENDOR_NAMES = (
     ("arm", "ARM"),
     ("qualcomm", "Qualcomm"),
 )
+
+#: the normalised vendor names, each its own normalisation
+VENDORS = tuple(dict.fromkeys(name for _, name in _VENDOR_NAMES))
 
 #: short names of OpenCL platforms, for the driver half of a fingerprint
 _PLATFORMS = (
@@ -39,13 +50,66 @@ _PLATFORMS = (
 )
 
 
+@functools.lru_cache(maxsize=1024)  # a cold lookup relates every stored device of a type: few distinct vendors
 def normalise_vendor(vendor: str) -> str:
-    """'Advanced Micro Devices, Inc.', 'AuthenticAMD' -> 'AMD'; unknown vendors as given."""
+    """'Advanced Micro Devices, Inc.', 'AuthenticAMD' -> 'AMD'; unknown vendors as given ('unknown' if empty)."""
     v = vendor.strip().lower()
     for needle, name in _VENDOR_NAMES:
         if needle in v:
             return name
-    return vendor.strip() or "unknown"
+    return vendor.strip() or UNKNOWN
+
+
+# A recorded file (Kernel Tuner, T4) names only its device: the vendor is guessed from the name.
+_NAME_VENDORS = (("nvidia", "NVIDIA"), ("geforce", "NVIDIA"), ("tesla", "NVIDIA"), ("quadro", "NVIDIA"),
+                 ("rtx", "NVIDIA"), ("a100", "NVIDIA"), ("h100", "NVIDIA"), ("amd", "AMD"), ("radeon", "AMD"),
+                 ("mi250", "AMD"), ("mi300", "AMD"), ("intel", "Intel"))  # fmt: skip
+
+
+def guess_vendor(device_name: str) -> str:
+    """The normalised vendor a device name suggests ('NVIDIA GeForce RTX 3090' -> 'NVIDIA'), 'unknown'
+    when it suggests none: one answer for a recorded file, whether it is replayed or imported."""
+    low = device_name.lower()
+    return next((vendor for needle, vendor in _NAME_VENDORS if needle in low), UNKNOWN)
+
+
+# ---- names and relations -----------------------------------------------------------------
+_MARKS = re.compile(r"\((?:r|tm|c)\)|[®™]|\b\d+[- ]core\b")
+_SEPARATORS = re.compile(r"[-_/,@]+")
+_NOISE = re.compile(
+    r"^(?:nvidia|amd|ati|intel|apple|arm|qualcomm|advanced|micro|devices|corporation|corp|inc|pthread|cpu|gpu|"
+    r"pcie|sxm\d*|nvl|oem|\d+gb|hbm\d*e?|processor|graphics|device|\d+-core|\d+core|[\d.]+[gm]hz)$"
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def normalise_name(name: str) -> str:
+    """A device name without vendor prefixes, board suffixes, marks and spacing:
+    'NVIDIA A100-SXM4-80GB' and 'A100 PCIe 40GB' both become 'a100'."""
+    text = _SEPARATORS.sub(" ", _MARKS.sub(" ", name.lower()))
+    words = [w for w in text.split() if not _NOISE.match(w)]
+    return " ".join(words) or name.strip().lower()
+
+
+def relation(a: Fingerprint, b: Fingerprint) -> str:
+    """How closely device ``b`` is related to device ``a`` (symmetric), one of :data:`RELATIONS`:
+
+    * ``exact``: the same fingerprint key (hardware and driver);
+    * ``family``: the same hardware under another driver or backend: the same normalised vendor and
+      device type, and the same normalised name or the same (known) architecture;
+    * ``vendor``: another device of the same (known) vendor and device type;
+    * ``other``: anything else (an AMD CPU and an AMD GPU are ``other``: one's results say nothing of
+      the other's).
+    """
+    # the cheap tests first: a cold lookup relates every stored device of the asker's type and vendor
+    if a.device_type != b.device_type or (a.vendor != b.vendor and normalise_vendor(a.vendor) != normalise_vendor(b.vendor)):
+        return "other"
+    if a.key == b.key:
+        return "exact"
+    if (a.architecture and a.architecture == b.architecture) or normalise_name(a.name) == normalise_name(b.name):
+        return "family"
+    # two devices that name no vendor share nothing known
+    return "vendor" if normalise_vendor(a.vendor) != UNKNOWN else "other"
 
 
 def platform_label(platform: str) -> str:

@@ -6,7 +6,9 @@ caller's back, and says in its type what it is.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
@@ -22,12 +24,32 @@ def shape_str(shape: tuple[int, ...]) -> str:
     return "x".join(str(int(d)) for d in shape)
 
 
+def parse_shape(text: str) -> tuple[int, ...]:
+    """The shape a :func:`shape_str` text names ('64x64x64' -> (64, 64, 64)); unchecked: a template's
+    ``parse_shape`` checks what a user typed."""
+    return tuple(int(p) for p in text.split("x"))
+
+
+@functools.lru_cache(maxsize=65536)  # a pure function of the few distinct shapes a process sees
+def _log_dims(shape: tuple[int, ...]) -> tuple[float, ...]:
+    return tuple(math.log(max(int(d), 1)) for d in shape)
+
+
+def shape_distance(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    """How far apart two shapes are: the Euclidean distance of their dimensions' logarithms (twice as
+    large in one dimension is as far as half as large); infinite between shapes of different rank."""
+    if len(a) != len(b):
+        return math.inf
+    return math.dist(_log_dims(tuple(a)), _log_dims(tuple(b)))
+
+
 @dataclass(frozen=True)
 class Fingerprint:
-    """Layered identity of a device, from coarse to fine.
+    """Layered identity of a device, from coarse to fine: the hardware (vendor, type, architecture,
+    name), then the driver that shows it (backend, driver).
 
-    Lookups fall back layer by layer: the same ``key`` (exact), the same
-    ``family`` (any driver), the same vendor and device type.
+    How two fingerprints are related (``exact``, ``family``, ``vendor``) is
+    :func:`tunesvc.identity.relation`'s to say, for lookup and transfer alike.
     """
 
     backend: str
@@ -37,14 +59,14 @@ class Fingerprint:
     name: str
     driver: str
 
-    @property
+    @functools.cached_property  # a lookup compares keys of every related device: join them once
     def key(self) -> str:
         """Exact identity: every layer joined."""
         return "|".join((self.backend, self.vendor, self.device_type, self.architecture, self.name, self.driver))
 
     @property
     def family(self) -> str:
-        """Same hardware, any driver version."""
+        """The key less the driver version (not how devices relate: see :func:`tunesvc.identity.relation`)."""
         return "|".join((self.backend, self.vendor, self.device_type, self.architecture, self.name))
 
     @classmethod

@@ -65,14 +65,6 @@ def load_recorded(path: Path):
         raise ImportFileError(f"{str(path)!r} nests JSON too deeply to be a Kernel Tuner or T4 file") from None
 
 
-def _vendor(device_name: str) -> str:
-    from ..identity import normalise_vendor
-    from ..replay.runner import guess_vendor
-
-    guess = guess_vendor(device_name)
-    return normalise_vendor(guess) if guess else "unknown"
-
-
 def recorded_records(path: Path, space, checks: Checks | None = None):
     """Yield (entry number, row dict or Rejected) for each config of a recorded space."""
     checks = checks or Checks()
@@ -97,11 +89,11 @@ def recorded_records(path: Path, space, checks: Checks | None = None):
 def _base_line(path: Path, space, tpl) -> dict:
     from ..replay.runner import recorded_fingerprint
 
-    fp = recorded_fingerprint(space)
+    fp = recorded_fingerprint(space)  # the device as replay sees it: one key for one file, imported or replayed
     created = datetime.fromtimestamp(int(path.stat().st_mtime), timezone.utc).isoformat()  # re-imports are identical
     return {"template": tpl.name, "template_hash": tpl.source_hash, "dtype": "float32",
             "shape": shape_str(space.problem_size) if space.problem_size else "",
-            "backend": fp.backend, "vendor": _vendor(space.device_name), "device_type": fp.device_type,
+            "backend": fp.backend, "vendor": fp.vendor, "device_type": fp.device_type,
             "architecture": fp.architecture, "device_name": fp.name, "driver": fp.driver,
             "created_at": created, "tunesvc_version": __version__, "source": space.name}
 

@@ -11,11 +11,10 @@ def _transfer_seeds(device, sources: tuple[str, ...]) -> list:
     """Seeds for ``device`` from the results recorded in other files (e.g. another GPU)."""
     from ..replay.runner import to_records
     from ..replay.files import load
-    from ..search.transfer import Problem, seed_configs
+    from ..search.transfer import seed_configs
 
     records = [r for path in sources for r in to_records(load(path))]
-    target = Problem(device.info.fingerprint, device.recorded.problem_size)
-    return seed_configs(records, target, device.space)
+    return seed_configs(records, device.info.fingerprint, device.recorded.problem_size, device.space)
 
 
 @click.command()

@@ -13,21 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from .files import RecordedConfig, RecordedSpace, load
+from ..identity import guess_vendor
 from ..search.space import SearchSpace
 from ..types import Config, DeviceInfo, Fingerprint, Measurement, Record, Timing
 
-_VENDORS = {"nvidia": "nvidia", "geforce": "nvidia", "tesla": "nvidia", "quadro": "nvidia", "rtx": "nvidia",
-            "a100": "nvidia", "h100": "nvidia", "amd": "amd", "radeon": "amd", "mi250": "amd", "mi300": "amd",
-            "intel": "intel"}
-
-
-def guess_vendor(device_name: str) -> str:
-    """Best guess of the vendor from a device name ('' when unknown); used to relate devices."""
-    low = device_name.lower()
-    return next((v for k, v in _VENDORS.items() if k in low), "")
-
 
 def recorded_fingerprint(rec: RecordedSpace) -> Fingerprint:
+    """The device of a recorded file: the file names only the device, so the vendor is guessed from the
+    name (the same guess when the file is imported, so both give one device key)."""
     return Fingerprint("replay", guess_vendor(rec.device_name), "gpu", "", rec.device_name, rec.format)
 
 

@@ -256,8 +256,7 @@ def tune_problem(target: Target, *, db=None, stop: StopRules = StopRules(), sear
         for config, m in known.items():
             strat.tell(config, m)
         # Transfer: first try the best configs stored for neighbouring shapes and related devices.
-        strat.prefer(transfer.seeds_from_store(store, p.template, p.template_hash, p.dtype,
-                                               transfer.Problem(p.device, p.shape), space))
+        strat.prefer(transfer.seeds_from_store(store, p, space))
         state = _Run(target, store, stop, known, on_trial=on_trial)
         reason, confirmed = _measure(target, space, strat, state, run, search_options.seed)
     finally:
