@@ -9,12 +9,18 @@ ENV_DB = "TUNESVC_DB"
 ENV_SHIPPED = "TUNESVC_SHIPPED_DB"
 
 
+def db_path(db: str | os.PathLike | None = None) -> Path:
+    """The tuning database a ``db`` argument (``--db``) names, as an absolute path: ``db`` itself
+    (``~`` expanded), else ``$TUNESVC_DB``, else ``$XDG_CACHE_HOME/tunesvc/tunesvc.db`` (``~/.cache``
+    by default). Absolute, so one file is one database whatever the spelling or the working directory."""
+    if not db:
+        db = os.environ.get(ENV_DB) or _xdg_cache() / "tunesvc" / "tunesvc.db"
+    return Path(os.path.abspath(os.path.expanduser(db)))
+
+
 def default_db_path() -> Path:
-    """``$TUNESVC_DB``, else ``$XDG_CACHE_HOME/tunesvc/tunesvc.db`` (``~/.cache`` by default)."""
-    env = os.environ.get(ENV_DB)
-    if env:
-        return Path(env).expanduser()
-    return _xdg_cache() / "tunesvc" / "tunesvc.db"
+    """The database used when none is named: :func:`db_path` of None."""
+    return db_path(None)
 
 
 def _xdg_cache() -> Path:
@@ -45,3 +51,16 @@ def cache_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return _xdg_cache() / "tunesvc"
+
+
+ENV_PROGRESS = "TUNESVC_PROGRESS_SECONDS"
+
+
+def progress_interval() -> float:
+    """Seconds between two progress lines where stderr is no terminal: ``$TUNESVC_PROGRESS_SECONDS``,
+    else 10."""
+    try:
+        value = float(os.environ.get(ENV_PROGRESS, "10"))
+    except ValueError:
+        return 10.0
+    return value if value >= 0 else 10.0
