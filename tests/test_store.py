@@ -9,7 +9,7 @@ import pytest
 from tunesvc.cache import Store
 from tunesvc.cache.store import TABLE
 from tunesvc.errors import StoreError
-from tunesvc.types import Config, Fingerprint, Measurement, Record, Timing
+from tunesvc.types import Config, Fingerprint, Measurement, Problem, Record, Timing
 
 FP = Fingerprint("opencl", "AMD", "cpu", "znver3", "pthread-AMD EPYC", "3.0")
 
@@ -45,7 +45,7 @@ def test_same_problem_and_config_is_replaced_not_duplicated(tmp_path):
     store.put(rec({"MWG": 8}, t=1e-3))
     store.put(rec({"MWG": 16}, status="build"))
     assert store.count() == 2
-    got = store.measurements(FP.key, "matmul", "h1", "float32", (8, 8, 8))
+    got = store.measurements(Problem("matmul", "h1", (8, 8, 8), "float32", FP))
     assert got[Config({"MWG": 8})].time == 1e-3
     assert got[Config({"MWG": 16})].status == "build" and got[Config({"MWG": 16})].reason == "boom"
 
@@ -55,7 +55,7 @@ def test_measurements_are_keyed_by_shape_device_and_source_hash(tmp_path):
     other = Fingerprint("opencl", "AMD", "cpu", "znver3", "pthread-AMD EPYC", "4.0")
     store.put_many([rec({"MWG": 8}), rec({"MWG": 8}, shape=(9, 8, 8)), rec({"MWG": 8}, fp=other), rec({"MWG": 8}, template_hash="h2")])
     assert store.count() == 4
-    assert len(store.measurements(FP.key, "matmul", "h1", "float32", (8, 8, 8))) == 1
+    assert len(store.measurements(Problem("matmul", "h1", (8, 8, 8), "float32", FP))) == 1
 
 
 def test_wal_mode_and_indexes(tmp_path):
@@ -85,3 +85,54 @@ def test_devices_are_remembered_by_id_and_fingerprint(tmp_path, cl_info):
     assert store.device(cl_info.id) == cl_info
     assert store.device(cl_info.fingerprint.key) == cl_info
     assert store.device("opencl:9:9") is None
+
+
+def test_a_failed_write_is_a_store_error_of_one_line(tmp_path):
+    Store(tmp_path / "a.db").close()
+    store = Store(tmp_path / "a.db", readonly=True)
+    with pytest.raises(StoreError, match="cannot write to tuning database") as e:
+        store.put_many([rec({"MWG": 8})])
+    assert "\n" not in str(e.value) and "readonly" in str(e.value)
+    store.close()
+
+
+def _schema(path) -> dict:
+    """{table: (columns as 'name TYPE[ NOT NULL][ PKn]', indexes as 'name(unique): columns')} of a file."""
+    conn = sqlite3.connect(path)
+    out = {}
+    for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"):
+        cols = [f"{r[1]} {r[2]}" + (" NOT NULL" if r[3] else "") + (f" PK{r[5]}" if r[5] else "")
+                for r in conn.execute(f"PRAGMA table_info({t})")]
+        idx = sorted(f"{r[1]}({r[2]}): " + ",".join(x[2] for x in conn.execute(f'PRAGMA index_info("{r[1]}")'))
+                     for r in conn.execute(f"PRAGMA index_list({t})"))
+        out[t] = (cols, idx)
+    conn.close()
+    return out
+
+
+def test_a_fresh_database_has_the_schema_every_existing_one_has(tmp_path):
+    """Tables, columns and indexes as the released versions created them: existing files stay valid."""
+    Store(tmp_path / "a.db").close()
+    got = _schema(tmp_path / "a.db")
+    text = ("device_key TEXT NOT NULL,backend TEXT,vendor TEXT,device_type TEXT,architecture TEXT,device_name TEXT,"
+            "driver TEXT,template TEXT NOT NULL,template_hash TEXT NOT NULL,dtype TEXT NOT NULL,shape TEXT NOT NULL,"
+            "config TEXT NOT NULL,status TEXT NOT NULL,reason TEXT,time_median REAL,time_min REAL,time_max REAL,"
+            "time_iqr REAL,runs INTEGER,gflops REAL,gbps REAL,compile_seconds REAL,schema_version INTEGER,"
+            "tunesvc_version TEXT,created_at TEXT,source TEXT")
+    assert got == {
+        "ceilings": (["device_key TEXT PK1", "gbps REAL", "gflops REAL", "details TEXT", "measured_at TEXT"],
+                     ["sqlite_autoindex_ceilings_1(1): device_key"]),
+        "devices": (["device_key TEXT PK1", "id TEXT", "info TEXT", "updated_at TEXT"],
+                    ["idx_devices_id(0): id", "sqlite_autoindex_devices_1(1): device_key"]),
+        "measurements": (["id INTEGER PK1", *text.split(",")],
+                         ["idx_measurements_device_key_template_template_hash_dtype_shape_config(1): "
+                          "device_key,template,template_hash,dtype,shape,config",
+                          "idx_measurements_template_dtype_status_device_key(0): template,dtype,status,device_key",
+                          "measurements_lookup(0): template,template_hash,dtype,status,device_key,shape,time_median"]),
+        "meta": (["key TEXT PK1", "value TEXT"], ["sqlite_autoindex_meta_1(1): key"]),
+        "record_devices": (["device_key TEXT PK1", "backend TEXT", "vendor TEXT", "device_type TEXT", "architecture TEXT",
+                            "device_name TEXT"], ["sqlite_autoindex_record_devices_1(1): device_key"]),
+        "record_shapes": (["template TEXT PK1", "template_hash TEXT PK2", "dtype TEXT PK3", "device_key TEXT PK4",
+                           "shape TEXT PK5"],
+                          ["sqlite_autoindex_record_shapes_1(1): template,template_hash,dtype,device_key,shape"]),
+    }

@@ -33,16 +33,16 @@ from .. import templates
 from .._version import __version__
 from ..errors import ImportFileError, UsageError
 from .interop import load_recorded, looks_like_json_object, recorded_records
-from .store import KEY, SCHEMA_VERSION, TABLE, Store
-from .validate import FIELDS, MAX_NAME, Checks, Rejected, decode, fast_parse, parse_line, read_raw_lines, validate
+from .schema import EXPORT_FIELDS, KEY, MEASURED, PROVENANCE, SCHEMA_VERSION, TABLE, record_filter
+from .store import Store
+from .validate import MAX_NAME, Checks, Rejected, decode, fast_parse, parse_line, read_raw_lines, validate
 
 FORMAT = "tunesvc-db"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 POLICIES = ("keep-fastest", "prefer-local", "prefer-incoming")
-_LINE_FIELDS = tuple(f for f in FIELDS if f != "config")  # config goes last, pasted as its stored canonical JSON
-_DATA = tuple(c for c in ("status", "reason", "time_median", "time_min", "time_max", "time_iqr", "runs", "gflops",
-                          "gbps", "compile_seconds", "created_at", "tunesvc_version", "source"))
+_LINE_FIELDS = tuple(f for f in EXPORT_FIELDS if f != "config")  # config goes last, pasted as its stored canonical JSON
+_DATA = (*MEASURED, *PROVENANCE)  # what a merge weighs and writes of a stored record
 _BATCH = 20_000
 _CHUNK = 8192  # export lines per write (~5 MiB)
 #: gzip level of exports: 1 compresses ~4x faster than 6 for files ~1.3x larger (docs/benchmarks.md)
@@ -60,19 +60,8 @@ class ExportSummary:
     bytes: int
 
 
-def _filters(device: str | None, template: str | None) -> tuple[str, list]:
-    where, args = [], []
-    if template:
-        where.append("template = ?")
-        args.append(template)
-    if device:  # as in Store.records: a fingerprint key or a name substring
-        where.append("(device_key = ? OR device_name LIKE ?)")
-        args += [device, f"%{device}%"]
-    return " AND ".join(where) or "1", args
-
-
 def _export_query(device, template, best_only: bool) -> tuple[str, list]:
-    where, args = _filters(device, template)
+    where, args = record_filter(template, device)
     if best_only:  # the fastest ok config of each problem
         where = (f"id IN (SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY {', '.join(KEY[:-1])} "
                  f"ORDER BY time_median, config) AS rn FROM {TABLE} WHERE status = 'ok' AND {where}) WHERE rn = 1)")
@@ -81,8 +70,8 @@ def _export_query(device, template, best_only: bool) -> tuple[str, list]:
 
 
 _encode_str = json.encoder.encode_basestring_ascii  # what JSONEncoder(ensure_ascii=True) uses for a str
-_REPEATED = 12  # template .. reason: a handful of distinct values across millions of rows
-_NUMBERS = slice(_REPEATED, _REPEATED + 8)  # time_median .. compile_seconds
+_REPEATED = _LINE_FIELDS.index("time_median")  # template .. reason: a handful of distinct values across millions of rows
+_NUMBERS = slice(_REPEATED, _LINE_FIELDS.index("created_at"))  # time_median .. compile_seconds
 _MEMO_MAX = 200_000
 
 
@@ -129,9 +118,9 @@ def _lines(rows):
                 mid = num_fmt % tuple(map(_json_value, numbers))  # raises ValueError like the encoder
         else:
             mid = num_fmt % tuple(map(_json_value, numbers))
-        tail = memo.get(row[_REPEATED + 8:-1])
+        tail = memo.get(row[_NUMBERS.stop:-1])
         if tail is None:
-            tail = memo[row[_REPEATED + 8:-1]] = tail_fmt % tuple(map(_json_value, row[_REPEATED + 8:-1]))
+            tail = memo[row[_NUMBERS.stop:-1]] = tail_fmt % tuple(map(_json_value, row[_NUMBERS.stop:-1]))
         yield f"{head}{mid}{tail}{row[-1]}}}\n"
 
 
@@ -139,24 +128,18 @@ def export(path: str | Path, db=None, device: str | None = None, template: str |
            best_only: bool = False) -> ExportSummary:
     """Write the matching records of the database ``db`` to ``path`` (gzip when it ends in .gz)."""
     store = db if isinstance(db, Store) else Store(db, readonly=True)
-    conn = store.db.conn
-    settings = {p: conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("cache_size", "mmap_size")}
-    # the key order visits table pages at random: mapped pages and a large cache read them ~1.5x faster
-    conn.execute(f"PRAGMA cache_size = {-_EXPORT_CACHE_KIB}")
-    conn.execute(f"PRAGMA mmap_size = {_EXPORT_MMAP}")
     try:
-        return _export(store, Path(path), device, template, best_only)
+        # the key order visits table pages at random: mapped pages and a large cache read them ~1.5x faster
+        with store.scanning(_EXPORT_CACHE_KIB, _EXPORT_MMAP):
+            return _export(store, Path(path), device, template, best_only)
     finally:
         if store is not db:
             store.close()
-        else:
-            for p, v in settings.items():
-                conn.execute(f"PRAGMA {p} = {int(v)}")
 
 
 def _export(store: Store, path: Path, device, template, best_only: bool) -> ExportSummary:
     sql, args = _export_query(device, template, best_only)
-    newest = store.db.execute(f"SELECT max(created_at) FROM ({sql})", args).fetchone()[0]
+    newest = store.read(f"SELECT max(created_at) FROM ({sql})", args).fetchone()[0]
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "tunesvc_version": __version__,
               "created_at": newest or "1970-01-01T00:00:00+00:00"}  # the data's time, so re-exports are identical
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -167,7 +150,7 @@ def _export(store: Store, path: Path, device, template, best_only: bool) -> Expo
             out = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) if gz else raw
             with _Background(out.write) as write:  # zlib and file writes let go of the GIL: overlap them with formatting
                 write((json.dumps(header, sort_keys=True, separators=(",", ":")) + "\n").encode())
-                rows = store.db.execute(sql, args)
+                rows = store.read(sql, args)
                 lines = _lines(rows)
                 while chunk := list(itertools.islice(lines, _CHUNK)):
                     write("".join(chunk).encode())
@@ -364,6 +347,9 @@ class ImportSummary:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
 
+_STATUS, _TIME = _DATA.index("status"), _DATA.index("time_median")
+
+
 def _skip_reason(policy: str, old: tuple, new: tuple) -> str | None:
     """Why ``new`` does not replace ``old`` (both in _DATA order), or None when it does."""
     if old == new:
@@ -371,8 +357,8 @@ def _skip_reason(policy: str, old: tuple, new: tuple) -> str | None:
     if policy == "prefer-local":
         return "a stored record of the same config exists (prefer-local)"
     if policy == "keep-fastest":
-        new_ok, old_ok = new[0] == "ok", old[0] == "ok"
-        if not new_ok or (old_ok and new[2] >= old[2]):
+        new_ok, old_ok = new[_STATUS] == "ok", old[_STATUS] == "ok"
+        if not new_ok or (old_ok and new[_TIME] >= old[_TIME]):
             return "the stored measurement is as fast or faster (keep-fastest)"
     return None
 
@@ -396,7 +382,7 @@ class _Merger:
         self.select = f"SELECT {', '.join(_DATA)} FROM {TABLE} WHERE " + " AND ".join(f"{k} = ?" for k in KEY)
         # Into a table empty when the transaction began (no one else writes until it ends), a key
         # can only exist if this import wrote it: skip the query for keys not seen before.
-        self.seen: set | None = set() if store.db.execute(f"SELECT 1 FROM {TABLE} LIMIT 1").fetchone() is None else None
+        self.seen: set | None = set() if store.read(f"SELECT 1 FROM {TABLE} LIMIT 1").fetchone() is None else None
         # Into a table with rows, the stored records of one problem on one device (a group: the key
         # less the config) in one query, since an export lists a group's configs one after another.
         self.groups: dict[tuple, dict | None] = {}
@@ -415,14 +401,14 @@ class _Merger:
         if group is not None:
             return group.get(key[-1])
         self.writer.wait()  # one connection: never query while the writer thread uses it
-        return self.store.db.conn.execute(self.select, key).fetchone()
+        return self.store.read(self.select, key).fetchone()
 
     def _group(self, prefix: tuple) -> dict | None:
         """{config: stored data} of one group, or None for a group too large to keep (then one query per key)."""
         if len(self.groups) >= _GROUPS:
             self.groups.clear()
         self.writer.wait()
-        rows = self.store.db.conn.execute(self.select_group, prefix).fetchall()
+        rows = self.store.read(self.select_group, prefix).fetchall()
         group = self.groups[prefix] = {r[0]: r[1:] for r in rows} if len(rows) <= _GROUP_MAX else None
         return group
 
@@ -491,7 +477,7 @@ def _source(path: Path):
     try:
         check_file(path)
         return None
-    except NotAnExport as e:
+    except NotAnExport:
         if not looks_like_json_object(path):
             raise
         try:
@@ -504,26 +490,16 @@ def _source(path: Path):
 
 def _merge(store: Store, paths: list[Path], sources: list, labels: list[str], policy: str, dry_run: bool) -> ImportSummary:
     summary = ImportSummary(tuple(str(p) for p in paths), policy, dry_run)
-    conn = store.db.conn
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        with _Background(store._upsert) as writer:
-            merger, checks = _Merger(store, policy, summary, writer), Checks()
-            for path, space, label in zip(paths, sources, labels):
-                rows = records(path, checks) if space is None else recorded_records(path, space, checks)
-                for number, row in rows:
-                    if isinstance(row, Rejected):
-                        summary.reject(f"{path.name}:{number}", str(row))
-                        continue
-                    row["schema_version"], row["source"] = SCHEMA_VERSION, label
-                    merger.offer(row)
-            merger.flush()
-            writer.wait()
-    except BaseException:
-        conn.rollback()
-        raise
-    if dry_run:
-        conn.rollback()
-    else:
-        conn.commit()
+    with store.transaction(commit=not dry_run), _Background(store.upsert_rows) as writer:
+        merger, checks = _Merger(store, policy, summary, writer), Checks()
+        for path, space, label in zip(paths, sources, labels):
+            rows = records(path, checks) if space is None else recorded_records(path, space, checks)
+            for number, row in rows:
+                if isinstance(row, Rejected):
+                    summary.reject(f"{path.name}:{number}", str(row))
+                    continue
+                row["schema_version"], row["source"] = SCHEMA_VERSION, label
+                merger.offer(row)
+        merger.flush()
+        writer.wait()
     return summary

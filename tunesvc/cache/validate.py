@@ -19,6 +19,7 @@ from datetime import datetime
 from .. import templates
 from ..errors import TunesvcError, UsageError
 from ..types import STATUSES, shape_str
+from .schema import DEVICE, EXPORT_FIELDS, MEASURED, PROBLEM, TIMES
 
 try:  # 3-5x faster than json.loads; only ever trusted where its answer equals the strict parser's (fast_parse)
     from orjson import loads as _fast_loads
@@ -36,16 +37,8 @@ MAX_RATE = 1e9  # GFLOP/s and GB/s ceilings far beyond any device
 MAX_RUNS = 10**9
 
 DEVICE_TYPES = ("gpu", "cpu", "accelerator", "other")
-FIELDS = (
-    "template", "template_hash", "dtype", "shape",
-    "backend", "vendor", "device_type", "architecture", "device_name", "driver",
-    "config", "status", "reason",
-    "time_median", "time_min", "time_max", "time_iqr", "runs", "gflops", "gbps", "compile_seconds",
-    "created_at", "tunesvc_version", "source",
-)  # fmt: skip
+FIELDS = EXPORT_FIELDS  # every field of a record line, no more, no fewer
 _FIELD_SET = frozenset(FIELDS)
-_DEVICE_FIELDS = ("backend", "vendor", "device_type", "architecture", "device_name", "driver")
-_TIMES = ("time_median", "time_min", "time_max")
 _HASH = re.compile(r"[0-9a-f]{16}\Z")
 _IDENT = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
@@ -94,12 +87,6 @@ def read_raw_lines(stream, max_line: int = MAX_LINE):
             overlong, carry = True, b""
     if carry and not overlong:  # a last line without its newline
         yield number + 1, carry
-
-
-def read_lines(stream, max_line: int = MAX_LINE):
-    """Yield (line number, text or Rejected) from a binary stream (see read_raw_lines)."""
-    for number, raw in read_raw_lines(stream, max_line):
-        yield number, raw if isinstance(raw, Rejected) else decode(raw)
 
 
 def decode(raw: bytes) -> str | Rejected:
@@ -283,7 +270,7 @@ def _measurement(obj: dict) -> tuple:
     if status not in STATUSES:
         raise Rejected(f"status {str(status)[:40]!r} is not one of {list(STATUSES)}")
     reason = _text(obj, "reason", MAX_REASON)
-    times = tuple(_number(obj, k, 1e-15, MAX_SECONDS) for k in _TIMES)
+    times = tuple(_number(obj, k, 1e-15, MAX_SECONDS) for k in TIMES)
     iqr = _number(obj, "time_iqr", 0.0, MAX_SECONDS)
     runs = _number(obj, "runs", 0, MAX_RUNS, integer=True, optional=False)
     rates = (_number(obj, "gflops", 0.0, MAX_RATE), _number(obj, "gbps", 0.0, MAX_RATE))
@@ -314,9 +301,8 @@ def _device(obj: dict, checks: Checks) -> tuple:
             _name(obj, "device_name", checks.names), _name(obj, "driver", checks.names))
 
 
-_CONTEXT = itemgetter("template", "dtype", "shape", "template_hash", *_DEVICE_FIELDS, "tunesvc_version")
-_MEASURED = itemgetter("status", "reason", "time_median", "time_min", "time_max", "time_iqr", "runs", "gflops", "gbps",
-                       "compile_seconds")
+_CONTEXT = itemgetter("template", "dtype", "shape", "template_hash", *DEVICE, "tunesvc_version")
+_MEASURED = itemgetter(*MEASURED)
 _MAX_CONTEXTS = 100_000
 
 
@@ -341,7 +327,7 @@ def validate(obj: dict, checks: Checks) -> dict:
     tpl, row = context
     row = row.copy()
     row["config"] = _config(tpl, obj, checks)  # the same order of checks as _validate
-    row.update(zip(_MEASURE_COLUMNS, _measured(obj)))
+    row.update(zip(MEASURED, _measured(obj)))
     created = obj["created_at"]
     row["created_at"] = created if type(created) is str and created in checks.times else _timestamp(obj, "created_at")
     if len(checks.times) < _MAX_CONTEXTS:
@@ -349,10 +335,7 @@ def validate(obj: dict, checks: Checks) -> dict:
     return row
 
 
-_CONTEXT_COLUMNS = ("device_key", "backend", "vendor", "device_type", "architecture", "device_name", "driver",
-                    "template", "template_hash", "dtype", "shape", "tunesvc_version")
-_MEASURE_COLUMNS = ("status", "reason", "time_median", "time_min", "time_max", "time_iqr", "runs", "gflops", "gbps",
-                    "compile_seconds")
+_CONTEXT_COLUMNS = ("device_key", *DEVICE, *PROBLEM, "tunesvc_version")  # the columns a memo hit gives at once
 
 
 def _measured(obj: dict) -> tuple:
@@ -385,20 +368,17 @@ def _validate(obj: dict, checks: Checks) -> dict:
     template_hash = _text(obj, "template_hash", 16)
     if not _HASH.match(template_hash):
         raise Rejected("template_hash must be 16 lowercase hex digits")
-    raw = tuple(obj[k] for k in _DEVICE_FIELDS)
+    raw = tuple(obj[k] for k in DEVICE)
     try:
         device = checks.devices.get(raw)
     except TypeError:  # unhashable values: the slow path says what is wrong
         device = None
     if device is None:
         device = checks.devices[raw] = _device(obj, checks)
-    backend, device_type = device[0], device[2]
-    status, reason, t_med, t_min, t_max, iqr, runs, gflops, gbps, compile_s = _measurement(obj)
+    measured = _measurement(obj)
     return {
-        "device_key": "|".join(device), "backend": backend, "vendor": device[1], "device_type": device_type,
-        "architecture": device[3], "device_name": device[4], "driver": device[5],
+        "device_key": "|".join(device), **dict(zip(DEVICE, device)),
         "template": tpl.name, "template_hash": template_hash, "dtype": obj["dtype"], "shape": shape, "config": config,
-        "status": status, "reason": reason, "time_median": t_med, "time_min": t_min, "time_max": t_max,
-        "time_iqr": iqr, "runs": runs, "gflops": gflops, "gbps": gbps, "compile_seconds": compile_s,
+        **dict(zip(MEASURED, measured)),
         "created_at": _timestamp(obj, "created_at"), "tunesvc_version": _name(obj, "tunesvc_version", checks.names),
     }

@@ -156,7 +156,7 @@ def tune_all(device=None, preset: str = "small", time_budget: float | None = Non
 
 def _stored(store: Store, p: Problem) -> dict:
     """What was measured before for this problem: config -> measurement."""
-    return store.measurements(p.device.key, p.template, p.template_hash, p.dtype, p.shape)
+    return store.measurements(p)
 
 
 @dataclass

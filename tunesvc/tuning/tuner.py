@@ -252,7 +252,7 @@ def tune_problem(target: Target, *, db=None, stop: StopRules = StopRules(), sear
     try:
         store.put_device(target.device)
         p = target.problem
-        known = store.measurements(p.device.key, p.template, p.template_hash, p.dtype, p.shape)
+        known = store.measurements(p)
         for config, m in known.items():
             strat.tell(config, m)
         # Transfer: first try the best configs stored for neighbouring shapes and related devices.

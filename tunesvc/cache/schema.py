@@ -1,0 +1,158 @@
+"""The tuning database's schema, in one place: tables, columns, key, indexes, migrations, and the one
+conversion between a stored row and a :class:`~tunesvc.types.Record`.
+
+Every other module names columns through the groups below (``DEVICE``, ``PROBLEM``, ``MEASURED``,
+...), never by position nor by a list of its own, so a column added here reaches the store, the
+reader, the export and the import alike. Nothing here imports sqlite-utils: :func:`migrate` is handed
+the store's database, and the lookup's reader imports this module without it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from .._version import __version__
+from ..errors import StoreError
+from ..types import Config, Fingerprint, Measurement, Record, Timing, parse_shape, shape_str
+
+SCHEMA_VERSION = 1
+TABLE = "measurements"
+RECORD_DEVICES = "record_devices"
+RECORD_SHAPES = "record_shapes"
+DEVICES = "devices"
+META = "meta"
+CEILINGS = "ceilings"
+
+# ---- column groups -----------------------------------------------------------------------
+#: a Fingerprint's layers, in its order (``name`` is stored as ``device_name``)
+DEVICE = ("backend", "vendor", "device_type", "architecture", "device_name", "driver")
+#: a problem less its device
+PROBLEM = ("template", "template_hash", "dtype", "shape")
+#: a Measurement less its config: outcome, times, rates
+MEASURED = ("status", "reason", "time_median", "time_min", "time_max", "time_iqr", "runs", "gflops", "gbps",
+            "compile_seconds")  # fmt: skip
+#: the times an ok record must have
+TIMES = ("time_median", "time_min", "time_max")
+#: where a record comes from
+PROVENANCE = ("created_at", "tunesvc_version", "source")
+
+#: a record's identity: one row per (device, template version, dtype, shape, config)
+KEY = ("device_key", *PROBLEM, "config")
+#: the lookup's path: problem, then device, then shapes and their fastest configs, from the index alone
+LOOKUP_INDEX = ("template", "template_hash", "dtype", "status", "device_key", "shape", "time_median")
+#: the measurements table, in its column order
+COLUMNS = {c: {"id": int, "runs": int, "schema_version": int}.get(c, float if c in MEASURED[2:] else str)
+           for c in ("id", "device_key", *DEVICE, *PROBLEM, "config", *MEASURED, "schema_version", "tunesvc_version",
+                     "created_at", "source")}  # fmt: skip
+NOT_NULL = ("device_key", *PROBLEM, "config", "status")
+#: the fields of one export line, in their order (the config is written last)
+EXPORT_FIELDS = (*PROBLEM, *DEVICE, "config", *MEASURED, *PROVENANCE)
+#: every device with records (its driver is the rest of its key)
+DEVICE_COLUMNS = ("device_key", *DEVICE[:-1])
+#: every shape with an ok record, per problem and device
+SHAPE_COLUMNS = ("template", "template_hash", "dtype", "device_key", "shape")
+
+#: a remembered device by id or fingerprint key, the newest first
+DEVICE_INFO = f"SELECT info FROM {DEVICES} WHERE device_key = ? OR id = ? ORDER BY updated_at DESC LIMIT 1"
+
+
+def record_filter(template: str | None = None, device: str | None = None, status: str | None = None) -> tuple[str, list]:
+    """(SQL condition, arguments) of the records a user picks: a template, a device (its fingerprint
+    key or a substring of its name), a status; ``1`` when none is given."""
+    where, args = [], []
+    if template:
+        where.append("template = ?")
+        args.append(template)
+    if device:
+        where.append("(device_key = ? OR device_name LIKE ?)")
+        args += [device, f"%{device}%"]
+    if status:
+        where.append("status = ?")
+        args.append(status)
+    return " AND ".join(where) or "1", args
+
+
+def cannot_open(path, error: Exception) -> StoreError:
+    """The one-line error of a file that is not a readable tuning database."""
+    return StoreError(f"cannot open tuning database {str(path)!r}: {error}; pass another file with --db")
+
+
+# ---- rows and records --------------------------------------------------------------------
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def record_to_row(r: Record) -> dict:
+    """The row that stores a record (column -> value)."""
+    m, fp, t = r.measurement, r.fingerprint, r.measurement.timing
+    return {
+        "device_key": fp.key, **dict(zip(DEVICE, (fp.backend, fp.vendor, fp.device_type, fp.architecture, fp.name, fp.driver))),
+        "template": r.template, "template_hash": r.template_hash, "dtype": r.dtype, "shape": shape_str(r.shape),
+        "config": m.config.key, "status": m.status, "reason": m.reason,
+        "time_median": t.median if t else None, "time_min": t.min if t else None, "time_max": t.max if t else None,
+        "time_iqr": t.iqr if t else None, "runs": t.count if t else 0,
+        "gflops": m.gflops, "gbps": m.gbps, "compile_seconds": m.compile_seconds,
+        "schema_version": SCHEMA_VERSION, "tunesvc_version": r.tunesvc_version or __version__,
+        "created_at": r.created_at or now_iso(), "source": r.source,
+    }
+
+
+def row_to_record(row) -> Record:
+    """The record a stored row (a mapping of column -> value) holds."""
+    timing = None
+    if row["time_median"] is not None:
+        timing = Timing(row["time_median"], row["time_min"], row["time_max"], row["time_iqr"] or 0.0, row["runs"] or 0)
+    m = Measurement(Config.from_json(row["config"]), row["status"], row["reason"] or "", timing, row["gflops"],
+                    row["gbps"], row["compile_seconds"] or 0.0)
+    fp = Fingerprint(*(row[c] for c in DEVICE))
+    return Record(fp, row["template"], row["template_hash"], row["dtype"], parse_shape(row["shape"]), m,
+                  row["created_at"], row["tunesvc_version"], row["source"])
+
+
+# ---- migrations --------------------------------------------------------------------------
+def migrate(db) -> None:
+    """Bring a sqlite-utils ``Database`` to this schema, in one transaction, keeping every row: create
+    what is missing, add columns later versions added. Each step checks what exists, so two
+    processes creating one fresh file can both run it (the store retries the one that loses)."""
+    if db.journal_mode != "wal":
+        db.enable_wal()
+    with db.conn:
+        if TABLE not in db.table_names():
+            db[TABLE].create(COLUMNS, pk="id", not_null=set(NOT_NULL))
+            db[TABLE].create_index(KEY, unique=True, if_not_exists=True)
+            db[TABLE].create_index(("template", "dtype", "status", "device_key"), if_not_exists=True)
+        else:
+            have = set(db[TABLE].columns_dict)
+            for name, kind in COLUMNS.items():
+                if name not in have:
+                    db[TABLE].add_column(name, kind)
+        db[TABLE].create_index(LOOKUP_INDEX, index_name="measurements_lookup", if_not_exists=True)
+        if RECORD_DEVICES not in db.table_names():
+            _create_record_devices(db)
+        if RECORD_SHAPES not in db.table_names():
+            _create_record_shapes(db)
+        db.execute(f"DROP TRIGGER IF EXISTS {RECORD_DEVICES}_add")  # kept the table by trigger before 0.1.0 shipped
+        if DEVICES not in db.table_names():
+            db[DEVICES].create({"device_key": str, "id": str, "info": str, "updated_at": str}, pk="device_key")
+            db[DEVICES].create_index(("id",), if_not_exists=True)
+        if META not in db.table_names():
+            db[META].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, pk="key")
+        if CEILINGS not in db.table_names():  # roofline ceilings, one row per device (tunesvc.measure.roofline)
+            db[CEILINGS].create({"device_key": str, "gbps": float, "gflops": float, "details": str, "measured_at": str},
+                                pk="device_key")
+
+
+def _create_record_devices(db) -> None:
+    """Every device that has records: the lookup's fallback levels pick related devices from it
+    without scanning the records. The store's writes keep it current (a trigger did too, at twice
+    the cost of an insert)."""
+    db[RECORD_DEVICES].create({c: str for c in DEVICE_COLUMNS}, pk="device_key")
+    db.execute(f"INSERT OR IGNORE INTO {RECORD_DEVICES} SELECT DISTINCT {', '.join(DEVICE_COLUMNS)} FROM {TABLE}")
+
+
+def _create_record_shapes(db) -> None:
+    """Every shape with an ok record, per problem and device: a cold lookup reads a device's
+    tuned shapes from it in one index range instead of seeking through its records."""
+    db[RECORD_SHAPES].create({c: str for c in SHAPE_COLUMNS}, pk=SHAPE_COLUMNS)
+    db.execute(f"INSERT OR IGNORE INTO {RECORD_SHAPES} SELECT DISTINCT {', '.join(SHAPE_COLUMNS)} FROM {TABLE} "
+               "WHERE status = 'ok'")
