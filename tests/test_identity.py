@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from db_helpers import make_records
 
+import tunesvc.lookup  # noqa: F401  (the module: tunesvc.lookup the attribute is the function)
 from tunesvc import identity, templates
 from tunesvc.cache import Store
 from tunesvc.cache.exchange import import_files
@@ -15,6 +18,7 @@ from tunesvc.replay.runner import RecordedRunner, recorded_fingerprint
 from tunesvc.search.transfer import seed_configs
 from tunesvc.types import Fingerprint, Measurement, Record, Timing
 
+lookup_mod = sys.modules["tunesvc.lookup"]
 KT = Path(__file__).parent / "data" / "pnpoly_RTX_3090_small.json.gz"
 
 H100_CUDA = Fingerprint("cuda", "NVIDIA", "gpu", "sm_90", "NVIDIA H100 80GB HBM3", "550.54")
@@ -44,6 +48,21 @@ PAIRS = [
 def test_relation(a, b, want):
     assert identity.relation(a, b) == want
     assert identity.relation(b, a) == want  # symmetric
+
+
+@pytest.mark.parametrize("a, b, want", [p for p in PAIRS if p[0].key != p[1].key and p[0].vendor])
+def test_lookup_answers_at_the_level_of_the_relation(tmp_path, monkeypatch, a, b, want):
+    """Records of ``b`` answer a lookup for ``a`` at the relation's level, and never when it is ``other``."""
+    monkeypatch.setattr(lookup_mod, "shipped_db_dir", lambda: tmp_path / "no_tuning_db")
+    lookup_mod.clear_cache()
+    store = Store(tmp_path / "t.db")
+    store.put_many(make_records(b))
+    store.close()
+    try:
+        res = lookup_mod.lookup("matmul", (100, 100, 100), "float32", a.key, tmp_path / "t.db")
+    finally:
+        lookup_mod.clear_cache()
+    assert res.level == ("default" if want == "other" else want)
 
 
 def test_transfer_ranks_by_the_relation():

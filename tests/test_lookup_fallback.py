@@ -16,7 +16,9 @@ from tunesvc import templates
 from tunesvc.cache import Store
 from tunesvc.cache.exchange import export
 from tunesvc.cli import main
-from tunesvc.lookup import lookup, normalise_name
+from tunesvc.cache import reader as reader_mod
+from tunesvc.identity import normalise_name
+from tunesvc.lookup import lookup
 from tunesvc.types import Measurement, Record, Timing
 
 lookup_mod = sys.modules["tunesvc.lookup"]
@@ -190,7 +192,7 @@ def test_a_database_without_record_shapes_still_answers(tmp_path, no_shipped):
 def test_the_first_configs_of_many_devices_in_one_statement_or_one_sort(tmp_path, no_shipped, monkeypatch, union_max):
     """Past the compound-SELECT bound, the first helping is one sorted query of all the devices:
     the same answer either way."""
-    monkeypatch.setattr(lookup_mod, "_UNION_MAX", union_max)
+    monkeypatch.setattr(reader_mod, "_UNION_MAX", union_max)
     recs = [r for d in range(4) for r in make_records(replace(CPU, driver=f"{d}.0"), n=3, base=1e-3 * (4 - d))]
     db = _db(tmp_path / "t.db", recs)
     res = lookup("matmul", (64, 64, 64), "float32", replace(CPU, driver="9.9").key, db)
