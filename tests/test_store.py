@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +139,17 @@ def test_a_fresh_database_has_the_schema_every_existing_one_has(tmp_path):
                            "shape TEXT PK5"],
                           ["sqlite_autoindex_record_shapes_1(1): template,template_hash,dtype,device_key,shape"]),
     }
+
+
+TUNESVC = str(Path(sys.executable).with_name("tunesvc"))
+
+
+@pytest.mark.parametrize("command", [["show"], ["export", "out.jsonl"], ["devices"], ["lookup", "matmul", "--shape", "8x8x8"]])
+def test_a_text_file_as_db_exits_2_with_one_line_naming_it(tmp_path, command):
+    notes = tmp_path / "notes.db"
+    notes.write_text("my notes, not a tuning database\n" * 50)
+    r = subprocess.run([TUNESVC, *command, "--db", str(notes)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert str(notes) in r.stderr and "not a database" in r.stderr
+    assert not (tmp_path / "out.jsonl").exists() and notes.read_text() == "my notes, not a tuning database\n" * 50

@@ -20,6 +20,7 @@ def devices(probe, recheck, db, as_json):
     from ..measure import roofline
     from ..devices import default_device, discover
 
+    _check_db(db)
     found = discover(refresh=recheck)
     default = default_device(list(found.devices)).id if found.devices else None
     ceilings = _device_ceilings(found.devices, probe, db)
@@ -48,6 +49,16 @@ def devices(probe, recheck, db, as_json):
         from ..devices.drivers import INSTALL_HINT
 
         raise click.ClickException(f"no usable device; {INSTALL_HINT}")
+
+
+def _check_db(db) -> None:
+    """Refuse a --db file that is not a tuning database before any driver is asked (stored ceilings
+    are read where they are found, and a missing file just has none)."""
+    from ..cache import Store
+    from ..settings import db_path
+
+    if db_path(db).exists():
+        Store(db, readonly=True).close()
 
 
 def _device_ceilings(infos, probe: bool, db) -> dict:
