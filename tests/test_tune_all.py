@@ -42,6 +42,9 @@ def test_tune_all_is_resumable_and_exports(tmp_path, tiny, cl_info):
     if not cl_info.fp16:  # PoCL: float16 problems are skipped with the reason, not failed
         assert {o.status for o in r.outcomes if o.problem.dtype == "float16"} == {"skipped"}
     assert [e.done for e in events] == sorted(e.done for e in events) and events[-1].done == events[-1].total == 6 * len(dtypes)
+    planned = len([o for o in r.outcomes if o.status != "skipped"])
+    assert {e.problems for e in events} == {planned}  # counted truthfully from the first event on
+    assert [e.problems_done for e in events] == sorted(e.problems_done for e in events) and events[-1].problems_done == planned
     lines = export_lines(out)
     assert r.export.records == len(lines) - 1 == 6 * len(dtypes) and {x["device_name"] for x in lines[1:]} == {cl_info.name}
 

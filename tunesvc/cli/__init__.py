@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from .._version import __version__
+from .common import set_verbosity
 from .devices import devices
 from .exchange import export_cmd, import_cmd
 from .lookup import lookup
@@ -20,8 +21,11 @@ from .tune import tune, tune_all_cmd
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tunesvc")
-def main():
+@click.option("-v", "--verbose", count=True, help="Log what happens on stderr (-vv: every trial, and Optuna's logs).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display: only results and errors.")
+def main(verbose, quiet):
     """tunesvc: tune GPU and CPU kernels per device, keep every measurement, look the best config up."""
+    set_verbosity(-1 if quiet else verbose)
 
 
 for _command in (devices, tune, tune_all_cmd, lookup, show, export_cmd, import_cmd, replay):

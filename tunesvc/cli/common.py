@@ -70,3 +70,32 @@ def ceilings_in(db, device_key: str):
         return roofline.stored(store, device_key)
     finally:
         store.close()
+
+
+# ---- how much the command says: -v / -q -------------------------------------------------
+_VERBOSITY = {"level": 0}
+
+
+def set_verbosity(level: int) -> None:
+    """-q is -1, nothing 0, -v 1, -vv 2: logs of tunesvc (and, at -vv, of Optuna) on stderr.
+    This is the application configuring logging; the library itself only logs."""
+    import logging
+
+    _VERBOSITY["level"] = level
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    log = logging.getLogger("tunesvc")
+    log.handlers[:] = [handler]
+    log.setLevel({-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(level, logging.DEBUG))
+    log.propagate = False
+    try:  # Optuna says every study it creates at INFO: the tool shows that only at -vv
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.DEBUG if level >= 2 else optuna.logging.WARNING)
+    except ImportError:
+        pass
+
+
+def quiet() -> bool:
+    """-q: no progress display, only results and errors."""
+    return _VERBOSITY["level"] < 0

@@ -6,8 +6,9 @@ import sys
 
 import click
 
-from .common import ceilings_in, table, db_option, device_option, dtype_option, emit_json, fmt_time, json_option, library_errors
+from .common import ceilings_in, quiet, table, db_option, device_option, dtype_option, emit_json, fmt_time, json_option, library_errors
 from ..types import shape_str
+from .progress import Progress
 
 
 
@@ -55,31 +56,18 @@ def tune(template, shape, dtype, device, trials, time_budget, strategy, seed, pa
     search_options = SearchOptions(strategy, seed, storage)
     run = RunOptions(timeout=timeout, isolate=isolation, build_workers=build_workers)
     target = resolve(template, shape, dtype, device)
-    total = stop.or_default().trials
-    bar_ctx = click.progressbar(length=total or 0, label=f"tuning {target.problem.template} {shape_str(target.problem.shape)}",
-                                file=sys.stderr, show_eta=False, show_pos=True, item_show_func=lambda s: s) if not as_json else None
-    state = {"done": 0}
+    shown = not as_json and not quiet()
+    label = f"tuning {target.problem.template} {shape_str(target.problem.shape)}"
+    with Progress(label, stop.or_default().trials, "trials", shown, budget=stop.time_budget) as bar:
+        def progress(ev):
+            best = f"best {ev.best.gflops:.1f} GFLOP/s" if ev.best and ev.best.gflops is not None else "no valid config yet"
+            bar.update(ev.index, best)
 
-    def progress(ev):
-        if bar_ctx is None:
-            return
-        best = f"best {ev.best.gflops:.1f} GFLOP/s" if ev.best and ev.best.gflops is not None else "no valid config yet"
-        if total:
-            bar_ctx.update(ev.index - state["done"], best)
-        else:
-            click.echo(f"  trial {ev.index}: {best}", err=True)
-        state["done"] = ev.index
-
-    options = dict(db=db, stop=stop, search_options=search_options, run=run)
-    try:
-        if bar_ctx is not None:
-            with bar_ctx:
-                result = tune_problem(target, on_trial=progress, **options)
-        else:
-            result = tune_problem(target, **options)
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted: every config measured so far is stored; run the same command again to resume", err=True)
-        sys.exit(130)
+        try:
+            result = tune_problem(target, db=db, stop=stop, search_options=search_options, run=run, on_trial=progress)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: every config measured so far is stored; run the same command again to resume", err=True)
+            sys.exit(130)
     if as_json:
         emit_json(dict(result_to_dict(result), status="ok" if result.ok else "failed",
                        error=None if result.ok else result.failure()))
@@ -128,20 +116,12 @@ def tune_all_cmd(device, preset, time_budget, only, trials, out, db, as_json):
     """Tune every built-in template over a preset of common shapes on one device; export the results."""
     from ..tuning.presets import tune_all
 
-    bar = None if as_json else click.progressbar(length=1, label=f"tune-all {preset}", file=sys.stderr, show_pos=True,
-                                                 show_eta=False, item_show_func=lambda s: s)
+    with Progress(f"tune-all {preset}", None, "problems", not as_json and not quiet()) as bar:
+        def progress(p):
+            best = f" {p.best_gflops:.1f} GFLOP/s" if p.best_gflops is not None else ""
+            bar.update(p.problems_done, f"{p.problem}: trial {p.trials_done}{best}", total=p.problems)
 
-    def progress(p):
-        if bar is not None:
-            bar.length = max(p.total, 1)
-            best = f"{p.best_gflops:.1f} GFLOP/s" if p.best_gflops is not None else ""
-            bar.update(p.done - bar.pos, f"{p.problem} {best}")
-
-    if bar is None:
-        r = tune_all(device, preset, time_budget, db, out, list(only) or None, trials=trials)
-    else:
-        with bar:
-            r = tune_all(device, preset, time_budget, db, out, list(only) or None, on_progress=progress, trials=trials)
+        r = tune_all(device, preset, time_budget, db, out, list(only) or None, on_progress=progress, trials=trials)
     if as_json:
         emit_json({"device": r.device.id, "device_name": r.device.name, "preset": r.preset, "elapsed": r.elapsed,
                    "stopped": r.stopped, "export": {"path": r.export.path, "records": r.export.records},

@@ -28,7 +28,6 @@ class OptunaStrategy(Strategy):
     def __init__(self, space: SearchSpace, seed: int | None = None, storage: str | None = None, study_name: str | None = None):
         super().__init__(space, seed)
         self.optuna = require("optuna")
-        self.optuna.logging.set_verbosity(self.optuna.logging.WARNING)
         self.dists = {
             d.name: self.optuna.distributions.IntDistribution(0, max(0, len(d.values) - 1)) for d in space.dims
         }

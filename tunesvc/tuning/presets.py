@@ -71,8 +71,11 @@ class Progress:
 
     done: int  # trials done in this run
     total: int  # trials planned in this run
-    problem: Problem
+    problem: Problem  # the problem being tuned, or the one just finished
     best_gflops: float | None = None
+    problems_done: int = 0  # problems finished (tuned, done earlier, failed or skipped)
+    problems: int = 0  # problems of the plan this device can run
+    trials_done: int = 0  # trials of the current problem
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,10 @@ def tune_all(device=None, preset: str = "small", time_budget: float | None = Non
     remaining = {p: max(0, chosen.trials - len(m)) for p, m in stored.items()}
     ok_earlier = {p for p, m in stored.items() if any(x.ok for x in m.values())}
     run = _Run(info, db, chosen, remaining, ok_earlier, time_budget, on_progress, tune_options)
-    outcomes += [run.problem(p) for p in problems]
+    for p in problems:
+        outcomes.append(run.problem(p))
+        run.finished += 1
+        run.report(p, outcomes[-1].best_gflops)
     summary = export(path, db, device=info.fingerprint.key)
     return TuneAllResult(info, preset, tuple(outcomes), summary, time.perf_counter() - run.start, run.db_path, run.stopped)
 
@@ -175,6 +181,8 @@ class _Run:
     done: int = 0
     db_path: str = ""
     stopped: str = ""
+    finished: int = 0  # problems finished
+    trials_done: int = 0  # of the problem being tuned
 
     @property
     def total(self) -> int:
@@ -184,8 +192,8 @@ class _Run:
         from .tuner import tune
 
         want = self.remaining[p]
+        self.trials_done = 0
         if want == 0:
-            self._report(p, None)
             if p not in self.ok_earlier:
                 return Outcome(p, "failed", reason=f"{self.preset.trials} configs measured earlier, none ran correctly; "
                                                    "'tunesvc show --status build' (or launch, wrong_result) says why")
@@ -197,8 +205,10 @@ class _Run:
         base = self.done
 
         def trial(ev):
-            self.done = base + ev.index
-            self._report(p, ev.best.gflops if ev.best else None)
+            self.done, self.trials_done = base + ev.index, ev.index
+            self.report(p, ev.best.gflops if ev.best else None)
+
+        self.report(p, None)
 
         r = tune(p.template, p.shape, p.dtype, self.info, db=self.db, trials=want, time_budget=budget, on_trial=trial,
                  **self.tune_options)
@@ -218,6 +228,7 @@ class _Run:
         later = len(todo) - todo.index(p)
         return left / later if left > 0 else 0.0
 
-    def _report(self, p: Problem, best_gflops) -> None:
+    def report(self, p: Problem, best_gflops) -> None:
         if self.on_progress:
-            self.on_progress(Progress(self.done, self.total, p, best_gflops))
+            self.on_progress(Progress(self.done, self.total, p, best_gflops, self.finished, len(self.remaining),
+                                      self.trials_done))

@@ -9,6 +9,7 @@ an interrupted run resumes.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from ..templates.base import Context, KernelTemplate
 from ..types import DeviceInfo, Measurement, Problem, Record, shape_str
 from .options import RunOptions, SearchOptions, StopRules, from_keywords
 from .study import default_storage, make_strategy, rdb_url, redact, study_name
+
+log = logging.getLogger(__name__)
 
 
 # ---- the problem, checked once --------------------------------------------------------------
@@ -186,6 +189,8 @@ class _Run:
     def measured_one(self, m: Measurement) -> None:
         self.record(m)
         self.measured.append(m)
+        log.debug("trial %d: %s %s %s", len(self.measured), " ".join(f"{k}={v}" for k, v in m.config.items()), m.status,
+                  f"{m.time:.3e} s" if m.ok else m.reason[:120])
         self.since_improvement += 1
         if m.ok and (self.best is None or m.time < self.best.time):
             if self.best is None or m.time <= self.best.time * (1 - self.stop.min_improvement):
@@ -258,9 +263,13 @@ def tune_problem(target: Target, *, db=None, stop: StopRules = StopRules(), sear
         # Transfer: first try the best configs stored for neighbouring shapes and related devices.
         strat.prefer(transfer.seeds_from_store(store, p, space))
         state = _Run(target, store, stop, known, on_trial=on_trial)
+        log.info("tuning %s on %s (%s): %d valid configs, %d measured before; %s; strategy %s", p, target.device.id,
+                 target.device.name, len(space), len(known), stop.describe(), search_options.strategy_name)
         reason, confirmed = _measure(target, space, strat, state, run, search_options.seed)
     finally:
         store.close()
+    log.info("stopped: %s; %d new trials, best %s", reason, len(state.measured),
+             f"{state.best.time:.3e} s" if state.best else "none")
     latest = {m.config: m for m in [*known.values(), *state.measured, *confirmed]}
     failures: dict[str, int] = {}
     for m in state.measured:
