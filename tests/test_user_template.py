@@ -69,3 +69,50 @@ def test_broken_template_files_exit_2_with_one_line(tmp_path, db_path, body, say
 def test_missing_template_file_exits_2(db_path):
     r = CliRunner().invoke(main, ["tune", "no/such/template.py", "--shape", "100", "--db", str(db_path)])
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def _cli(*args, env):
+    import os
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("tunesvc"))
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+
+
+def test_a_user_template_answers_to_its_name_in_later_processes(tmp_path, cl_info):
+    """Tuned once from its file, 'saxpy' is a name lookup, show and export take (the path is remembered)."""
+    from tunesvc.cache import Store
+
+    env, db = {"TUNESVC_CACHE_DIR": str(tmp_path / "cache")}, tmp_path / "t.db"
+    r = _cli("tune", EXAMPLE, "--shape", "4099", "--trials", "2", "--device", cl_info.id, "--db", db, env=env)
+    assert r.returncode == 0, r.stderr
+    r = _cli("lookup", "saxpy", "--shape", "4099", "--device", cl_info.id, "--db", db, "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["level"] == "exact"
+    store = Store(db)
+    store.put_ceilings(cl_info.fingerprint.key, 10.0, 100.0, "2026-01-01T00:00:00+00:00", {})
+    store.close()
+    rows = json.loads(_cli("show", "--template", "saxpy", "--db", db, "--json", env=env).stdout)
+    assert rows and all(row["roofline_fraction"] is not None for row in rows if row["status"] == "ok")
+    assert _cli("export", tmp_path / "out.jsonl", "--template", "saxpy", "--db", db, env=env).returncode == 0
+    moved = tmp_path / "elsewhere"
+    r = _cli("lookup", "saxpy", "--shape", "4099", "--db", db, env={"TUNESVC_CACHE_DIR": str(moved)})
+    assert r.returncode == 2 and "unknown template 'saxpy'" in r.stderr  # a fresh cache knows only the path
+
+
+def test_an_installed_package_offers_templates_by_entry_point(tmp_path, cl_info):
+    """An entry point in group tunesvc.templates makes a template known by name, as installed packages do."""
+    pkg = tmp_path / "site"
+    (pkg / "mytemplates-1.0.dist-info").mkdir(parents=True)
+    (pkg / "mytemplates-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: mytemplates\nVersion: 1.0\n")
+    (pkg / "mytemplates-1.0.dist-info" / "entry_points.txt").write_text("[tunesvc.templates]\nsaxpy = mytemplates:TEMPLATE\n")
+    (pkg / "mytemplates.py").write_text(f"import importlib.util\nspec = importlib.util.spec_from_file_location('ex', {EXAMPLE!r})\n"
+                                        "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+                                        "TEMPLATE = mod.TEMPLATE\n")
+    import os
+
+    env = {"TUNESVC_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": os.pathsep.join([str(pkg), os.environ.get("PYTHONPATH", "")])}
+    r = _cli("lookup", "saxpy", "--shape", "1000", "--device", cl_info.id, "--db", tmp_path / "t.db", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["level"] == "default"

@@ -1,16 +1,23 @@
-"""Template registry: built-in templates by name, plus user templates loaded from a file.
+"""Template registry: built-in templates by name, plus user templates.
 
-Built-ins are imported lazily so ``import tunesvc`` stays cheap.
+A user template is found by its name once it is known: from an installed package's entry point
+(group ``tunesvc.templates``, ``name = "module:OBJECT"``, an instance or a class), or from the
+file it was first loaded from (remembered in ``<cache dir>/templates.json``), so ``lookup``,
+``show`` and ``export`` take the name a ``tune path/to/file.py`` stored. Built-ins and entry
+points are imported lazily so ``import tunesvc`` stays cheap.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
+import os
 import sys
 from pathlib import Path
 
 from ..errors import UnknownTemplateError, UsageError
+from ..settings import cache_dir
 from .base import Constraint, Context, KernelTemplate, Launch, Offset, Param, Plan, BufferSpec  # noqa: F401
 
 #: name -> "module:Class" for the built-in templates.
@@ -22,6 +29,7 @@ BUILTIN = {
     "reduce_sumsq": "tunesvc.templates.reduce:ReduceSumsq",
     "attention": "tunesvc.templates.attention:Attention",
     "attention_causal": "tunesvc.templates.attention:AttentionCausal",
+    "gemv_q": "tunesvc.templates.gemv_q:GemvQ",
 }
 
 _instances: dict[str, KernelTemplate] = {}
@@ -36,7 +44,70 @@ def register(template: KernelTemplate) -> KernelTemplate:
 
 
 def names() -> list[str]:
-    return sorted(set(BUILTIN) | set(_instances))
+    return sorted(set(BUILTIN) | set(_instances) | set(_entry_points()) | set(_remembered()))
+
+
+ENTRY_POINT_GROUP = "tunesvc.templates"
+
+
+def _entry_points() -> dict:
+    """name -> entry point of the installed packages that offer templates."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _from_entry_point(name: str, ep) -> KernelTemplate:
+    try:
+        obj = ep.load()
+    except Exception as e:  # the package's module: say which entry point broke
+        raise UsageError(f"template {name!r} of entry point {ep.value!r} failed to import: {type(e).__name__}: {e}") from None
+    tpl = obj() if isinstance(obj, type) and issubclass(obj, KernelTemplate) else obj
+    if not isinstance(tpl, KernelTemplate) or tpl.name != name:
+        raise UsageError(f"entry point {name} = {ep.value!r} must name a KernelTemplate whose name is {name!r}")
+    return register(tpl)
+
+
+# ---- user template files, remembered by name ------------------------------------------------
+def _remembered_file() -> Path:
+    return cache_dir() / "templates.json"
+
+
+def _remembered() -> dict[str, str]:
+    """name -> the absolute path of the file a user template was loaded from."""
+    try:
+        data = json.loads(_remembered_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) else {}
+
+
+def _remember(name: str, path: Path) -> None:
+    """Keep name -> path for later processes; a cache that cannot be written is not an error
+    (the template then answers to its file path only)."""
+    known = _remembered()
+    if known.get(name) == str(path):
+        return
+    known[name] = str(path)
+    target = _remembered_file()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+        os.replace(tmp, target)
+    except OSError:
+        pass
+
+
+def _from_remembered(name: str, path: str) -> KernelTemplate:
+    if not Path(path).is_file():
+        raise UnknownTemplateError(f"template {name!r} was loaded from {path!r}, which no longer exists; "
+                                   "pass the template's new file path")
+    tpl = load_file(path)
+    if tpl.name != name:
+        raise UnknownTemplateError(f"{path!r}, where template {name!r} was loaded from, now defines {tpl.name!r}; "
+                                   "pass the template's file path")
+    return tpl
 
 
 def _exec_file(path: Path):
@@ -62,6 +133,8 @@ def load_file(path: str | Path) -> KernelTemplate:
     tpl = getattr(_exec_file(p), "TEMPLATE", None)
     if not isinstance(tpl, KernelTemplate):
         raise UsageError(f"template file {str(p)!r} must define TEMPLATE = <a KernelTemplate instance>")
+    if tpl.name not in BUILTIN:
+        _remember(tpl.name, p.resolve())
     return register(tpl)
 
 
@@ -103,4 +176,8 @@ def get(name: str | KernelTemplate) -> KernelTemplate:
         return register(getattr(importlib.import_module(module), cls)())
     if name.endswith(".py"):
         return load_file(name)
+    if (ep := _entry_points().get(name)) is not None:
+        return _from_entry_point(name, ep)
+    if (path := _remembered().get(name)) is not None:
+        return _from_remembered(name, path)
     raise UnknownTemplateError(f"unknown template {name!r}; known: {', '.join(names())} (or a path to a template .py file)")
