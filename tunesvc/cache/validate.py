@@ -18,7 +18,7 @@ from datetime import datetime
 
 from .. import templates
 from ..errors import TunesvcError, UsageError
-from ..types import STATUSES, shape_str
+from ..types import STATUSES, Fingerprint, shape_str
 from .schema import DEVICE, EXPORT_FIELDS, MEASURED, PROBLEM, TIMES
 
 try:  # 3-5x faster than json.loads; only ever trusted where its answer equals the strict parser's (fast_parse)
@@ -377,7 +377,7 @@ def _validate(obj: dict, checks: Checks) -> dict:
         device = checks.devices[raw] = _device(obj, checks)
     measured = _measurement(obj)
     return {
-        "device_key": "|".join(device), **dict(zip(DEVICE, device)),
+        "device_key": Fingerprint(*device).key, **dict(zip(DEVICE, device)),
         "template": tpl.name, "template_hash": template_hash, "dtype": obj["dtype"], "shape": shape, "config": config,
         **dict(zip(MEASURED, measured)),
         "created_at": _timestamp(obj, "created_at"), "tunesvc_version": _name(obj, "tunesvc_version", checks.names),
