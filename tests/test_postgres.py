@@ -55,7 +55,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    pytest.importorskip("psycopg2", reason="psycopg2 is not installed: pip install 'tunesvc[postgres]'")
+    pytest.importorskip("psycopg", reason="psycopg 3 is not installed: pip install 'tunesvc[postgres]'")
     if pg_bin() is None:
         why = install_postgres()
         if why or pg_bin() is None:
@@ -118,7 +118,7 @@ def test_workers_share_one_study(postgres_url, tmp_path):
     assert late["reused"] == 0  # its own database was empty...
     assert not before & {key(c) for c in late["new_configs"]}  # ...yet it repeated nothing
 
-    study = optuna.load_study(study_name=late["study"], storage=postgres_url.replace("postgresql:", "postgresql+psycopg2:"))
+    study = optuna.load_study(study_name=late["study"], storage=postgres_url.replace("postgresql:", "postgresql+psycopg:"))
     measured = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("tunesvc_measured")]
     assert len(measured) == 9  # every trial of every worker is in the shared study
     assert {t.user_attrs["status"] for t in measured} <= {"ok", "build", "launch", "wrong_result", "timeout", "crash"}

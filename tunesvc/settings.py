@@ -14,7 +14,7 @@ def db_path(db: str | os.PathLike | None = None) -> Path:
     (``~`` expanded), else ``$TUNESVC_DB``, else ``$XDG_CACHE_HOME/tunesvc/tunesvc.db`` (``~/.cache``
     by default). Absolute, so one file is one database whatever the spelling or the working directory."""
     if not db:
-        db = os.environ.get(ENV_DB) or _xdg_cache() / "tunesvc" / "tunesvc.db"
+        db = os.environ.get(ENV_DB) or _user_cache() / "tunesvc.db"
     return Path(os.path.abspath(os.path.expanduser(db)))
 
 
@@ -23,8 +23,12 @@ def default_db_path() -> Path:
     return db_path(None)
 
 
-def _xdg_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"))
+def _user_cache() -> Path:
+    """The platform's cache folder for tunesvc (platformdirs: ``$XDG_CACHE_HOME/tunesvc`` or
+    ``~/.cache/tunesvc`` on Linux, ``~/Library/Caches/tunesvc`` on macOS, ...)."""
+    from platformdirs import user_cache_path
+
+    return user_cache_path("tunesvc", appauthor=False)
 
 
 def shipped_db_dir() -> Path:
@@ -50,7 +54,7 @@ def cache_dir() -> Path:
     env = os.environ.get(ENV_CACHE)
     if env:
         return Path(env).expanduser()
-    return _xdg_cache() / "tunesvc"
+    return _user_cache()
 
 
 ENV_PROGRESS = "TUNESVC_PROGRESS_SECONDS"

@@ -21,7 +21,7 @@ def default_storage(db_path) -> str:
 
 def rdb_url(url: str) -> str:
     """Check an Optuna RDB URL and pick an installed PostgreSQL driver for a bare postgresql://
-    (SQLAlchemy 2.1 assumes psycopg 3; tunesvc[postgres] installs psycopg2)."""
+    (SQLAlchemy 2 assumes psycopg 3, which tunesvc[postgres] installs; psycopg2 where only it is present)."""
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if not scheme:
         raise UsageError(f"--storage {url!r} is not a database URL; use e.g. postgresql://user@host/db or sqlite:///path.db")
