@@ -30,17 +30,13 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split("x"))
 
 
-@functools.lru_cache(maxsize=65536)  # a pure function of the few distinct shapes a process sees
-def _log_dims(shape: tuple[int, ...]) -> tuple[float, ...]:
-    return tuple(math.log(max(int(d), 1)) for d in shape)
-
-
+@functools.lru_cache(maxsize=65536)  # a cold lookup ranks every tuned shape by it: few distinct pairs, asked often
 def shape_distance(a: tuple[int, ...], b: tuple[int, ...]) -> float:
-    """How far apart two shapes are: the Euclidean distance of their dimensions' logarithms (twice as
-    large in one dimension is as far as half as large); infinite between shapes of different rank."""
+    """How far apart two shapes (tuples) are: the Euclidean distance of their dimensions' logarithms
+    (twice as large in one dimension is as far as half as large); infinite between shapes of different rank."""
     if len(a) != len(b):
         return math.inf
-    return math.dist(_log_dims(tuple(a)), _log_dims(tuple(b)))
+    return math.dist([math.log(max(int(d), 1)) for d in a], [math.log(max(int(d), 1)) for d in b])
 
 
 @dataclass(frozen=True)
