@@ -118,7 +118,11 @@ def test_workers_share_one_study(postgres_url, tmp_path):
     assert late["reused"] == 0  # its own database was empty...
     assert not before & {key(c) for c in late["new_configs"]}  # ...yet it repeated nothing
 
-    study = optuna.load_study(study_name=late["study"], storage=postgres_url.replace("postgresql:", "postgresql+psycopg:"))
-    measured = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("tunesvc_measured")]
+    storage = optuna.storages.RDBStorage(postgres_url.replace("postgresql:", "postgresql+psycopg:"))
+    try:
+        study = optuna.load_study(study_name=late["study"], storage=storage)
+        measured = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("tunesvc_measured")]
+    finally:
+        storage.engine.dispose()  # psycopg 3 warns of connections left open at exit
     assert len(measured) == 9  # every trial of every worker is in the shared study
     assert {t.user_attrs["status"] for t in measured} <= {"ok", "build", "launch", "wrong_result", "timeout", "crash"}
