@@ -103,7 +103,7 @@ def test_a_repeated_call_builds_allocates_and_resolves_nothing(each_cl_device, m
     patched = ["build", "alloc"] + (["write", "read"] if each_cl_device.info.device_type == "cpu" else [])
     for name in patched:  # on a CPU nothing is copied either: the kernels use the arrays themselves
         monkeypatch.setattr(each_cl_device, name, lambda *args, _n=name: calls.append(_n))
-    monkeypatch.setattr(kernels, "open_device", lambda *args: calls.append("open_device"))
+    monkeypatch.setattr(kernels.prepared, "open_device", lambda *args: calls.append("open_device"))
     for _ in range(2):
         a, b = _aligned(each_cl_device, rng, (33, 17)), _aligned(each_cl_device, rng, (17, 41))
         np.testing.assert_allclose(tunesvc.matmul(a, b, device=spec), _mm_ref(a, b), rtol=1e-4, atol=1e-4)

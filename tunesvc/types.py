@@ -60,11 +60,6 @@ class Fingerprint:
         """Exact identity: every layer joined."""
         return "|".join((self.backend, self.vendor, self.device_type, self.architecture, self.name, self.driver))
 
-    @property
-    def family(self) -> str:
-        """The key less the driver version (not how devices relate: see :func:`tunesvc.identity.relation`)."""
-        return "|".join((self.backend, self.vendor, self.device_type, self.architecture, self.name))
-
     @classmethod
     def from_key(cls, key: str) -> "Fingerprint":
         parts = key.split("|")

@@ -61,11 +61,11 @@ def ceilings_in(db, device_key: str):
     """Stored roofline ceilings of a device in the database file ``db`` (None: no file, no row)."""
     from ..cache import Store
     from ..measure import roofline
+    from ..settings import db_path
 
-    try:
-        store = Store(db, readonly=True)
-    except StoreError:  # no database yet: nothing measured
+    if not db_path(db).exists():  # no database yet: nothing measured (any other problem is the user's to hear)
         return None
+    store = Store(db, readonly=True)
     try:
         return roofline.stored(store, device_key)
     finally:

@@ -19,6 +19,7 @@ from ..cache import Store
 from ..cache.exchange import ExportSummary, export
 from ..devices import select_device
 from ..errors import UsageError
+from ..identity import normalise_name
 from .options import StopRules
 from ..types import DeviceInfo, Problem
 
@@ -123,8 +124,6 @@ def plan(preset: Preset, info: DeviceInfo, names=None) -> tuple[list[Problem], l
 
 
 def default_output(info: DeviceInfo, preset: str) -> Path:
-    from ..lookup import normalise_name
-
     slug = re.sub(r"[^a-z0-9]+", "-", normalise_name(info.name)).strip("-") or "device"
     driver = re.sub(r"[^a-z0-9]+", "-", info.fingerprint.driver.split(" ")[0].lower()).strip("-")  # one file per driver
     return Path(f"tunesvc-{info.fingerprint.backend}-{driver + '-' if driver else ''}{slug}-{preset}.jsonl.gz")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from .. import search, templates
@@ -21,7 +20,7 @@ from ..devices import open_device, select_device
 from ..errors import InvalidShapeError, UsageError
 from ..measure.drive import confirm_leaders, drive
 from ..search import transfer
-from ..settings import default_db_path
+from ..settings import db_path
 from ..templates.base import Context, KernelTemplate
 from ..types import DeviceInfo, Measurement, Problem, Record, shape_str
 from .options import RunOptions, SearchOptions, StopRules, from_keywords
@@ -206,7 +205,7 @@ class _Run:
 def _open_search(target: Target, space, options: SearchOptions, db) -> tuple:
     """(strategy, storage URL, study name) of this problem's search."""
     shared = options.storage is not None
-    storage = rdb_url(options.storage) if shared else default_storage(Path(db).expanduser() if db else default_db_path())
+    storage = rdb_url(options.storage) if shared else default_storage(db_path(db))
     study = options.study or study_name(target.problem)
     strat = make_strategy(options.strategy_name, space, options.seed, storage, study)
     if shared and not strat.keeps_state:
