@@ -92,6 +92,8 @@ _HINTS = {
     "optuna": "pip install optuna",
     "pyopencl": "pip install pyopencl (and a driver: pip install 'tunesvc[intel]' for the CPU)",
     "pycuda": "pip install 'tunesvc[cuda]' on a machine with an NVIDIA GPU and the CUDA toolkit",
+    "uvicorn": "pip install 'tunesvc[service]'",
+    "starlette": "pip install 'tunesvc[service]'",
 }
 
 

@@ -15,6 +15,7 @@ from .devices import devices
 from .exchange import export_cmd, import_cmd
 from .lookup import lookup
 from .replay import replay
+from .serve import serve
 from .show import show
 from .tune import tune, tune_all_cmd
 
@@ -28,5 +29,5 @@ def main(verbose, quiet):
     set_verbosity(-1 if quiet else verbose)
 
 
-for _command in (devices, tune, tune_all_cmd, lookup, show, export_cmd, import_cmd, replay):
+for _command in (devices, tune, tune_all_cmd, lookup, show, export_cmd, import_cmd, replay, serve):
     main.add_command(_command)

@@ -1,0 +1,1 @@
+"""The service: an HTTP API over a tuning database (``tunesvc serve``)."""
