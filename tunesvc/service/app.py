@@ -113,6 +113,9 @@ class Service:
 
     def __init__(self, db=None, token: str | None = None):
         self.db, self.token, self.metrics = db, token, Metrics()
+        # A warm lookup returns the very LookupResult it returned before: its JSON is kept with it,
+        # so a repeated request costs the lookup's dict hit and no encoding.
+        self._encoded: dict = {}
 
     # ---- plumbing ---------------------------------------------------------------------------
     def route(self, name: str, handler, writes: bool = False):
@@ -176,7 +179,13 @@ class Service:
         explain = _field(request, "explain", default="0") not in ("0", "false", "no")
         result = lookup(template, shape, dtype, device, self.db)
         self.metrics.levels[result.level] = self.metrics.levels.get(result.level, 0) + 1
-        return _json(lookup_answer(result, explain))
+        key = (id(result), explain)
+        hit = self._encoded.get(key)
+        if hit is None or hit[0] is not result:
+            if len(self._encoded) > 4096:
+                self._encoded.clear()
+            hit = self._encoded[key] = (result, orjson.dumps(lookup_answer(result, explain)))
+        return Response(hit[1], media_type=JSON)
 
     async def records(self, request: Request) -> Response:
         from ..cache import Store
