@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import architecture  # noqa: E402
 
 FIGURES = architecture.figures(ROOT / "tunesvc")
-FOLDERS = {"devices", "templates", "search", "measure", "cache", "tuning", "replay", "cli", "kernels", "service"}
+FOLDERS = {"devices", "templates", "search", "measure", "cache", "tuning", "replay", "cli", "kernels", "service", "report"}
 
 
 def test_no_import_circle_of_modules_or_rooms():

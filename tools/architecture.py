@@ -18,7 +18,7 @@ from pathlib import Path
 
 #: the rooms from the bottom up: each may import only the rooms before it
 ROOMS = ("_version", "errors", "types", "settings", "identity", "templates", "search", "devices", "measure",
-         "replay", "cache", "lookup", "tuning", "kernels", "service", "cli", "__init__", "__main__")
+         "replay", "cache", "lookup", "tuning", "kernels", "report", "service", "cli", "__init__", "__main__")
 MAX_FUNCTION_LINES = 60
 
 

@@ -181,6 +181,13 @@ class Store:
         rows = self.db.query(f"SELECT * FROM {TABLE} WHERE " + " AND ".join(f"{c} = ?" for c in KEY[:-1]), problem.key)
         return {r.config: r.measurement for r in map(row_to_record, rows)}
 
+    def history(self, problem: Problem) -> list[Record]:
+        """Every record of one problem in the order its configs were first measured (a config
+        measured again keeps its place)."""
+        rows = self.db.query(f"SELECT * FROM {TABLE} WHERE " + " AND ".join(f"{c} = ?" for c in KEY[:-1]) + " ORDER BY id",
+                             problem.key)
+        return list(map(row_to_record, rows))
+
     def records(self, template: str | None = None, device: str | None = None, status: str | None = None) -> Iterator[Record]:
         """Stored records, filtered; ``device`` matches a fingerprint key or a name substring."""
         where, args = record_filter(template, device, status)

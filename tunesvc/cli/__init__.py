@@ -14,6 +14,7 @@ from .common import set_verbosity
 from .devices import devices
 from .exchange import export_cmd, import_cmd
 from .lookup import lookup
+from .plot import plot
 from .replay import replay
 from .serve import serve
 from .show import show
@@ -29,5 +30,5 @@ def main(verbose, quiet):
     set_verbosity(-1 if quiet else verbose)
 
 
-for _command in (devices, tune, tune_all_cmd, lookup, show, export_cmd, import_cmd, replay, serve):
+for _command in (devices, tune, tune_all_cmd, lookup, show, export_cmd, import_cmd, replay, serve, plot):
     main.add_command(_command)

@@ -1,0 +1,1 @@
+"""Reports: pictures of searches and their results."""
