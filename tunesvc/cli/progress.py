@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import click
 
@@ -31,7 +32,7 @@ class Progress:
         self.interval = progress_interval() if interval is None else interval
         self.start = self.last = time.monotonic()
         self.done, self.text = 0, ""
-        self.bar = None
+        self.bar: Any = None
 
     def __enter__(self) -> "Progress":
         if self.tty:
@@ -71,9 +72,8 @@ class Progress:
         click.echo(f"{self.label}: {count} {self.unit}{'; ' + text if text else ''}; "
                    f"{_duration(self.last - self.start)} elapsed, about {self.left()} left", file=self.stream)
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
         elif self.enabled and exc[0] is None:
             self._line(self.text + "; done" if self.text else "done")
-        return False

@@ -126,7 +126,7 @@ def grid_of(global_size: Sequence[int], local_size: Sequence[int]) -> tuple[tupl
     b = tuple(int(x) for x in local_size) + (1,) * (3 - len(local_size))
     if any(x < 1 for x in g + b) or any(gi % bi for gi, bi in zip(g, b)):
         raise LaunchError(f"global size {tuple(global_size)} is not a positive multiple of local size {tuple(local_size)}")
-    return tuple(gi // bi for gi, bi in zip(g, b)), b
+    return (g[0] // b[0], g[1] // b[1], g[2] // b[2]), (b[0], b[1], b[2])
 
 
 class CUDADevice(Device):

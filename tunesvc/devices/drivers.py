@@ -35,7 +35,7 @@ def intel_cpu_library() -> Path | None:
         return None
     for f in dist.files or ():
         if f.name == "libintelocl.so":
-            path = Path(dist.locate_file(f)).resolve()
+            path = Path(str(dist.locate_file(f))).resolve()
             if path.is_file():
                 return path
     return None

@@ -134,7 +134,7 @@ class OpenCLDevice(Device):
         # Intel's runtime uses a host array in place only at its base address alignment (128 bytes);
         # a fresh array at a page boundary suits every driver.
         self._align = max(64, int(dev.mem_base_addr_align) // 8)
-        self._unaligned = None  # whether unaligned arrays are used in place too: probed on first need
+        self._unaligned: bool | None = None  # whether unaligned arrays are used in place too: probed on first need
 
     def build(self, source: str, defines: Mapping[str, Any], kernel_names: Sequence[str]) -> Program:
         cl = self._cl
@@ -213,7 +213,7 @@ class OpenCLDevice(Device):
             return True
         if self._unaligned is None:
             self._unaligned = self._unaligned_in_place()
-        return self._unaligned
+        return bool(self._unaligned)
 
     def in_place_offset(self, array: np.ndarray) -> int | None:
         """0 where the array is used in place as it is; else, on a CPU device, how many elements

@@ -130,7 +130,7 @@ class Ceilings:
     gbps: float  # copy bandwidth, bytes read plus written
     gflops: float  # FMA throughput, 2 FLOP per FMA
     measured_at: str = ""
-    details: Mapping = None  # how they were measured
+    details: Mapping | None = None  # how they were measured
 
     @property
     def read_gbps(self) -> float | None:
@@ -199,7 +199,7 @@ def read_bandwidth(device, src, nbytes: int) -> dict:
             raise BackendError(f"the read-bandwidth probe (work-group {wg}, {run} floats a step) summed wrongly on "
                                f"{info.name} [{info.fingerprint.driver}]: its figure would mean nothing; try another driver")
         tried[f"{wg}x{run}"] = groups * READ_CHUNK * 4 / seconds * 1e-9
-    best = max(tried, key=tried.get)
+    best = max(tried, key=lambda k: tried[k])
     return {"read_gbps": tried[best], "read_bytes": groups * READ_CHUNK * 4, "read_layout": best, "read_layouts": tried}
 
 
@@ -325,7 +325,7 @@ def stored(store, device_key: str) -> Ceilings | None:
 def measure_and_store(store, device, copy_bytes: int | None = None) -> Ceilings:
     c = probe(device, copy_bytes)
     store.put_device(device.info)
-    store.put_ceilings(device.info.fingerprint.key, c.gbps, c.gflops, c.measured_at, dict(c.details))
+    store.put_ceilings(device.info.fingerprint.key, c.gbps, c.gflops, c.measured_at, dict(c.details or {}))
     return c
 
 

@@ -174,7 +174,7 @@ class Service:
 
         template = _field(request, "template", required=True)
         shape = _field(request, "shape", required=True)
-        dtype = _field(request, "dtype", default="float32")
+        dtype = _field(request, "dtype", default="float32") or "float32"
         device = _field(request, "device")
         explain = _field(request, "explain", default="0") not in ("0", "false", "no")
         result = lookup(template, shape, dtype, device, self.db)

@@ -30,6 +30,7 @@ BUILTIN = {
     "attention": "tunesvc.templates.attention:Attention",
     "attention_causal": "tunesvc.templates.attention:AttentionCausal",
     "gemv_q": "tunesvc.templates.gemv_q:GemvQ",
+    "gemv_q_zp": "tunesvc.templates.gemv_q:GemvQZp",
 }
 
 _instances: dict[str, KernelTemplate] = {}
@@ -115,6 +116,8 @@ def _exec_file(path: Path):
     its source and pickling its classes works); UsageError naming the file if it fails."""
     name = f"tunesvc_user_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"template file {str(path)!r} cannot be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:

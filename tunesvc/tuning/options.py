@@ -13,6 +13,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .. import search
 from ..errors import UsageError
@@ -142,19 +143,22 @@ class RunOptions:
         return 0 if info.device_type == "cpu" else 1
 
 
-_FIELDS = {cls: {f.name for f in dataclasses.fields(cls)} for cls in (StopRules, SearchOptions, RunOptions)}
+_STOP = {f.name for f in dataclasses.fields(StopRules)}
+_SEARCH = {f.name for f in dataclasses.fields(SearchOptions)}
+_RUN = {f.name for f in dataclasses.fields(RunOptions)}
 
 
 def from_keywords(stop: StopRules | None = None, search_options: SearchOptions | None = None,
-                  run: RunOptions | None = None, **keywords) -> tuple[StopRules, SearchOptions, RunOptions]:
+                  run: RunOptions | None = None, **keywords: Any) -> tuple[StopRules, SearchOptions, RunOptions]:
     """The three option objects, with each keyword shortcut (``trials``, ``strategy``, ``timeout``,
     ...) set on the one that has it; a keyword none has is a UsageError naming the known ones."""
-    objects = {StopRules: stop or StopRules(), SearchOptions: search_options or SearchOptions(), RunOptions: run or RunOptions()}
-    for cls, obj in objects.items():
-        mine = {k: keywords.pop(k) for k in list(keywords) if k in _FIELDS[cls]}
-        if mine:
-            objects[cls] = dataclasses.replace(obj, **mine)
-    if keywords:
-        known = sorted(set().union(*_FIELDS.values()))
-        raise UsageError(f"unknown tune option(s) {', '.join(sorted(keywords))}; known: {', '.join(known)}")
-    return objects[StopRules], objects[SearchOptions], objects[RunOptions]
+    unknown = set(keywords) - _STOP - _SEARCH - _RUN
+    if unknown:
+        raise UsageError(f"unknown tune option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_STOP | _SEARCH | _RUN))}")
+
+    def mine(names: set) -> dict:
+        return {k: v for k, v in keywords.items() if k in names}
+
+    return (dataclasses.replace(stop or StopRules(), **mine(_STOP)),
+            dataclasses.replace(search_options or SearchOptions(), **mine(_SEARCH)),
+            dataclasses.replace(run or RunOptions(), **mine(_RUN)))

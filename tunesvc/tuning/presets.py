@@ -214,7 +214,7 @@ class _Run:
         self.done = base + want  # a problem that stopped early (space exhausted, budget) counts as done
         self.db_path = r.db_path
         best = r.best
-        if not r.ok:
+        if best is None or not r.ok:
             return Outcome(p, "failed", len(r.measured), reason=r.failure())
         return Outcome(p, "tuned", len(r.measured), best.time, best.gflops, "")
 

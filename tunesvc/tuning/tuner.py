@@ -139,7 +139,7 @@ def describe_failure(failed) -> str:
     counts: dict = {}
     for m in failed:
         counts[m.status] = counts.get(m.status, 0) + 1
-    status = max(sorted(counts), key=counts.get)
+    status = max(sorted(counts), key=lambda s: counts[s])
     example = next((m.reason for m in failed if m.status == status and m.reason), "")
     text = f"no config ran correctly: {counts[status]} of {len(failed)} failed with '{status}'"
     if example:
@@ -205,7 +205,7 @@ class _Run:
 def _open_search(target: Target, space, options: SearchOptions, db) -> tuple:
     """(strategy, storage URL, study name) of this problem's search."""
     shared = options.storage is not None
-    storage = rdb_url(options.storage) if shared else default_storage(db_path(db))
+    storage = rdb_url(options.storage) if options.storage is not None else default_storage(db_path(db))
     study = options.study or study_name(target.problem)
     strat = make_strategy(options.strategy_name, space, options.seed, storage, study)
     if shared and not strat.keeps_state:
