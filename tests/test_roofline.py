@@ -48,16 +48,17 @@ def test_fma_probe_computes_the_rotating_chains(cl_device):
 
 
 def test_fma_probe_runs_vector_code(each_cl_device):
-    """On every CPU driver the FMA kernel runs at vector width: at least a quarter of the
-    physical peak, where scalar code reaches an eighth (AVX2) or a sixteenth (AVX-512). The
-    bound is loose because the machine may be shared; quiet, all three drivers here measure
-    about 115% of the peak at the reported clock (the cores boost above it)."""
+    """On every CPU driver the FMA kernel runs at vector width: at least 1.5x what scalar code
+    can reach (1/lanes of the physical peak: an eighth with AVX2, a sixteenth with AVX-512, a
+    little more with boost clocks). The bound is loose because the machine may be shared (four
+    busy processes on 2 cores measured a quarter of the peak); quiet, all three drivers here
+    measure about 115% of the peak at the reported clock (the cores boost above it)."""
     peak = roofline.physical_peak(each_cl_device)
     if peak is None:
         pytest.skip(f"no physical peak known for {each_cl_device.info.name} ({each_cl_device.info.device_type})")
     gflops, _ = roofline.fma_throughput(each_cl_device)
-    assert gflops >= 0.25 * peak["gflops"], (
-        f"FMA probe {gflops:.1f} GFLOP/s is under a quarter of the {peak['gflops']:.1f} GFLOP/s peak "
+    assert gflops >= 1.5 / peak["lanes"] * peak["gflops"], (
+        f"FMA probe {gflops:.1f} GFLOP/s is under 1.5x scalar speed of the {peak['gflops']:.1f} GFLOP/s peak "
         f"on {each_cl_device.info.fingerprint.driver}: scalar code? ({peak})")
 
 
