@@ -47,6 +47,7 @@ def table(rows: list[dict], columns: list[str]) -> str:
 db_option = click.option("--db", type=click.Path(dir_okay=False), default=None, envvar="TUNESVC_DB",
                          help="Tuning database file (default: $TUNESVC_DB or ~/.cache/tunesvc/tunesvc.db).")
 device_option = click.option("--device", default=None, help="Device id (opencl:0:0), fingerprint or name substring; default: first GPU, else first CPU.")
+device_filter_option = click.option("--device", default=None, help="Only records of this device: a fingerprint key or a substring of its name.")
 dtype_option = click.option("--dtype", default="float32", show_default=True, help="Element type: float32 or float16.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from .common import CliUsageError, db_option, emit_json, json_option, library_errors
+from .common import CliUsageError, db_option, device_filter_option, emit_json, json_option, library_errors
 
 
 @click.command("export")
 @click.argument("file", type=click.Path(dir_okay=False))
 @db_option
-@click.option("--device", default=None, help="Only this device: a fingerprint key or a name substring.")
+@device_filter_option
 @click.option("--template", default=None, help="Only this template.")
 @click.option("--best-only", is_flag=True, help="Only the fastest valid config of each problem.")
 @json_option

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import CliUsageError, db_option, device_option, dtype_option, library_errors
+from .common import CliUsageError, db_option, device_filter_option, dtype_option, library_errors
 
 output_option = click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
                              help="File to write: .png or .svg.")
@@ -34,7 +34,7 @@ def _one_device(records, what: str) -> str:
 @click.argument("template")
 @click.option("--shape", required=True, help="Problem shape, e.g. 1024x1024x1024.")
 @dtype_option
-@device_option
+@device_filter_option
 @db_option
 @output_option
 @library_errors
@@ -67,7 +67,7 @@ def convergence(template, shape, dtype, device, db, output):
 
 
 @plot.command()
-@device_option
+@device_filter_option
 @db_option
 @output_option
 @library_errors

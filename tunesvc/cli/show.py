@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import db_option, device_option, emit_json, fmt_time, json_option, library_errors, table
+from .common import db_option, device_filter_option, emit_json, fmt_time, json_option, library_errors, table
 from ..errors import UsageError
 from ..types import shape_str
 
@@ -25,7 +25,7 @@ def _is_stale(record, hashes: dict) -> bool:
 @click.command()
 @db_option
 @click.option("--template", default=None, help="Only this template.")
-@device_option
+@device_filter_option
 @click.option("--status", default=None, help="Only records of this status (ok, build, launch, wrong_result, ...).")
 @click.option("--limit", type=int, default=50, show_default=True, help="At most this many rows (0: all).")
 @json_option
