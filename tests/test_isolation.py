@@ -73,7 +73,7 @@ def test_every_fault_is_recorded_and_the_search_goes_on(tmp_path):
     # The search went on after the faults: healthy configs measured after the first hang are there and timed.
     order = [c["FAULT"] for c in result["new_configs"]]
     assert order.index(1) < max(i for i, f in enumerate(order) if f == 0)
-    assert result["best"]["config"]["FAULT"] == 0 and result["best"]["time"] > 0
+    assert result["best"]["config"]["FAULT"] == 0 and result["best"]["time_s"] > 0
 
 
 def test_worker_is_replaced_and_leaves_nothing_behind(cl_info):

@@ -204,6 +204,15 @@ class Measurement:
         """Median kernel time; infinity for a failed config, so it sorts last."""
         return self.timing.median if self.timing else float("inf")
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form every machine-readable output uses: plain numbers, units in the names,
+        null times for a failed config."""
+        t = self.timing
+        return {"config": dict(self.config), "status": self.status, "reason": self.reason,
+                "time_s": t.median if t else None, "time_min_s": t.min if t else None, "time_max_s": t.max if t else None,
+                "time_iqr_s": t.iqr if t else None, "runs": t.count if t else 0, "gflops": self.gflops, "gbps": self.gbps,
+                "compile_s": self.compile_seconds}
+
 
 @dataclass(frozen=True)
 class Problem:

@@ -32,6 +32,10 @@ def library_errors(fn):
     return wrapper
 
 
+#: the version of every --json output's layout (a field is only added within a version)
+JSON_SCHEMA_VERSION = 1
+
+
 def emit_json(data) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 

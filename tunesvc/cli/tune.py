@@ -6,24 +6,24 @@ import sys
 
 import click
 
-from .common import ceilings_in, quiet, table, db_option, device_option, dtype_option, emit_json, fmt_time, json_option, library_errors
+from .common import JSON_SCHEMA_VERSION, ceilings_in, quiet, table, db_option, device_option, dtype_option, emit_json, fmt_time, json_option, library_errors
 from ..types import shape_str
 from .progress import Progress
 
 
 
 def result_to_dict(r) -> dict:
-    m = lambda x: None if x is None else {  # noqa: E731
-        "config": dict(x.config), "status": x.status, "reason": x.reason, "time": x.timing.median if x.timing else None,
-        "time_min": x.timing.min if x.timing else None, "time_max": x.timing.max if x.timing else None, "gflops": x.gflops, "gbps": x.gbps}
+    """A TuneResult as JSON: numbers as numbers, units in the key names."""
+    m = lambda x: None if x is None else x.to_dict()  # noqa: E731
     return {
-        "template": r.template, "shape": shape_str(r.shape), "dtype": r.dtype, "device": r.device.id, "device_name": r.device.name,
+        "schema_version": JSON_SCHEMA_VERSION, "template": r.template, "shape": shape_str(r.shape), "dtype": r.dtype,
+        "device": r.device.id, "device_name": r.device.name, "device_key": r.device.fingerprint.key,
         "strategy": r.strategy, "space_size": r.space_size, "trials": len(r.measured), "reused": r.reused,
-        "elapsed": r.elapsed, "stop_reason": r.stop_reason, "failures": r.failures, "best": m(r.best), "default": m(r.default),
-        "speedup_over_default": r.speedup, "db": r.db_path,
-        "stop_rules": getattr(r, "stop_rules", ""), "new_configs": [dict(x.config) for x in r.measured],
-        "confirmed": [m(x) for x in getattr(r, "confirmed", ())], "isolated": getattr(r, "isolated", False),
-        "replaced_workers": getattr(r, "replaced_workers", 0), "storage": getattr(r, "storage", ""), "study": getattr(r, "study", ""),
+        "elapsed_s": r.elapsed, "stop_reason": r.stop_reason, "failures": r.failures, "best": m(r.best), "default": m(r.default),
+        "speedup_over_default": r.speedup, "db": r.db_path, "stop_rules": r.stop_rules,
+        "new_configs": [dict(x.config) for x in r.measured], "confirmed": [m(x) for x in r.confirmed],
+        "isolated": r.isolated, "replaced_workers": r.replaced_workers, "build_workers": r.build_workers,
+        "storage": r.storage, "study": r.study,
     }
 
 
@@ -123,10 +123,11 @@ def tune_all_cmd(device, preset, time_budget, only, trials, out, db, as_json):
 
         r = tune_all(device, preset, time_budget, db, out, list(only) or None, on_progress=progress, trials=trials)
     if as_json:
-        emit_json({"device": r.device.id, "device_name": r.device.name, "preset": r.preset, "elapsed": r.elapsed,
+        emit_json({"schema_version": JSON_SCHEMA_VERSION, "device": r.device.id, "device_name": r.device.name,
+                   "preset": r.preset, "elapsed_s": r.elapsed,
                    "stopped": r.stopped, "export": {"path": r.export.path, "records": r.export.records},
                    "problems": [{"problem": str(o.problem), "status": o.status, "new_trials": o.new_trials,
-                                 "best_time": o.best_time, "best_gflops": o.best_gflops, "reason": o.reason}
+                                 "best_time_s": o.best_time, "best_gflops": o.best_gflops, "reason": o.reason}
                                 for o in r.outcomes], "failed": len(r.failed), "status": "failed" if r.failed else "ok"})
     else:
         click.echo(tune_all_report(r))

@@ -200,9 +200,7 @@ class Service:
                 m = r.measurement
                 rows.append({"template": r.template, "template_hash": r.template_hash, "dtype": r.dtype,
                              "shape": shape_str(r.shape), "device_key": r.fingerprint.key, "device_name": r.fingerprint.name,
-                             "config": dict(m.config), "status": m.status, "reason": m.reason,
-                             "time_s": m.time if m.ok else None, "gflops": m.gflops, "gbps": m.gbps,
-                             "source": r.source, "created_at": r.created_at})
+                             **m.to_dict(), "source": r.source, "created_at": r.created_at})
                 if len(rows) >= limit:
                     break
         finally:
