@@ -11,7 +11,7 @@ from ._version import __version__
 # Bound eagerly: the submodule of the same name would otherwise shadow the function.
 from .lookup import lookup  # noqa: E402
 
-__all__ = ["lookup", "tune", "matmul", "attention", "reduce", "run_tuned", "__version__"]
+__all__ = ["lookup", "tune", "matmul", "attention", "reduce", "gemv_q", "quantize", "QuantizedMatrix", "run_tuned", "__version__"]
 
 
 def __getattr__(name: str):
@@ -19,7 +19,7 @@ def __getattr__(name: str):
         from .tuning.tuner import tune
 
         return tune
-    if name in ("matmul", "attention", "reduce", "run_tuned"):
+    if name in ("matmul", "attention", "reduce", "gemv_q", "quantize", "QuantizedMatrix", "run_tuned"):
         from . import kernels
 
         return getattr(kernels, name)

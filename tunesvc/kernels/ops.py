@@ -1,4 +1,4 @@
-"""numpy in, numpy out: matmul, reduce and attention with the best known config of each."""
+"""numpy in, numpy out: matmul, reduce, attention and gemv_q with the best known config of each."""
 
 from __future__ import annotations
 
@@ -72,3 +72,27 @@ def attention(q, k, v, causal: bool = False, scale: float | None = None, device=
     name = "attention_causal" if causal else "attention"
     inputs = {"Q": q, "K": k, "V": v, "scale": np.array([scale], dtype=np.float32)}
     return run_tuned(name, inputs, (b, h, nq, k.shape[2], d), dtype, device, db)["O"]
+
+
+def gemv_q(x, q, device=None, db=None) -> np.ndarray:
+    """``x @ W.T`` for the quantized W of ``q`` (a :class:`~tunesvc.kernels.quant.QuantizedMatrix`,
+    from ``tunesvc.quantize``) and x of K (a vector) or (B, K) with B of 1 to 16, float32 (float16
+    is widened); float32 accumulation, a fresh float32 array of (N,) or (B, N)."""
+    from ..templates.gemv_q import MAX_BATCH
+    from .quant import QuantizedMatrix
+
+    if not isinstance(q, QuantizedMatrix):
+        raise UsageError(f"gemv_q takes the weights as tunesvc.quantize(w, bits, group_size) returns them, not {type(q).__name__}")
+    x = np.asarray(x)
+    n, k = q.shape
+    rows = x.reshape(1, -1) if x.ndim == 1 else x
+    if rows.ndim != 2 or rows.shape[1] != k or not 1 <= rows.shape[0] <= MAX_BATCH:
+        raise UsageError(f"gemv_q needs x of shape ({k},) or (B, {k}) with B from 1 to {MAX_BATCH} for a {n}x{k} matrix; got {x.shape}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise UsageError(f"gemv_q needs float32 or float16 x, got {x.dtype}; convert with .astype(np.float32)")
+    inputs = {"X": rows.astype(np.float32, copy=False), "W": q.qweight, "S": q.scales}
+    if q.zeros is not None:
+        inputs["Z"] = q.zeros
+    name = "gemv_q" if q.zeros is None else "gemv_q_zp"
+    y = run_tuned(name, inputs, (rows.shape[0], n, k, q.bits, q.group_size), q.scale_dtype, device, db)["Y"]
+    return y.reshape(n) if x.ndim == 1 else y
