@@ -13,6 +13,7 @@ from .._version import __version__
 from .common import set_verbosity
 from .devices import devices
 from .exchange import export_cmd, import_cmd
+from .jobs import jobs, submit, worker
 from .lookup import lookup
 from .plot import plot
 from .replay import replay
@@ -30,5 +31,5 @@ def main(verbose, quiet):
     set_verbosity(-1 if quiet else verbose)
 
 
-for _command in (devices, tune, tune_all_cmd, lookup, show, export_cmd, import_cmd, replay, serve, plot):
+for _command in (devices, tune, tune_all_cmd, lookup, show, export_cmd, import_cmd, replay, serve, plot, submit, worker, jobs):
     main.add_command(_command)

@@ -1,0 +1,218 @@
+"""The job queue and the demand log, in the tuning database beside the measurements.
+
+A *job* is a problem to tune (template, shape, dtype, optionally a device family) with its
+budget. Workers claim one at a time, atomically (``BEGIN IMMEDIATE`` on SQLite: one writer
+at a time, so two workers can never take the same job), and hold a *lease* they renew while
+they work; a job whose lease ran out (its worker was killed) is pending again for the next
+claim. *Demand* counts the lookups that were answered below ``exact``: what frameworks asked
+for and nobody tuned.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ..errors import StoreError, UsageError
+
+JOBS = "jobs"
+DEMAND = "demand"
+STATES = ("pending", "running", "done", "failed")
+JOB_COLUMNS = ("id", "template", "shape", "dtype", "device_family", "trials", "time_budget", "state", "worker",
+               "lease_until", "progress", "reason", "attempts", "submitted_at", "started_at", "finished_at", "device_key")
+DEMAND_KEY = ("template", "template_hash", "dtype", "shape", "device_key")
+
+DDL = (
+    f"""CREATE TABLE IF NOT EXISTS {JOBS} (
+        id INTEGER PRIMARY KEY, template TEXT NOT NULL, shape TEXT NOT NULL, dtype TEXT NOT NULL,
+        device_family TEXT NOT NULL DEFAULT '', trials INTEGER, time_budget REAL,
+        state TEXT NOT NULL DEFAULT 'pending', worker TEXT, lease_until REAL, progress TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0, submitted_at TEXT NOT NULL,
+        started_at TEXT, finished_at TEXT, device_key TEXT)""",
+    f"CREATE INDEX IF NOT EXISTS {JOBS}_state ON {JOBS} (state, id)",
+    f"""CREATE TABLE IF NOT EXISTS {DEMAND} (
+        template TEXT NOT NULL, template_hash TEXT NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL,
+        device_key TEXT NOT NULL, count INTEGER NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
+        PRIMARY KEY ({', '.join(DEMAND_KEY)}))""",
+)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create the queue's tables where they are missing (called by the schema's migration)."""
+    for statement in DDL:
+        conn.execute(statement)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    template: str
+    shape: str
+    dtype: str
+    device_family: str
+    trials: int | None
+    time_budget: float | None
+    state: str
+    worker: str | None
+    lease_until: float | None
+    progress: str
+    reason: str
+    attempts: int
+    submitted_at: str
+    started_at: str | None
+    finished_at: str | None
+    device_key: str | None
+
+
+def _serves(family: str, device_key: str, names: tuple[str, ...]) -> bool:
+    """Whether a worker's device (its key and normalised names) matches a job's device family:
+    any device for '', else a case-insensitive part of the key or one of the names."""
+    want = family.strip().lower()
+    return not want or want in device_key.lower() or any(want == n or want in n for n in names)
+
+
+class Queue:
+    """Jobs and demand in one tuning database, over a connection of the queue's own (a worker's
+    lease renewer opens a second one: SQLite connections are not shared between threads)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    @classmethod
+    def open(cls, db=None) -> "Queue":
+        """The queue of the tuning database ``db`` (the default one for None), its tables made."""
+        from ..settings import db_path
+        from .store import Store
+
+        path = db_path(db)
+        Store(path).close()  # a tuning database (made, or migrated, here), never some other file
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), timeout=10, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode = WAL")
+            queue = cls(conn)
+            queue._write(lambda: migrate(conn))
+        except (sqlite3.DatabaseError, OSError) as e:
+            raise StoreError(f"cannot open the job queue in {str(path)!r}: {e}; pass another file with --db") from None
+        return queue
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _write(self, fn, attempts: int = 20):
+        """Run ``fn`` in one IMMEDIATE transaction, retried while another writer holds the lock."""
+        for attempt in range(attempts):
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or attempt == attempts - 1:
+                    raise StoreError(f"the job queue is busy: {e}") from None
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            try:
+                out = fn()
+            except BaseException:
+                self.conn.rollback()
+                raise
+            self.conn.commit()
+            return out
+        raise StoreError("the job queue stayed busy")
+
+    # ---- submitting and listing ------------------------------------------------------------
+    def submit(self, template: str, shape: str, dtype: str, device_family: str = "", trials: int | None = None,
+               time_budget: float | None = None) -> int:
+        """Queue one job; its id. The same pending or running problem is not queued twice."""
+        def add():
+            row = self.conn.execute(f"SELECT id FROM {JOBS} WHERE template = ? AND shape = ? AND dtype = ? AND device_family = ? "
+                                    "AND state IN ('pending', 'running')", (template, shape, dtype, device_family)).fetchone()
+            if row:
+                return row[0]
+            cur = self.conn.execute(f"INSERT INTO {JOBS} (template, shape, dtype, device_family, trials, time_budget, submitted_at) "
+                                    "VALUES (?, ?, ?, ?, ?, ?, ?)", (template, shape, dtype, device_family, trials, time_budget, _now()))
+            return cur.lastrowid
+
+        return self._write(add)
+
+    def jobs(self, state: str | None = None) -> list[Job]:
+        if state is not None and state not in STATES:
+            raise UsageError(f"unknown job state {state!r}; use one of {', '.join(STATES)}")
+        sql = f"SELECT {', '.join(JOB_COLUMNS)} FROM {JOBS}" + (" WHERE state = ?" if state else "") + " ORDER BY id"
+        return [Job(*row) for row in self.conn.execute(sql, (state,) if state else ())]
+
+    # ---- a worker's side -------------------------------------------------------------------
+    def claim(self, worker: str, device_key: str, names: tuple[str, ...], lease: float) -> Job | None:
+        """The oldest job this device can serve that is pending, or running on a lease that ran
+        out, now running on ``worker`` with a fresh lease; None when there is none."""
+        def take():
+            now = time.time()
+            rows = self.conn.execute(f"SELECT id, device_family FROM {JOBS} WHERE state = 'pending' "
+                                     "OR (state = 'running' AND lease_until < ?) ORDER BY id", (now,)).fetchall()
+            job_id = next((i for i, family in rows if _serves(family, device_key, names)), None)
+            if job_id is None:
+                return None
+            self.conn.execute(f"UPDATE {JOBS} SET state = 'running', worker = ?, lease_until = ?, attempts = attempts + 1, "
+                              "started_at = ?, device_key = ?, progress = '' WHERE id = ?",
+                              (worker, now + lease, _now(), device_key, job_id))
+            return job_id
+
+        job_id = self._write(take)
+        return None if job_id is None else self.get(job_id)
+
+    def open_for(self, device_key: str, names: tuple[str, ...]) -> int:
+        """How many jobs this device could serve are pending or running (a running one may come
+        back when its worker dies): a worker that would exit when idle waits while any is."""
+        rows = self.conn.execute(f"SELECT device_family FROM {JOBS} WHERE state IN ('pending', 'running')").fetchall()
+        return sum(_serves(family, device_key, names) for (family,) in rows)
+
+    def get(self, job_id: int) -> Job | None:
+        row = self.conn.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM {JOBS} WHERE id = ?", (job_id,)).fetchone()
+        return Job(*row) if row else None
+
+    def renew(self, job_id: int, worker: str, lease: float, progress: str = "") -> bool:
+        """Extend the lease and say how far the work is; False if the job is no longer this worker's."""
+        def extend():
+            cur = self.conn.execute(f"UPDATE {JOBS} SET lease_until = ?, progress = ? WHERE id = ? AND worker = ? "
+                                    "AND state = 'running'", (time.time() + lease, progress, job_id, worker))
+            return cur.rowcount == 1
+
+        return self._write(extend)
+
+    def finish(self, job_id: int, worker: str, state: str, reason: str = "", progress: str = "") -> bool:
+        """Mark a job done or failed (``state``), or pending again (released); False if it was not this worker's."""
+        def end():
+            if state == "pending":
+                sql = f"UPDATE {JOBS} SET state = 'pending', worker = NULL, lease_until = NULL, progress = ? WHERE id = ? AND worker = ?"
+                return self.conn.execute(sql, (progress, job_id, worker)).rowcount == 1
+            sql = (f"UPDATE {JOBS} SET state = ?, reason = ?, progress = ?, finished_at = ?, lease_until = NULL "
+                   "WHERE id = ? AND worker = ? AND state = 'running'")
+            return self.conn.execute(sql, (state, reason[:2000], progress, _now(), job_id, worker)).rowcount == 1
+
+        return self._write(end)
+
+    # ---- demand ----------------------------------------------------------------------------
+    def add_demand(self, counts: dict[tuple, tuple[int, str, str]]) -> None:
+        """Add buffered misses: (template, hash, dtype, shape, device_key) -> (count, first, last seen)."""
+        def add():
+            self.conn.executemany(
+                f"INSERT INTO {DEMAND} ({', '.join(DEMAND_KEY)}, count, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                f"ON CONFLICT ({', '.join(DEMAND_KEY)}) DO UPDATE SET count = count + excluded.count, "
+                "last_seen = max(last_seen, excluded.last_seen), first_seen = min(first_seen, excluded.first_seen)",
+                [(*key, n, first, last) for key, (n, first, last) in counts.items()])
+
+        self._write(add)
+
+    def demand(self, untuned_only: bool = True, limit: int = 50) -> list[tuple]:
+        """(template, hash, dtype, shape, device_key, count, first_seen, last_seen), most asked first;
+        with ``untuned_only``, only problems with no ok record on that device."""
+        cond = ("WHERE NOT EXISTS (SELECT 1 FROM record_shapes r WHERE r.template = d.template AND "
+                "r.template_hash = d.template_hash AND r.dtype = d.dtype AND r.shape = d.shape AND "
+                "r.device_key = d.device_key)") if untuned_only else ""
+        sql = (f"SELECT {', '.join('d.' + c for c in DEMAND_KEY)}, d.count, d.first_seen, d.last_seen FROM {DEMAND} d "
+               f"{cond} ORDER BY d.count DESC, d.last_seen DESC LIMIT ?")
+        return self.conn.execute(sql, (limit,)).fetchall()
