@@ -116,3 +116,10 @@ def test_an_installed_package_offers_templates_by_entry_point(tmp_path, cl_info)
     r = _cli("lookup", "saxpy", "--shape", "1000", "--device", cl_info.id, "--db", tmp_path / "t.db", "--json", env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["level"] == "default"
+
+
+@pytest.mark.parametrize("name, says", [("a" * 131_000 + ".py", "cannot be read"), ("b" * 5000, "5000 characters")])
+def test_absurd_template_names_are_one_line_and_exit_2(db_path, name, says):
+    r = CliRunner().invoke(main, ["tune", name, "--db", str(db_path)])
+    assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output
+    assert len(r.output) < 1000  # the message does not repeat the name whole

@@ -131,8 +131,13 @@ def _exec_file(path: Path):
 def load_file(path: str | Path) -> KernelTemplate:
     """Load a user template from a Python file that defines ``TEMPLATE`` (an instance)."""
     p = Path(path)
-    if not p.is_file():
-        raise UnknownTemplateError(f"template file {str(p)!r} does not exist")
+    shown = str(p) if len(str(p)) <= 200 else str(p)[:200] + "..."
+    try:
+        found = p.is_file()
+    except OSError as e:  # a name too long for the file system, a component that is not a folder, ...
+        raise UnknownTemplateError(f"template file {shown!r} cannot be read: {e.strerror or e}") from None
+    if not found:
+        raise UnknownTemplateError(f"template file {shown!r} does not exist")
     tpl = getattr(_exec_file(p), "TEMPLATE", None)
     if not isinstance(tpl, KernelTemplate):
         raise UsageError(f"template file {str(p)!r} must define TEMPLATE = <a KernelTemplate instance>")
@@ -183,4 +188,6 @@ def get(name: str | KernelTemplate) -> KernelTemplate:
         return _from_entry_point(name, ep)
     if (path := _remembered().get(name)) is not None:
         return _from_remembered(name, path)
+    if len(name) > 200:
+        raise UnknownTemplateError(f"unknown template {name[:60]!r}... ({len(name)} characters); known: {', '.join(names())}")
     raise UnknownTemplateError(f"unknown template {name!r}; known: {', '.join(names())} (or a path to a template .py file)")
