@@ -9,7 +9,7 @@ no such template has every record rejected with that reason.
 from __future__ import annotations
 
 import gzip
-import os
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,10 +19,6 @@ from ..errors import ImportFileError, UsageError
 from ..types import shape_str
 from .validate import MAX_REASON, Checks, Rejected, validate
 
-#: largest recorded file read (decompressed): the parser holds it in memory whole
-MAX_RECORDED_BYTES = 512 * 2**20
-
-
 def looks_like_json_object(path: Path) -> bool:
     """Whether a file (gunzipped if need be) starts with '{' — a candidate Kernel Tuner or T4 file."""
     try:
@@ -31,42 +27,23 @@ def looks_like_json_object(path: Path) -> bool:
         opener = gzip.open if head == b"\x1f\x8b" else open
         with opener(path, "rb") as f:
             return f.read(4096).lstrip()[:1] == b"{"
-    except (OSError, EOFError, gzip.BadGzipFile):
+    except (OSError, EOFError, zlib.error):
         return False
 
 
-def _check_size(path: Path) -> None:
-    """Refuse a file whose decompressed size exceeds the bound, before the parser reads it whole."""
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    if not gz:
-        if os.path.getsize(path) > MAX_RECORDED_BYTES:
-            raise ImportFileError(f"{str(path)!r} is larger than {MAX_RECORDED_BYTES >> 20} MiB; split it")
-        return
-    total = 0
-    try:
-        with gzip.open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                total += len(chunk)
-                if total > MAX_RECORDED_BYTES:
-                    raise ImportFileError(f"{str(path)!r} unpacks to more than {MAX_RECORDED_BYTES >> 20} MiB; split it")
-    except (EOFError, OSError) as e:
-        raise ImportFileError(f"{str(path)!r} is truncated or corrupt ({e}); nothing was imported") from None
-
-
 def load_recorded(path: Path):
-    """The RecordedSpace of a Kernel Tuner or T4 file; ImportFileError if it is neither."""
-    from ..replay.files import load
+    """The header of a Kernel Tuner or T4 file, from a first pass that also checks the whole file (so a
+    damaged one is refused before anything is written); ImportFileError if it is neither."""
+    from ..replay.files import read_header
 
-    _check_size(path)
-    try:
-        return load(path)
-    except RecursionError:
-        raise ImportFileError(f"{str(path)!r} nests JSON too deeply to be a Kernel Tuner or T4 file") from None
+    return read_header(path)
 
 
 def recorded_records(path: Path, space, checks: Checks | None = None):
-    """Yield (entry number, row dict or Rejected) for each config of a recorded space."""
+    """Yield (entry number, row dict or Rejected) for each config of a recorded file, streamed (its
+    second pass: memory stays bounded whatever the file's size)."""
+    from ..replay.files import Damaged, entries
+
     checks = checks or Checks()
     try:
         tpl = templates.get(space.kernel_name) if not space.kernel_name.endswith(".py") else None
@@ -75,12 +52,14 @@ def recorded_records(path: Path, space, checks: Checks | None = None):
     if tpl is None:
         reason = Rejected(f"no template is registered under the kernel name {space.kernel_name[:60]!r}; "
                           "register one with tunesvc.templates.register whose parameters match the file")
-        for i, _ in enumerate(space.configs, 1):
+        for i in range(1, space.entries + 1):
             yield i, reason
         return
     base = _base_line(path, space, tpl)
-    for i, rec in enumerate(space.configs, 1):
+    for i, (where, rec) in enumerate(entries(space), 1):
         try:
+            if isinstance(rec, Damaged):
+                raise Rejected(f"{where} {rec}")
             yield i, validate(_line(base, rec, tpl, space), checks)
         except Rejected as e:
             yield i, e

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
+import math
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from ..errors import ImportFileError
 from ..search.space import Dimension
 from ..types import Config
+from .stream import JSONStreamError, NotAnObject, members
 
 #: Kernel Tuner's failure strings -> tunesvc failure statuses
 KT_FAILURES = {
@@ -102,99 +104,248 @@ class RecordedSpace:
         return h.hexdigest()[:16]
 
 
+#: configs a recorded space may hold: replay keeps them all in memory (about 2.5 KB each)
+MAX_CONFIGS = 100_000
+#: parameters of one config, and samples of one entry: far beyond any recorded space
+MAX_PARAMS, MAX_SAMPLES = 256, 100_000
+_STREAMED = frozenset(("cache", "results"))
+_HEADER = ("device_name", "kernel_name", "problem_size", "tune_params", "tune_params_keys", "metadata")
+_SCALARS = (str, int, float, bool)
+
+
+class Damaged(ValueError):
+    """One entry of a recorded file cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class RecordedHeader:
+    """What a recorded file says besides its configs (read by a first pass over the file)."""
+
+    path: str
+    format: str  # "kerneltuner" or "t4"
+    device_name: str
+    kernel_name: str
+    problem_size: tuple[int, ...]
+    names: tuple[str, ...]  # Kernel Tuner: the parameters, in order; T4: () (each result names its own)
+    tune_params: dict | None  # Kernel Tuner: parameter -> its values
+    scale: float  # seconds per recorded time unit
+    entries: int
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
+
+
 def load(path: str | Path) -> RecordedSpace:
-    """Parse a Kernel Tuner cache file or a T4 results file (``.json`` or ``.json.gz``)."""
+    """Parse a Kernel Tuner cache file or a T4 results file (``.json`` or ``.json.gz``), streamed: memory
+    grows with the configs kept, never with the file. Raises ImportFileError with one line."""
+    header = read_header(path)
+    if header.entries > MAX_CONFIGS:
+        raise ImportFileError(f"{path}: {header.entries} recorded configs; replay reads at most {MAX_CONFIGS}")
+    configs = []
+    for where, entry in entries(header):
+        if isinstance(entry, Damaged):
+            raise ImportFileError(f"{path}: {where} {entry}; the file is damaged")
+        configs.append(entry)
+    return RecordedSpace(header.path, header.format, header.device_name, header.kernel_name, header.problem_size,
+                         _dims(header, configs), tuple(configs))
+
+
+def _dims(header: RecordedHeader, configs: list[RecordedConfig]) -> tuple[Dimension, ...]:
+    """The parameters and their values: Kernel Tuner's tune_params (every config's values among them),
+    or for T4 the values the configs take, in the order of the first config's parameters."""
+    if header.tune_params is None:
+        names = list(configs[0].config) if configs else []
+        if any(len(c.config) != len(names) or any(n not in c.config for n in names) for c in configs):
+            raise ImportFileError(f"{header.path}: its results do not all name the same parameters; the file is damaged")
+        return tuple(Dimension(n, _ordered({c.config[n] for c in configs})) for n in names)
+    values = {n: set(header.tune_params[n]) for n in header.names}
+    for c in configs:
+        for n in header.names:
+            if c.config[n] not in values[n]:
+                raise ImportFileError(f"{header.path}: a config has {n}={c.config[n]!r}, which 'tune_params' does not "
+                                      "list; the file is damaged")
+    return tuple(Dimension(n, tuple(header.tune_params[n])) for n in header.names)
+
+
+def read_header(path: str | Path) -> RecordedHeader:
+    """The header of a Kernel Tuner or T4 file, from a first pass over it that also checks it is one
+    whole JSON object and counts its configs. Raises ImportFileError with one line."""
     path = Path(path)
-    data = _read_json(path)
-    if isinstance(data, dict) and "cache" in data and "tune_params" in data:
-        return _from_kerneltuner(path, data)
-    if isinstance(data, dict) and isinstance(data.get("results"), list):
-        return _from_t4(path, data)
+    seen, entries, kind = {}, 0, None
+    for key, name, value in _members(path, with_entries=False):
+        if name is None:
+            seen[key] = value
+        else:
+            entries += 1
+            kind = kind or (key, type(name))
+    if "tune_params" in seen and ("cache" in seen or kind and kind[0] == "cache"):
+        return _kerneltuner_header(path, seen, entries, kind)
+    if kind and kind[0] == "results" or isinstance(seen.get("results"), list):
+        if not entries:
+            raise ImportFileError(f"{path}: T4 file has no results")
+        return _t4_header(path, seen, entries)
     raise ImportFileError(f"{path}: neither a Kernel Tuner cache file (no 'cache'/'tune_params') nor a T4 file (no 'results' list)")
 
 
-def _read_json(path: Path) -> Any:
+def _members(path: Path, with_entries: bool):
+    """(key, entry name or None, value) of a recorded file; the entries' values only ``with_entries``."""
     if not path.is_file():
         raise ImportFileError(f"{path}: no such file; give a Kernel Tuner cache file or a T4 results file (.json or .json.gz)")
+    hint = "is it a complete .json or .json.gz file?"
     try:
         with path.open("rb") as f:
-            raw = f.read()
-        if raw[:2] == b"\x1f\x8b":  # gzip magic, whatever the suffix says
-            raw = gzip.decompress(raw)
-        text = raw.decode("utf-8").rstrip()
-        # Kernel Tuner leaves a cache file of an interrupted run without its closing braces.
-        if text.endswith(","):
-            text = text[:-1] + "}}"
-        return json.loads(text)
-    except (OSError, EOFError, UnicodeDecodeError, ValueError) as e:
-        raise ImportFileError(f"{path}: not readable JSON ({str(e).splitlines()[0]}); is it a complete .json or .json.gz file?") from None
+            gz = f.read(2) == b"\x1f\x8b"  # gzip magic, whatever the suffix says
+        with (gzip.open(path, "rb") if gz else path.open("rb")) as f:
+            for key, name, value in members(f, _STREAMED):
+                if name is None and key not in _HEADER and key not in _STREAMED:
+                    continue  # a member nobody reads (Kernel Tuner's 'objective', T4's 'schema_version')
+                yield key, name, value if with_entries or name is None else None
+    except NotAnObject:
+        raise ImportFileError(f"{path}: neither a Kernel Tuner cache file nor a T4 file (its JSON is not an object)") from None
+    except JSONStreamError as e:
+        raise ImportFileError(f"{path}: not readable JSON ({e}); {hint}") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise ImportFileError(f"{path}: not readable JSON ({str(e).splitlines()[0] if str(e) else type(e).__name__}); {hint}") from None
+
+
+def _kerneltuner_header(path: Path, seen: dict, entries: int, kind) -> RecordedHeader:
+    if kind and kind[1] is not str or "cache" in seen and not isinstance(seen["cache"], dict):
+        raise ImportFileError(f"{path}: 'cache' must be an object of entries keyed by their parameter values")
+    params = seen["tune_params"]
+    names = seen.get("tune_params_keys") or (list(params) if isinstance(params, dict) else [])
+    if (not isinstance(params, dict) or not isinstance(names, list) or not names or len(names) > MAX_PARAMS
+            or any(type(n) is not str or not isinstance(params.get(n), list) or not params[n] for n in names)
+            or any(type(v) not in _SCALARS for n in names for v in params[n])):
+        raise ImportFileError(f"{path}: 'tune_params' does not list the values of every parameter in 'tune_params_keys'")
+    kernel, device = _guess(path)
+    return RecordedHeader(str(path), "kerneltuner", _text(path, seen, "device_name") or device,
+                          _text(path, seen, "kernel_name") or kernel, _problem_size(seen.get("problem_size")),
+                          tuple(names), {n: params[n] for n in names}, MS, entries)
+
+
+def _t4_header(path: Path, seen: dict, entries: int) -> RecordedHeader:
+    meta = seen.get("metadata")
+    unit = meta.get("timeunit", "milliseconds") if isinstance(meta, dict) else "milliseconds"
+    kernel, device = _guess(path)
+    return RecordedHeader(str(path), "t4", device, kernel, (), (), None,
+                          MS if str(unit).startswith("mil") else 1.0, entries)
+
+
+def _text(path: Path, seen: dict, key: str) -> str:
+    value = seen.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ImportFileError(f"{path}: {key!r} must be a string, not {type(value).__name__}")
+    return value
+
+
+def entries(header: RecordedHeader) -> Iterator[tuple[str, RecordedConfig | Damaged]]:
+    """(where, config or why it is damaged) for each entry of a recorded file, streamed (a second pass)."""
+    parse = _kt_entry if header.format == "kerneltuner" else _t4_entry
+    for key, name, value in _members(Path(header.path), with_entries=True):
+        if name is None or key not in _STREAMED:
+            continue
+        where = f"cache entry {name[:60]!r}" if isinstance(name, str) else f"result {name}"
+        try:
+            yield where, parse(value, header)
+        except Damaged as e:
+            yield where, e
 
 
 def _problem_size(value: Any) -> tuple[int, ...]:
-    values = value if isinstance(value, (list, tuple)) else [value]
-    try:
-        return tuple(int(v) for v in values)
-    except (TypeError, ValueError):
+    values = value if isinstance(value, list) else [value]
+    if len(values) > 8 or not all(type(v) is int or type(v) is float and v.is_integer() for v in values):
         return ()
+    return tuple(int(v) for v in values)
 
 
-def _from_kerneltuner(path: Path, data: dict) -> RecordedSpace:
-    params = data["tune_params"]
-    names = list(data.get("tune_params_keys") or params)
-    if not isinstance(params, dict) or any(n not in params for n in names):
-        raise ImportFileError(f"{path}: 'tune_params' does not list the values of every parameter in 'tune_params_keys'")
-    dims = tuple(Dimension(n, tuple(params[n])) for n in names)
-    configs = []
-    for key, entry in data["cache"].items():
-        try:
-            configs.append(_kt_entry(entry, names))
-        except (KeyError, TypeError, ValueError):
-            raise ImportFileError(f"{path}: cache entry {key!r} lacks a parameter or a time; the file is damaged") from None
-    return RecordedSpace(str(path), "kerneltuner", str(data.get("device_name") or _guess(path)[1]),
-                         str(data.get("kernel_name") or _guess(path)[0]), _problem_size(data.get("problem_size")),
-                         dims, tuple(configs))
+def _seconds(value: Any, what: str, scale: float) -> float:
+    """A recorded duration in seconds: a finite number >= 0 in the file's unit."""
+    if type(value) not in (int, float):
+        raise Damaged(f"has a {what} that is not a number ({type(value).__name__})")
+    try:
+        seconds = float(value) * scale
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds) or seconds < 0:
+        raise Damaged(f"has a {what} that is not a finite number >= 0")
+    return seconds
 
 
-def _kt_entry(entry: dict, names: list[str]) -> RecordedConfig:
-    config = Config({n: entry[n] for n in names})
+def _config(values: Any, names) -> Config:
+    if not isinstance(values, dict):
+        raise Damaged("is not an object of parameter values")
+    if len(names) > MAX_PARAMS:
+        raise Damaged(f"has more than {MAX_PARAMS} parameters")
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise Damaged(f"lacks the parameter {missing[0][:40]!r}")
+    bad = next((n for n in names if type(values[n]) not in _SCALARS), None)
+    if bad is not None:
+        raise Damaged(f"has a {type(values[bad]).__name__} as the value of {bad[:40]!r}")
+    return Config({n: values[n] for n in names})
+
+
+def _samples(values: Any, scale: float) -> tuple[float, ...]:
+    if values is None:
+        return ()
+    if not isinstance(values, list) or len(values) > MAX_SAMPLES:
+        raise Damaged(f"has times that are not a list of at most {MAX_SAMPLES} numbers")
+    return tuple(_seconds(x, "time sample", scale) for x in values)
+
+
+def _kt_entry(entry: Any, header: RecordedHeader) -> RecordedConfig:
+    config = _config(entry, header.names)
+    if "time" not in entry:
+        raise Damaged("lacks a time")
     t = entry["time"]
-    compile_s = float(entry.get("compile_time") or 0.0) * MS
-    bench_s = float(entry.get("benchmark_time") or 0.0) * MS
+    compile_s = _seconds(entry.get("compile_time") or 0.0, "compile_time", MS)
+    bench_s = _seconds(entry.get("benchmark_time") or 0.0, "benchmark_time", MS)
     if isinstance(t, str):
         status = KT_FAILURES.get(t, "runtime")
-        return RecordedConfig(config, status, None, (), compile_s, bench_s, reason=t)
-    samples = tuple(float(x) * MS for x in entry.get("times") or ())
-    return RecordedConfig(config, "ok", float(t) * MS, samples, compile_s, bench_s)
+        return RecordedConfig(config, status, None, (), compile_s, bench_s, reason=t[:4096])
+    time_s = _positive(_seconds(t, "time", header.scale))
+    return RecordedConfig(config, "ok", time_s, _samples(entry.get("times"), header.scale), compile_s, bench_s)
 
 
-def _from_t4(path: Path, data: dict) -> RecordedSpace:
-    results = data["results"]
-    if not results:
-        raise ImportFileError(f"{path}: T4 file has no results")
-    scale = MS if str(data.get("metadata", {}).get("timeunit", "milliseconds")).startswith("mil") else 1.0
-    configs = []
-    for i, r in enumerate(results):
-        try:
-            configs.append(_t4_entry(r, scale))
-        except (KeyError, TypeError, ValueError, IndexError):
-            raise ImportFileError(f"{path}: result {i} lacks 'configuration', 'invalidity' or a time measurement; the file is damaged") from None
-    names = list(results[0]["configuration"])
-    dims = tuple(Dimension(n, _ordered({c.config[n] for c in configs})) for n in names)
-    kernel, device = _guess(path)
-    return RecordedSpace(str(path), "t4", device, kernel, (), dims, tuple(configs))
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise Damaged("has a time of 0: a kernel that ran takes some time")
+    return seconds
 
 
-def _t4_entry(r: dict, scale: float) -> RecordedConfig:
-    config = Config(r["configuration"])
-    status = T4_STATUS.get(r["invalidity"], "runtime")
+def _t4_entry(r: Any, header: RecordedHeader) -> RecordedConfig:
+    if not isinstance(r, dict) or "configuration" not in r or "invalidity" not in r:
+        raise Damaged("lacks 'configuration' or 'invalidity'")
+    values = r["configuration"]
+    config = _config(values, list(values) if isinstance(values, dict) else [])
+    invalidity = r["invalidity"]
+    status = T4_STATUS.get(invalidity, "runtime") if isinstance(invalidity, str) else "runtime"
     times = r.get("times") or {}
-    samples = tuple(float(x) * scale for x in times.get("runtimes") or ())
-    compile_s = float(times.get("compilation") or 0.0) * scale
-    bench_s = float(times["benchmark"]) * scale if "benchmark" in times else sum(samples)
+    if not isinstance(times, dict):
+        raise Damaged("has 'times' that is not an object")
+    scale = header.scale
+    samples = _samples(times.get("runtimes"), scale)
+    compile_s = _seconds(times.get("compilation") or 0.0, "compilation time", scale)
+    bench_s = _seconds(times["benchmark"], "benchmark time", scale) if "benchmark" in times else sum(samples)
     if status != "ok":
-        return RecordedConfig(config, status, None, (), compile_s, bench_s, reason=str(r["invalidity"]))
-    value = next(m["value"] for m in r["measurements"] if m["name"] == r.get("objectives", ["time"])[0])
-    return RecordedConfig(config, "ok", float(value) * scale, samples, compile_s, bench_s)
+        return RecordedConfig(config, status, None, (), compile_s, bench_s, reason=str(invalidity)[:4096])
+    return RecordedConfig(config, "ok", _positive(_seconds(_objective(r), "time", scale)), samples, compile_s, bench_s)
+
+
+def _objective(r: dict):
+    """The value of the result's first objective among its measurements."""
+    objectives = r.get("objectives") or ["time"]
+    measurements = r.get("measurements")
+    if not isinstance(objectives, list) or not isinstance(measurements, list):
+        raise Damaged("has 'objectives' or 'measurements' that are not lists")
+    wanted = objectives[0]
+    for m in measurements:
+        if isinstance(m, dict) and m.get("name") == wanted and "value" in m:
+            return m["value"]
+    raise Damaged(f"has no measurement of its objective {str(wanted)[:40]!r}")
 
 
 def _ordered(values: set) -> tuple:

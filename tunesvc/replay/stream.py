@@ -1,0 +1,151 @@
+"""One large JSON object read as a stream of bounded pieces, each parsed by the standard library.
+
+A Kernel Tuner cache file is one object whose ``cache`` member holds every config it ran; a T4
+file's ``results`` array does. Parsed whole, a 2.7 MB ``.json.gz`` that unpacks to 477 MB took
+7.8 GB. Here the text is decoded a block at a time and ``json``'s own scanner
+(``JSONDecoder.raw_decode``) parses one member of the top-level object, or one element of a
+streamed member, at a time: memory stays within a block and one piece (``max_piece`` characters),
+whatever the size of the file, and what a piece may hold is exactly what ``json.loads`` allows.
+(A streaming parser built on yajl, such as ijson, took 6 minutes for one 200 MB string: it grows
+its token buffer piece by piece; it also reads a lone surrogate escape as '?'.)
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from typing import IO, Iterator
+
+#: the most characters one member or element may take (a Kernel Tuner entry is about 500)
+MAX_PIECE = 1 << 20
+_BLOCK = 1 << 20
+_WS = re.compile(r"[ \t\n\r]*")
+_decoder = json.JSONDecoder()
+
+
+class JSONStreamError(ValueError):
+    """The stream is not one readable JSON object; the message says why and where."""
+
+
+class NotAnObject(JSONStreamError):
+    """The stream holds JSON, but not an object at the top."""
+
+
+class _Text:
+    """The decoded text of a binary stream, one block at a time, from the first unconsumed character."""
+
+    def __init__(self, stream: IO[bytes], max_piece: int):
+        self.stream, self.max_piece = stream, max_piece
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.text, self.pos, self.eof, self.dropped = "", 0, False, 0
+
+    def where(self) -> str:
+        return f"at character {self.dropped + self.pos}"
+
+    def more(self) -> bool:
+        """Read one more block, dropping the text before ``pos``; False once the stream has ended."""
+        if self.eof:
+            return False
+        block = self.stream.read(_BLOCK)
+        try:
+            new = self.decoder.decode(block, final=not block)
+        except UnicodeDecodeError:
+            raise JSONStreamError(f"not UTF-8 text (near character {self.dropped + len(self.text)})") from None
+        self.dropped += self.pos
+        self.text = self.text[self.pos:] + new
+        self.pos, self.eof = 0, not block
+        return True
+
+    def peek(self) -> str:
+        """The next character that is not white space, left unconsumed ('' at the end of the stream)."""
+        while True:
+            self.pos = _WS.match(self.text, self.pos).end()
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self.more():
+                return ""
+
+    def expect(self, chars: str, what: str) -> str:
+        c = self.peek()
+        if not c or c not in chars:
+            raise JSONStreamError(f"expected {what} {self.where()}, found {c[:1]!r}" if c else f"ends before {what}")
+        self.pos += 1
+        return c
+
+    def value(self):
+        """The JSON value that starts at the next character, parsed and consumed."""
+        self.peek()
+        while True:
+            try:
+                obj, end = _decoder.raw_decode(self.text, self.pos)
+                if end < len(self.text) or self.eof:  # a number at the end of a block may go on in the next
+                    self.pos = end
+                    return obj
+            except json.JSONDecodeError as e:
+                if self.eof or len(self.text) - self.pos > self.max_piece:
+                    raise JSONStreamError(f"{e.msg} (character {self.dropped + e.pos}), or a value longer than "
+                                          f"{self.max_piece} characters") from None
+            except RecursionError:
+                raise JSONStreamError(f"nested too deeply {self.where()}") from None
+            except ValueError as e:  # a number of more digits than int() reads
+                raise JSONStreamError(f"{str(e).split(':')[0][:80]} {self.where()}") from None
+            self.more()
+
+
+def members(stream: IO[bytes], streamed=frozenset(), max_piece: int = MAX_PIECE) -> Iterator[tuple]:
+    """Yield ``(key, None, value)`` for each member of the JSON object in ``stream``, in order; a member
+    named in ``streamed`` whose value is an object or an array comes as ``(key, name or index, value)``
+    per element instead. An object streamed this way may end after a comma at the end of the stream
+    (Kernel Tuner leaves the cache file of an interrupted run so). Raises JSONStreamError."""
+    text = _Text(stream, max_piece)
+    first = text.peek()
+    if first != "{":
+        if not first:
+            raise JSONStreamError("empty: no JSON value")
+        text.value()  # JSON of another kind is said as such; anything else fails to parse here
+        raise NotAnObject("holds JSON, but not an object")
+    text.pos += 1
+    if text.peek() == "}":
+        text.pos += 1
+    else:
+        while True:
+            key = _key(text)
+            text.expect(":", "':'")
+            if key in streamed and text.peek() in "{[":
+                if (yield from _elements(text, key)):
+                    return  # an interrupted Kernel Tuner file: the stream ended inside its last member
+            else:
+                yield key, None, text.value()
+            if text.expect(",}", "',' or '}'") == "}":
+                break
+    if text.peek():
+        raise JSONStreamError(f"more data after the JSON object {text.where()}")
+
+
+def _key(text: _Text) -> str:
+    if text.peek() != '"':
+        raise JSONStreamError(f"expected a member name in double quotes {text.where()}")
+    return text.value()
+
+
+def _elements(text: _Text, key: str):
+    """Yield the elements of the streamed member ``key``; True if the stream ended after a comma in it."""
+    is_object = text.expect("{[", "'{' or '['") == "{"
+    close = "}" if is_object else "]"
+    if text.peek() == close:  # empty: said as a plain member, so the reader knows it was there
+        text.pos += 1
+        yield key, None, {} if is_object else []
+        return False
+    index = 0
+    while True:
+        name = index
+        if is_object:
+            name = _key(text)
+            text.expect(":", "':'")
+        yield key, name, text.value()
+        index += 1
+        if text.expect("," + close, f"',' or '{close}'") == close:
+            return False
+        if is_object and not text.peek():
+            return True
