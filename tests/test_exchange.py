@@ -100,17 +100,20 @@ def test_importing_twice_changes_nothing(src, tmp_path):
     assert db_digest(dst) == before
 
 
-@pytest.mark.parametrize("policy, local_time, expect_time, outcome", [
-    ("keep-fastest", 5e-3, 1e-3, "replaced"),
-    ("keep-fastest", 5e-4, 5e-4, "skipped"),
-    ("prefer-local", 5e-3, 5e-3, "skipped"),
-    ("prefer-incoming", 5e-4, 1e-3, "replaced"),
+@pytest.mark.parametrize("policy, stored_source, local_time, expect_time, outcome", [
+    ("keep-fastest", "colleague.jsonl", 5e-3, 1e-3, "replaced"),
+    ("keep-fastest", "colleague.jsonl", 5e-4, 5e-4, "skipped"),
+    ("keep-fastest", "local", 5e-3, 5e-3, "skipped"),  # this device's own measurement: provenance decides, not speed
+    ("prefer-local", "local", 5e-3, 5e-3, "skipped"),
+    ("prefer-local", "colleague.jsonl", 5e-3, 5e-3, "skipped"),
+    ("prefer-incoming", "local", 5e-4, 1e-3, "replaced"),
 ])  # fmt: skip
-def test_policies(tmp_path, policy, local_time, expect_time, outcome):
+def test_policies(tmp_path, policy, stored_source, local_time, expect_time, outcome):
     incoming = _write(tmp_path / "in.jsonl", [_record_line()])
     cfg = valid_configs((64, 64, 64), 1)[0]
     local = Record(CPU, "matmul", templates.get("matmul").source_hash, "float32", (64, 64, 64),
-                   Measurement(cfg, "ok", timing=Timing(local_time, local_time, local_time, 0.0, 3), gflops=1.0, gbps=1.0))
+                   Measurement(cfg, "ok", timing=Timing(local_time, local_time, local_time, 0.0, 3), gflops=1.0, gbps=1.0),
+                   source=stored_source)
     dst = _db(tmp_path / "dst.db", [local])
     s = import_files([incoming], dst, policy=policy)
     assert (s.replaced == 1) == (outcome == "replaced") and (sum(s.skipped.values()) == 1) == (outcome == "skipped")
@@ -325,10 +328,10 @@ def test_merging_into_a_database_with_records_sees_every_earlier_record(tmp_path
     def line(config, t):
         return _record_line(config=config, time_median=t, time_min=t, time_max=t)
 
-    local = Record(CPU, "matmul", templates.get("matmul").source_hash, "float32", (64, 64, 64),
-                   Measurement(valid_configs((64, 64, 64), 1)[0], "ok", timing=Timing(2e-3, 2e-3, 2e-3, 0.0, 3),
-                               gflops=1.0, gbps=1.0))
-    dst = _db(tmp_path / "dst.db", [local])
+    stored = Record(CPU, "matmul", templates.get("matmul").source_hash, "float32", (64, 64, 64),
+                    Measurement(valid_configs((64, 64, 64), 1)[0], "ok", timing=Timing(2e-3, 2e-3, 2e-3, 0.0, 3),
+                                gflops=1.0, gbps=1.0), source="colleague.jsonl")  # not 'local': keep-fastest may replace it
+    dst = _db(tmp_path / "dst.db", [stored])
     device = {k: v for k, v in zip(("backend", "vendor", "device_type", "architecture", "device_name", "driver"),
                                    CPU.key.split("|"))}
     lines = [dict(line(c, t), **device) for c, t in ((c0, 1e-3), (c1, 5e-3), (c1, 4e-3), (c0, 3e-3), (c1, 6e-3))]

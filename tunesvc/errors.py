@@ -10,6 +10,13 @@ from __future__ import annotations
 import importlib
 
 
+def clip(value, limit: int = 60) -> str:
+    """A value for a one-line message: its repr, cut to about ``limit`` characters (a name may be
+    131 KB long, and the message must still be one line)."""
+    text = value if isinstance(value, str) else str(value)
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
 class TunesvcError(Exception):
     """Base class of every tunesvc error."""
 

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import queue
+import stat
 import threading
 import zlib
 from dataclasses import dataclass, field
@@ -31,11 +32,12 @@ from pathlib import Path
 
 from .. import templates
 from .._version import __version__
-from ..errors import ImportFileError, UsageError
+from ..errors import ImportFileError, UsageError, clip
 from .interop import load_recorded, looks_like_json_object, recorded_records
-from .schema import EXPORT_FIELDS, KEY, MEASURED, PROVENANCE, SCHEMA_VERSION, TABLE, record_filter
+from .schema import CEILINGS, EXPORT_FIELDS, KEY, MEASURED, PROVENANCE, SCHEMA_VERSION, STAGED, TABLE, record_filter
 from .store import Store
-from .validate import MAX_NAME, Checks, Rejected, decode, fast_parse, parse_line, read_raw_lines, validate
+from .validate import (MAX_NAME, MIN_LINE, Checks, Rejected, decode, fast_parse, parse_line, read_raw_lines,
+                       validate, _UNPRINTABLE)
 
 FORMAT = "tunesvc-db"
 FORMAT_VERSION = 1
@@ -44,6 +46,8 @@ POLICIES = ("keep-fastest", "prefer-local", "prefer-incoming")
 _LINE_FIELDS = tuple(f for f in EXPORT_FIELDS if f != "config")  # config goes last, pasted as its stored canonical JSON
 _DATA = (*MEASURED, *PROVENANCE)  # what a merge weighs and writes of a stored record
 _BATCH = 20_000
+#: lines shorter than any record (blank ones included) an export may have: see records()
+MAX_SHORT_LINES = 100_000
 _CHUNK = 8192  # export lines per write (~5 MiB)
 #: gzip level of exports: 1 compresses ~4x faster than 6 for files ~1.3x larger (docs/benchmarks.md)
 GZIP_LEVEL = 1
@@ -126,15 +130,42 @@ def _lines(rows):
 
 def export(path: str | Path, db=None, device: str | None = None, template: str | None = None,
            best_only: bool = False) -> ExportSummary:
-    """Write the matching records of the database ``db`` to ``path`` (gzip when it ends in .gz)."""
+    """Write the matching records of the database ``db`` to ``path`` (gzip when it ends in .gz): a new
+    file, or one that replaces a regular file; never a device node (/dev/full) or anything else."""
+    path = Path(path)
+    _check_target(path)
     store = db if isinstance(db, Store) else Store(db, readonly=True)
     try:
         # the key order visits table pages at random: mapped pages and a large cache read them ~1.5x faster
-        with store.scanning(_EXPORT_CACHE_KIB, _EXPORT_MMAP):
-            return _export(store, Path(path), device, template, best_only)
+        with store.reading(), store.scanning(_EXPORT_CACHE_KIB, _EXPORT_MMAP):
+            return _export(store, path, device, template, best_only)
     finally:
         if store is not db:
             store.close()
+
+
+def _check_target(path: Path) -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise UsageError(f"cannot write {str(path)!r}: {e.strerror or e}; choose another path") from None
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{str(path)!r} is not a regular file; export writes a new file or replaces a regular one: "
+                         "choose another path")
+
+
+def _temporary(path: Path) -> Path:
+    """A new file beside ``path`` under a short name (the real name may already be as long as a name
+    can be), created with the permissions a plain open() gives."""
+    for attempt in itertools.count():
+        tmp = path.with_name(f".tunesvc-export-{os.getpid()}-{attempt}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def _export(store: Store, path: Path, device, template, best_only: bool) -> ExportSummary:
@@ -142,9 +173,9 @@ def _export(store: Store, path: Path, device, template, best_only: bool) -> Expo
     newest = store.read(f"SELECT max(created_at) FROM ({sql})", args).fetchone()[0]
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "tunesvc_version": __version__,
               "created_at": newest or "1970-01-01T00:00:00+00:00"}  # the data's time, so re-exports are identical
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    count = 0
+    tmp, count = None, 0
     try:
+        tmp = _temporary(path)
         with open(tmp, "wb") as raw:
             gz = path.suffix == ".gz"
             out = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) if gz else raw
@@ -157,12 +188,13 @@ def _export(store: Store, path: Path, device, template, best_only: bool) -> Expo
                     count += len(chunk)
             if out is not raw:
                 out.close()
+        _check_target(path)  # made a device node or a folder meanwhile: leave it be
         os.replace(tmp, path)  # never leave a half-written export under the real name
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise UsageError(f"cannot write {str(path)!r}: {e.strerror or e}; choose another path") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
     return ExportSummary(str(path), count, path.stat().st_size)
 
 
@@ -277,7 +309,7 @@ def records(path: str | Path, checks: Checks | None = None):
 
     Raises ImportFileError for a file that is not an export at all, or that ends
     in the middle of its compressed stream."""
-    checks = checks or Checks()
+    checks, short = checks or Checks(), 0
     with _reading(path) as stream:
         lines = read_raw_lines(stream)
         read_header(lines, path)
@@ -285,6 +317,11 @@ def records(path: str | Path, checks: Checks | None = None):
             if isinstance(raw, Rejected):
                 yield number, raw
                 continue
+            if len(raw) < MIN_LINE:  # blank or junk: each costs a fixed time, and a .gz packs a million in a few KB
+                short += 1
+                if short > MAX_SHORT_LINES:
+                    raise ImportFileError(f"{str(path)!r} has more than {MAX_SHORT_LINES} lines too short to hold a "
+                                          "record (blank lines or junk); it is not a tunesvc export: nothing was imported")
             row = _fast(raw, checks)
             if row is not None:
                 yield number, row
@@ -316,6 +353,15 @@ def _strict(number: int, raw: bytes, checks: Checks):
 
 
 # ---- import and merge --------------------------------------------------------------------
+#: distinct rejection reasons counted apart; beyond, the rest are counted under one (a hostile file
+#: could give every line a reason of its own)
+MAX_REASONS = 1000
+_OTHER_REASONS = "other reasons (more than 1000 distinct ones)"
+#: rejected records a file may have beyond those it has accepted before it is refused as a whole: each
+#: costs a fixed time, and a small .gz or a Kernel Tuner file of tiny entries can hold millions
+MAX_REJECTED = 100_000
+
+
 @dataclass
 class ImportSummary:
     """What an import did (or, with dry_run, would do). Every record read is counted once."""
@@ -336,6 +382,8 @@ class ImportSummary:
         return self.added + self.replaced + sum(self.skipped.values()) + sum(self.rejected.values())
 
     def reject(self, where: str, reason: str) -> None:
+        if reason not in self.rejected and len(self.rejected) >= MAX_REASONS:
+            reason = _OTHER_REASONS
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
         at = self.rejected_at.setdefault(reason, [])
         if len(at) < 3:
@@ -347,7 +395,10 @@ class ImportSummary:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
 
-_STATUS, _TIME = _DATA.index("status"), _DATA.index("time_median")
+_STATUS, _TIME, _SOURCE = _DATA.index("status"), _DATA.index("time_median"), _DATA.index("source")
+#: the source of this machine's own measurements (a record stored before sources were kept has none)
+LOCAL = ("local", None)
+_KEEP_LOCAL = "this device's own measurement is kept (source 'local'; only --policy prefer-incoming replaces it)"
 
 
 def _skip_reason(policy: str, old: tuple, new: tuple) -> str | None:
@@ -357,59 +408,88 @@ def _skip_reason(policy: str, old: tuple, new: tuple) -> str | None:
     if policy == "prefer-local":
         return "a stored record of the same config exists (prefer-local)"
     if policy == "keep-fastest":
+        if old[_SOURCE] in LOCAL:
+            return _KEEP_LOCAL
         new_ok, old_ok = new[_STATUS] == "ok", old[_STATUS] == "ok"
         if not new_ok or (old_ok and new[_TIME] >= old[_TIME]):
             return "the stored measurement is as fast or faster (keep-fastest)"
     return None
 
 
+#: each policy again as the condition under which a staged row replaces the stored one, checked by the
+#: merge against the row stored at that moment (another writer may have written it since it was read)
+_GUARDS = {
+    "prefer-incoming": None,
+    "prefer-local": "nothing",
+    "keep-fastest": (f"coalesce({TABLE}.source, 'local') != 'local' AND excluded.status = 'ok' "
+                     f"AND ({TABLE}.status != 'ok' OR excluded.time_median < {TABLE}.time_median)"),
+}
+
 _KEY_OF = itemgetter(*KEY)
-_GROUPS = 256  # groups kept at once
+_GROUPS = 64  # groups kept at once
 _GROUP_MAX = 4096  # configs of one group worth keeping
+_SEEN_MAX = 2_000_000  # keys remembered as new; beyond, each is looked up
 _DATA_OF = itemgetter(*_DATA)
 
 
 class _Merger:
-    """Applies a policy record by record inside the caller's transaction. Full batches are written
-    by a second thread (SQLite lets go of the GIL while it inserts) while this one reads and validates
-    the next; one batch at most is in flight, and no query runs until it has landed."""
+    """Applies a policy record by record against what is stored and what this import staged before.
+    Full batches are staged by a second thread (SQLite lets go of the GIL while it inserts) while this
+    one reads and validates the next; one batch at most is in flight, and no query runs until it has
+    landed. Nothing here writes the database file: :meth:`Staging.merge` does, once every file is read."""
 
     def __init__(self, store: Store, policy: str, summary: ImportSummary, writer: "_Background"):
         self.store, self.policy, self.summary, self.writer = store, policy, summary, writer
         self.batch: dict[tuple, dict] = {}
-        self.inflight: dict[tuple, dict] = {}  # the batch the writer thread is inserting
+        self.inflight: dict[tuple, dict] = {}  # the batch the writer thread is staging
         self.hashes: dict[str, str] = {}
-        self.select = f"SELECT {', '.join(_DATA)} FROM {TABLE} WHERE " + " AND ".join(f"{k} = ?" for k in KEY)
-        # Into a table empty when the transaction began (no one else writes until it ends), a key
-        # can only exist if this import wrote it: skip the query for keys not seen before.
+        where = " AND ".join(f"{k} = ?" for k in KEY)
+        self.select = [f"SELECT {', '.join(_DATA)} FROM {t} WHERE {where}" for t in (STAGED, TABLE)]
+        # Into a table empty when the import began, a key can only be stored if this import staged it
+        # (or another writer wrote it since: the merge's guard weighs it then): no query for a new key.
         self.seen: set | None = set() if store.read(f"SELECT 1 FROM {TABLE} LIMIT 1").fetchone() is None else None
-        # Into a table with rows, the stored records of one problem on one device (a group: the key
-        # less the config) in one query, since an export lists a group's configs one after another.
+        # Otherwise the records of one problem on one device (a group: the key less the config) in one
+        # query, since an export lists a group's configs one after another.
         self.groups: dict[tuple, dict | None] = {}
-        self.select_group = (f"SELECT config, {', '.join(_DATA)} FROM {TABLE} WHERE "
-                             + " AND ".join(f"{k} = ?" for k in KEY[:-1]) + f" LIMIT {_GROUP_MAX + 1}")
+        prefix = " AND ".join(f"{k} = ?" for k in KEY[:-1])
+        self.select_group = [f"SELECT config, {', '.join(_DATA)} FROM {t} WHERE {prefix} LIMIT {_GROUP_MAX + 1}"
+                             for t in (TABLE, STAGED)]
 
     def _stored(self, key: tuple):
         if self.seen is not None:
             h = hash(key)
             if h not in self.seen:
-                self.seen.add(h)
-                return None
+                if len(self.seen) >= _SEEN_MAX:  # memory stays bounded: from now on each key is looked up
+                    self.seen = None
+                else:
+                    self.seen.add(h)
+                    return None
         group = self.groups.get(key[:-1], False)
         if group is False:
             group = self._group(key[:-1])
         if group is not None:
             return group.get(key[-1])
         self.writer.wait()  # one connection: never query while the writer thread uses it
-        return self.store.read(self.select, key).fetchone()
+        for select in self.select:  # staged first: it is what this import will write
+            row = self.store.read(select, key).fetchone()
+            if row is not None:
+                return row
+        return None
 
     def _group(self, prefix: tuple) -> dict | None:
-        """{config: stored data} of one group, or None for a group too large to keep (then one query per key)."""
+        """{config: data} of one group, staged rows over stored ones, or None for a group too large to
+        keep (then one query per key)."""
         if len(self.groups) >= _GROUPS:
             self.groups.clear()
         self.writer.wait()
-        rows = self.store.read(self.select_group, prefix).fetchall()
-        group = self.groups[prefix] = {r[0]: r[1:] for r in rows} if len(rows) <= _GROUP_MAX else None
+        group = {}
+        for select in self.select_group:
+            rows = self.store.read(select, prefix).fetchall()
+            if len(rows) > _GROUP_MAX:
+                group = None
+                break
+            group.update((r[0], r[1:]) for r in rows)
+        self.groups[prefix] = group
         return group
 
     def offer(self, row: dict) -> None:
@@ -449,16 +529,23 @@ class _Merger:
 
 def _label(path: Path, source: str | None) -> str:
     label = source if source is not None else path.name
-    if not label or len(label) > MAX_NAME or any(c in label for c in "|\x00\n"):
-        raise UsageError(f"source label {label[:40]!r} must be 1 to {MAX_NAME} printable characters without '|'")
+    if not label or len(label) > MAX_NAME or _UNPRINTABLE.search(label) or "|" in label:
+        raise UsageError(f"source label {clip(label, 40)} must be 1 to {MAX_NAME} printable characters without '|'")
+    if label in LOCAL:
+        raise UsageError("source label 'local' is this machine's own measurements; name the import's source otherwise")
     return label
 
 
 def import_files(paths, db=None, policy: str = "keep-fastest", dry_run: bool = False,
                  source: str | None = None) -> ImportSummary:
-    """Validate and merge export files into ``db`` in one transaction; roll back on any error or dry run."""
+    """Validate export files (and Kernel Tuner or T4 files) and merge them into ``db``.
+
+    Every file is read to its end and each accepted record staged outside the database before the
+    database changes at all, so a file that turns out damaged (or has too many bad lines) leaves it
+    byte-for-byte as it was; a dry run stops there. The merge then writes in short transactions, so
+    other writers wait a fraction of a second at a time, never for the whole import."""
     if policy not in POLICIES:
-        raise UsageError(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
+        raise UsageError(f"unknown policy {clip(policy, 40)}; use one of {', '.join(POLICIES)}")
     paths = [Path(p) for p in paths]
     if not paths:
         raise UsageError("name at least one file to import")
@@ -473,7 +560,7 @@ def import_files(paths, db=None, policy: str = "keep-fastest", dry_run: bool = F
 
 
 def _source(path: Path):
-    """None for a tunesvc export, else the RecordedSpace of a Kernel Tuner or T4 file."""
+    """None for a tunesvc export, else the header of a Kernel Tuner or T4 file (read through once)."""
     try:
         check_file(path)
         return None
@@ -490,16 +577,85 @@ def _source(path: Path):
 
 def _merge(store: Store, paths: list[Path], sources: list, labels: list[str], policy: str, dry_run: bool) -> ImportSummary:
     summary = ImportSummary(tuple(str(p) for p in paths), policy, dry_run)
-    with store.transaction(commit=not dry_run), _Background(store.upsert_rows) as writer:
-        merger, checks = _Merger(store, policy, summary, writer), Checks()
-        for path, space, label in zip(paths, sources, labels):
-            rows = records(path, checks) if space is None else recorded_records(path, space, checks)
-            for number, row in rows:
-                if isinstance(row, Rejected):
-                    summary.reject(f"{path.name}:{number}", str(row))
-                    continue
-                row["schema_version"], row["source"] = SCHEMA_VERSION, label
-                merger.offer(row)
-        merger.flush()
-        writer.wait()
+    with store.staging() as staging:
+        with _Background(staging.add) as writer:
+            merger, checks, plausible = _Merger(store, policy, summary, writer), Checks(), Plausible(store)
+            for path, space, label in zip(paths, sources, labels):
+                rows = records(path, checks) if space is None else recorded_records(path, space, checks)
+                accepted, rejected = summary.added + summary.replaced, sum(summary.rejected.values())
+                for number, row in rows:
+                    if not isinstance(row, Rejected):
+                        row = plausible(row)
+                    if isinstance(row, Rejected):
+                        summary.reject(f"{path.name}:{number}", str(row))
+                        _bound_rejections(summary, path, rejected, accepted)
+                        continue
+                    row["schema_version"], row["source"] = SCHEMA_VERSION, label
+                    merger.offer(row)
+            merger.flush()
+            writer.wait()
+        if not dry_run:
+            staging.merge(_GUARDS[policy], summary.added)
     return summary
+
+
+def _bound_rejections(summary: ImportSummary, path: Path, rejected_before: int, accepted_before: int) -> None:
+    """Refuse a file once it has more than MAX_REJECTED rejected records, and more of them than
+    accepted ones: the import's time stays proportional to what it can import."""
+    rejected = sum(summary.rejected.values()) - rejected_before
+    if rejected > MAX_REJECTED and rejected > summary.added + summary.replaced - accepted_before:
+        top = max(summary.rejected.items(), key=lambda kv: kv[1])[0]
+        raise ImportFileError(f"{str(path)!r}: more than {MAX_REJECTED} records rejected, more than were accepted "
+                              f"(most often: {clip(top, 200)}); nothing was imported")
+
+
+class Plausible:
+    """Rejects an imported ok time faster than the device's stored roofline ceilings allow (a record
+    claiming 1e-12 s would otherwise become the exact answer): above SLACK_FLOPS times its measured
+    FMA throughput or physical peak, or SLACK_BYTES times its measured bandwidth (caches go beyond
+    what memory gives, not 20-fold)."""
+
+    SLACK_FLOPS, SLACK_BYTES = 4.0, 20.0
+
+    def __init__(self, store: Store):
+        self.limits: dict[str, tuple] = {}
+        if CEILINGS in store.db.table_names():
+            for key, gbps, gflops, details in store.read(f"SELECT device_key, gbps, gflops, details FROM {CEILINGS}"):
+                self.limits[key] = self._limit(gbps, gflops, details)
+        self.work: dict[tuple, tuple | None] = {}
+
+    @staticmethod
+    def _limit(gbps, gflops, details) -> tuple:
+        try:
+            extra = json.loads(details or "{}")
+        except ValueError:
+            extra = {}
+        peak = max(gflops or 0.0, float(extra.get("peak_gflops") or 0.0)) if isinstance(extra, dict) else gflops or 0.0
+        bandwidth = max(gbps or 0.0, float(extra.get("read_gbps") or 0.0)) if isinstance(extra, dict) else gbps or 0.0
+        reason = (f"implausibly fast for this device: beyond {Plausible.SLACK_FLOPS:g}x its measured {peak:.1f} GFLOP/s "
+                  f"or {Plausible.SLACK_BYTES:g}x its {bandwidth:.1f} GB/s (tunesvc devices --probe measured them)")
+        return peak * Plausible.SLACK_FLOPS * 1e9, bandwidth * Plausible.SLACK_BYTES * 1e9, Rejected(reason)
+
+    def __call__(self, row: dict):
+        """The row, or Rejected when its time is implausible."""
+        limit = self.limits.get(row["device_key"])
+        if limit is None or row["status"] != "ok":
+            return row
+        work = self._work(row["template"], row["shape"], row["dtype"])
+        t = row["time_median"]
+        if work and ((limit[0] and work[0] > limit[0] * t) or (limit[1] and work[1] > limit[1] * t)):
+            return limit[2]
+        return row
+
+    def _work(self, template: str, shape: str, dtype: str) -> tuple | None:
+        """(FLOP, bytes) of one run of a problem, or None where the template cannot say."""
+        key = (template, shape, dtype)
+        if key not in self.work:
+            if len(self.work) > 100_000:
+                self.work.clear()
+            try:
+                tpl, dims = templates.get(template), tuple(int(d) for d in shape.split("x"))
+                self.work[key] = (float(tpl.flops(dims)), float(tpl.bytes_moved(dims, dtype)))
+            except Exception:  # a template's count for a shape it rejects: no check, the record is not at fault
+                self.work[key] = None
+        return self.work[key]

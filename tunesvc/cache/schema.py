@@ -45,6 +45,11 @@ COLUMNS = {c: {"id": int, "runs": int, "schema_version": int}.get(c, float if c 
            for c in ("id", "device_key", *DEVICE, *PROBLEM, "config", *MEASURED, "schema_version", "tunesvc_version",
                      "created_at", "source")}  # fmt: skip
 NOT_NULL = ("device_key", *PROBLEM, "config", "status")
+#: the columns a written row gives (all but the row id), in the table's order
+ROW_COLUMNS = tuple(c for c in COLUMNS if c != "id")
+#: the rows an import has accepted and not yet merged: a table of the importing connection's own,
+#: in SQLite's temporary store (writing it takes no lock on the database file)
+STAGED = "temp.import_staged"
 #: the fields of one export line, in their order (the config is written last)
 EXPORT_FIELDS = (*PROBLEM, *DEVICE, "config", *MEASURED, *PROVENANCE)
 #: every device with records (its driver is the rest of its key)
@@ -72,9 +77,19 @@ def record_filter(template: str | None = None, device: str | None = None, status
     return " AND ".join(where) or "1", args
 
 
-def cannot_open(path, error: Exception) -> StoreError:
+def cannot_open(path, error) -> StoreError:
     """The one-line error of a file that is not a readable tuning database."""
     return StoreError(f"cannot open tuning database {str(path)!r}: {error}; pass another file with --db")
+
+
+def not_a_database(path, tables) -> str | None:
+    """Why a file SQLite opened is not a tuning database, or None: it has other tables and no
+    measurements table (an empty file, or one whose first writer has not made its tables yet, is a
+    database without records)."""
+    names = set(tables)
+    if names and TABLE not in names:
+        return "it is an SQLite database, but not a tuning database (no measurements table)"
+    return None
 
 
 # ---- rows and records --------------------------------------------------------------------

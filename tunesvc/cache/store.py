@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sqlite3
 import time
 from operator import itemgetter
@@ -24,8 +25,8 @@ from ..settings import db_path
 from ..types import Config, DeviceInfo, Measurement, Problem, Record
 # SCHEMA_VERSION and the table names stay importable from here, where they were (benchmarks/db_scale.py)
 from .schema import (CEILINGS, DEVICE_COLUMNS, DEVICE_INFO, DEVICES, KEY, RECORD_DEVICES, RECORD_SHAPES,  # noqa: F401
-                     SCHEMA_VERSION, SHAPE_COLUMNS, TABLE, cannot_open, migrate, now_iso, record_filter,
-                     record_to_row, row_to_record)
+                     ROW_COLUMNS, SCHEMA_VERSION, SHAPE_COLUMNS, STAGED, TABLE, cannot_open, migrate, not_a_database,
+                     now_iso, record_filter, record_to_row, row_to_record)
 
 #: the path of a store that lives in memory only (the shipped results, loaded once per process)
 MEMORY = ":memory:"
@@ -39,21 +40,36 @@ class Store:
         self.path = Path(MEMORY) if str(path) == MEMORY else db_path(path)
         self.readonly = readonly
         try:
+            if str(self.path) != MEMORY:
+                self._check_file()
             if readonly:
-                if not self.path.exists():
-                    raise StoreError(f"tuning database {str(self.path)!r} does not exist; tune something first or pass --db")
                 conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-                conn.execute("SELECT count(*) FROM sqlite_master")  # a file that is not a database fails here, not mid-command
             else:
-                if str(self.path) != MEMORY:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(str(self.path), check_same_thread=False)
+            # a file that is not a tuning database fails here, before anything is read or written
+            why = not_a_database(self.path, (r[0] for r in conn.execute("SELECT name FROM sqlite_master")))
+            if why:
+                conn.close()
+                raise cannot_open(self.path, why)
             conn.execute("PRAGMA busy_timeout = 10000")
             self.db = sqlite_utils.Database(conn)
             if not readonly:
                 self._retrying(lambda: migrate(self.db))
         except sqlite3.DatabaseError as e:
             raise cannot_open(self.path, e) from None
+        except OSError as e:
+            raise cannot_open(self.path, e.strerror or e) from None
+
+    def _check_file(self) -> None:
+        """Refuse what is not a regular file (a device node, a directory): SQLite would read /dev/null
+        as an empty database and write over /dev/full; a read-only store needs the file to exist."""
+        exists = self.path.exists()
+        if exists and not self.path.is_file():
+            raise cannot_open(self.path, "not a regular file")
+        if self.readonly and not exists:
+            raise StoreError(f"tuning database {str(self.path)!r} does not exist; tune something first or pass --db")
+        if not self.readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
 
     # ---- writes -------------------------------------------------------------------------
     def put(self, record: Record) -> None:
@@ -64,40 +80,8 @@ class Store:
         """Insert or replace measurements, in one transaction; how many."""
         rows = [record_to_row(r) for r in records]
 
-        def write():
-            with self.db.conn:
-                self.upsert_rows(rows)
-
-        try:
-            self._retrying(write)
-        except sqlite3.Error as e:
-            raise self._write_error(e) from None
+        self._write(lambda: self.upsert_rows(rows))
         return len(rows)
-
-    @contextlib.contextmanager
-    def transaction(self, commit: bool = True):
-        """One write transaction for :meth:`upsert_rows` (a bulk merge): the write lock is taken at once
-        (``BEGIN IMMEDIATE``), and everything is rolled back on any error, or at the end when
-        ``commit`` is False (a dry run)."""
-        conn = self.db.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as e:
-            raise self._write_error(e) from None
-        try:
-            yield self
-        except BaseException as e:
-            conn.rollback()
-            if isinstance(e, sqlite3.Error):
-                raise self._write_error(e) from None
-            raise
-        try:
-            if commit:
-                conn.commit()
-            else:
-                conn.rollback()
-        except sqlite3.Error as e:
-            raise self._write_error(e) from None
 
     def upsert_rows(self, rows: list[dict]) -> None:
         """Insert or replace schema rows (column -> value, as :func:`.schema.record_to_row` or the import's
@@ -117,17 +101,31 @@ class Store:
 
     def put_device(self, info: DeviceInfo) -> None:
         """Remember a device's description, so later lookups by id need no driver."""
-        with self.db.conn:
-            self.db[DEVICES].upsert(
-                {"device_key": info.fingerprint.key, "id": info.id, "info": json.dumps(info.to_dict(), sort_keys=True), "updated_at": now_iso()},
-                pk="device_key",
-            )
+        row = {"device_key": info.fingerprint.key, "id": info.id, "info": json.dumps(info.to_dict(), sort_keys=True),
+               "updated_at": now_iso()}
+        self._write(lambda: self.db[DEVICES].upsert(row, pk="device_key"))
 
     def put_ceilings(self, device_key: str, gbps: float, gflops: float, measured_at: str, details: dict) -> None:
         """Store a device's measured roofline ceilings, replacing older ones."""
-        with self.db.conn:
-            self.db[CEILINGS].upsert({"device_key": device_key, "gbps": gbps, "gflops": gflops,
-                                      "details": json.dumps(details, sort_keys=True), "measured_at": measured_at}, pk="device_key")
+        row = {"device_key": device_key, "gbps": gbps, "gflops": gflops, "details": json.dumps(details, sort_keys=True),
+               "measured_at": measured_at}
+        self._write(lambda: self.db[CEILINGS].upsert(row, pk="device_key"))
+
+    def staging(self) -> "Staging":
+        """A place for the rows an import accepts, outside the database file (see :class:`Staging`)."""
+        return Staging(self)
+
+    def _write(self, change) -> None:
+        """Run ``change`` in its own transaction, retried while another writer holds the lock."""
+
+        def write():
+            with self.db.conn:
+                change()
+
+        try:
+            self._retrying(write)
+        except sqlite3.Error as e:
+            raise self._write_error(e) from None
 
     def _retrying(self, write, attempts: int = 8):
         """Run ``write``; retry it while other processes hold the lock beyond the busy timeout,
@@ -139,6 +137,8 @@ class Store:
                 transient = any(s in str(e) for s in ("locked", "busy", "already exists", "UNIQUE constraint failed: meta"))
                 if not transient or attempt == attempts - 1:
                     raise
+                if self.db.conn.in_transaction:
+                    self.db.conn.rollback()
                 time.sleep(0.05 * 2**attempt)
 
     def _write_error(self, e: sqlite3.Error) -> StoreError:
@@ -189,14 +189,131 @@ class Store:
         return list(map(row_to_record, rows))
 
     def records(self, template: str | None = None, device: str | None = None, status: str | None = None) -> Iterator[Record]:
-        """Stored records, filtered; ``device`` matches a fingerprint key or a name substring."""
+        """Stored records, filtered; ``device`` matches a fingerprint key or a name substring. A file that
+        cannot be read to the end (truncated, damaged) raises StoreError, whenever it shows."""
         where, args = record_filter(template, device, status)
         sql = (f"SELECT * FROM {TABLE} WHERE {where} "
                "ORDER BY template, device_key, dtype, shape, status != 'ok', time_median")
-        return map(row_to_record, self.db.query(sql, args))
+        if TABLE not in self.db.table_names():  # an empty file opened read-only: no records yet
+            return
+        with self.reading():
+            rows = self.db.query(sql, args)
+            for row in rows:
+                yield row_to_record(row)
+
+    @contextlib.contextmanager
+    def reading(self):
+        """Reads in the block that fail (a damaged file, a row no writer of tunesvc wrote) raise StoreError."""
+        try:
+            yield self
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot read tuning database {str(self.path)!r}: {e}; it may be truncated or damaged: "
+                             "pass another file with --db") from None
+        except (ValueError, TypeError, KeyError) as e:
+            raise StoreError(f"tuning database {str(self.path)!r} holds a row that is not a tunesvc record "
+                             f"({type(e).__name__}: {str(e)[:80]}); pass another file with --db") from None
 
     def count(self) -> int:
         return self.db[TABLE].count if TABLE in self.db.table_names() else 0
 
     def close(self) -> None:
         self.db.conn.close()
+
+
+class Staging:
+    """The rows an import has accepted, held in a table of the importing connection's own, in SQLite's
+    temporary store: writing it takes no lock that other writers wait for, and what the import read
+    (every file, to its end) is checked before the database file changes at all. :meth:`merge` then
+    writes them in short transactions. Use it as a context manager: the table goes at the end."""
+
+    #: seconds one merge transaction may hold the write lock, and the pause after it: SQLite's busy
+    #: handler polls every 100 ms at most, so a writer waiting meanwhile finds the lock free
+    HOLD, PAUSE = 0.25, 0.1
+
+    def __init__(self, store: Store):
+        self.store, self.conn = store, store.db.conn
+        cols, marks = ", ".join(ROW_COLUMNS), ", ".join("?" * len(ROW_COLUMNS))
+        self.conn.execute(f"CREATE TEMP TABLE {STAGED.split('.')[1]} ({cols})")
+        self.conn.execute(f"CREATE UNIQUE INDEX {STAGED}_key ON {STAGED.split('.')[1]} ({', '.join(KEY)})")
+        self.conn.execute("PRAGMA temp.cache_size = -65536")  # 64 MiB: a large import's index stays in memory
+        self.insert = (f"INSERT INTO {STAGED} ({cols}) VALUES ({marks}) ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET "
+                       + ", ".join(f"{c} = excluded.{c}" for c in ROW_COLUMNS if c not in KEY))
+        self.rows = itemgetter(*ROW_COLUMNS)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.conn.in_transaction:
+            self.conn.rollback()
+        self.conn.execute(f"DROP TABLE IF EXISTS {STAGED}")
+        return False
+
+    def add(self, rows: list[dict]) -> None:
+        """Stage rows (a later row of a staged key replaces it), in a transaction of the temporary store."""
+        try:
+            with self.conn:
+                self.conn.executemany(self.insert, map(self.rows, rows))
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot stage the import in SQLite's temporary files: {e}; free space there "
+                             "(SQLITE_TMPDIR names the folder); nothing was imported") from None
+
+    def merge(self, guard: str | None, new_rows: int) -> int:
+        """Write every staged row into the database: ``INSERT ... ON CONFLICT DO UPDATE WHERE guard``
+        (None: always replace), the guard checked again against the row stored at that moment. A few
+        thousand rows a transaction, sized to hold the lock about HOLD seconds; how many were staged."""
+        total = self.conn.execute(f"SELECT max(rowid) FROM {STAGED}").fetchone()[0] or 0
+        if not total:
+            return 0
+        self._check_space(new_rows)
+        sql = self._merge_sql(guard)
+        done, size = 0, 2000
+        while done < total:
+            started = time.perf_counter()
+            try:
+                self.store._retrying(lambda: self._merge_batch(sql, done, done + size))
+            except sqlite3.Error as e:
+                raise self._merge_error(e, done, total) from None
+            done += size
+            size = min(200_000, max(500, int(size * self.HOLD / max(time.perf_counter() - started, 1e-3))))
+            if done < total and str(self.store.path) != MEMORY:
+                time.sleep(self.PAUSE)
+        return total
+
+    def _merge_sql(self, guard: str | None) -> tuple[str, ...]:
+        cols = ", ".join(ROW_COLUMNS)
+        update = ("DO NOTHING" if guard == "nothing" else "DO UPDATE SET "
+                  + ", ".join(f"{c} = excluded.{c}" for c in ROW_COLUMNS if c not in KEY)
+                  + (f" WHERE {guard}" if guard else ""))
+        rows = f"FROM {STAGED} WHERE rowid > ? AND rowid <= ?"
+        return (f"INSERT INTO main.{TABLE} ({cols}) SELECT {cols} {rows} ORDER BY rowid ON CONFLICT ({', '.join(KEY)}) {update}",
+                f"INSERT OR IGNORE INTO main.{RECORD_DEVICES} SELECT DISTINCT {', '.join(DEVICE_COLUMNS)} {rows}",
+                f"INSERT OR IGNORE INTO main.{RECORD_SHAPES} SELECT DISTINCT {', '.join(SHAPE_COLUMNS)} {rows} AND status = 'ok'")
+
+    def _merge_batch(self, sql: tuple[str, ...], low: int, high: int) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in sql:
+                self.conn.execute(statement, (low, high))
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+
+    def _check_space(self, new_rows: int) -> None:
+        """Refuse before writing where the file system has clearly too little room for the new rows
+        (about 800 bytes each with their indexes, and as much again in the write-ahead log)."""
+        if str(self.store.path) == MEMORY:
+            return
+        need = new_rows * 1600 + (4 << 20)
+        free = shutil.disk_usage(self.store.path.parent).free
+        if free < need:
+            raise StoreError(f"the import needs about {need >> 20} MiB free beside {str(self.store.path)!r}, and "
+                             f"{free >> 20} MiB are; free some space: nothing was imported")
+
+    def _merge_error(self, e: sqlite3.Error, done: int, total: int) -> StoreError:
+        error = self.store._write_error(e)
+        if done:
+            return StoreError(f"{error} ({done} of the {total} accepted records were written before it; importing "
+                              "the same files again adds the rest and skips those)")
+        return StoreError(f"{error} (nothing was imported)")

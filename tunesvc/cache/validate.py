@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .. import templates
-from ..errors import TunesvcError, UsageError
+from ..errors import TunesvcError, UsageError, clip  # noqa: F401  (clip: exchange's too)
 from ..types import STATUSES, Fingerprint, shape_str
 from .schema import DEVICE, EXPORT_FIELDS, MEASURED, PROBLEM, TIMES
 
@@ -42,7 +42,22 @@ _FIELD_SET = frozenset(FIELDS)
 _HASH = re.compile(r"[0-9a-f]{16}\Z")
 _IDENT = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f|]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f|\ud800-\udfff]")
+#: what a name may not hold: control characters (C0, DEL, C1) and lone surrogates (not text: SQLite
+#: cannot store one, and it stopped whole imports)
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+#: the shortest line that can hold a record: every field's key in quotes, a colon, a one-character
+#: value and a separator (escapes and white space only make it longer)
+MIN_LINE = 1 + sum(len(f) + 5 for f in EXPORT_FIELDS)
+_MEMO_MAX = 100_000  # entries of one memo: a hostile file's distinct values must not grow it without bound
+
+
+def _remember(memo: dict, key, value):
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 class Rejected(TunesvcError):
@@ -158,6 +173,8 @@ def _text(obj: dict, key: str, limit: int = MAX_NAME, empty: bool = True) -> str
         raise Rejected(f"{key} longer than {limit} characters")
     if not empty and not v:
         raise Rejected(f"{key} is empty")
+    if not v.isascii() and _SURROGATE.search(v):
+        raise Rejected(f"{key} holds a lone surrogate (an escape in \\ud800-\\udfff), which is not text")
     return v
 
 
@@ -170,8 +187,7 @@ def _name(obj: dict, key: str, memo: dict) -> str:
     v = _text(obj, key)
     if _CONTROL.search(v):
         raise Rejected(f"{key} contains a control character or '|'")
-    memo[(key, v)] = v
-    return v
+    return _remember(memo, (key, v), v)
 
 
 def _number(obj: dict, key: str, low: float, high: float, *, integer: bool = False, optional: bool = True):
@@ -208,7 +224,7 @@ def _template_part(obj: dict, checks: Checks):
     except TypeError:  # unhashable values: the slow path says what is wrong
         tpl = None
     if tpl is None:
-        tpl = checks.templates[(obj["template"], obj["dtype"])] = _template(obj)
+        tpl = _remember(checks.templates, (obj["template"], obj["dtype"]), _template(obj))
     return tpl, _shape(tpl, obj, checks), _config(tpl, obj, checks)
 
 
@@ -234,7 +250,7 @@ def _shape(tpl, obj: dict, checks: Checks) -> str:
     hit = checks.shapes.get(key)
     if hit is None:
         try:
-            hit = checks.shapes[key] = shape_str(tpl.parse_shape(text))
+            hit = _remember(checks.shapes, key, shape_str(tpl.parse_shape(text)))
         except UsageError as e:
             raise Rejected(str(e)) from None
     return hit
@@ -261,7 +277,7 @@ def _config(tpl, obj: dict, checks: Checks) -> str:
         if type(v) is not type(next(x for x in p.values if x == v)):
             raise Rejected(f"{tpl.name}: {p.name}={v!r} has the wrong type")
     if key is not None:
-        checks.configs[key] = config.key
+        _remember(checks.configs, key, config.key)
     return config.key
 
 
@@ -342,6 +358,7 @@ def _measured(obj: dict) -> tuple:
     """_measurement's answer, checked inline for the common record (ok, float times, int runs)."""
     status, reason, t_med, t_min, t_max, iqr, runs, gflops, gbps, compile_s = values = _MEASURED(obj)
     if (status == "ok" and type(reason) is str and len(reason) <= MAX_REASON
+            and (reason.isascii() or not _SURROGATE.search(reason))
             and type(t_med) is float and type(t_min) is float and type(t_max) is float
             and 1e-15 <= t_min <= t_med <= t_max <= MAX_SECONDS
             and type(runs) is int and 1 <= runs <= MAX_RUNS
@@ -374,7 +391,7 @@ def _validate(obj: dict, checks: Checks) -> dict:
     except TypeError:  # unhashable values: the slow path says what is wrong
         device = None
     if device is None:
-        device = checks.devices[raw] = _device(obj, checks)
+        device = _remember(checks.devices, raw, _device(obj, checks))
     measured = _measurement(obj)
     return {
         "device_key": Fingerprint(*device).key, **dict(zip(DEVICE, device)),
