@@ -19,16 +19,19 @@ an older template source hash are stale and never answer. A warm lookup is one
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 from . import templates
 from .cache.reader import Reader, Shipped
+from .errors import UnknownTemplateError, clip
 from .identity import normalise_name, normalise_vendor, relation
 from .settings import ENV_DB, db_path, shipped_db_dir
 from .types import Config, DeviceInfo, Fingerprint, LookupResult, Problem, shape_distance, shape_str
 
 #: stored config JSON -> Config (frozen): parsed once per process, as a framework asks again and again
 _config = functools.lru_cache(maxsize=65536)(Config.from_json)
+log = logging.getLogger(__name__)
 
 # ---- readers -----------------------------------------------------------------------------
 _readers: dict = {}  # absolute database path (or Shipped) -> its reader
@@ -79,22 +82,55 @@ def resolve_device(device, reader: Reader | None = None) -> tuple[Fingerprint, D
 
 
 def lookup(template, shape, dtype: str = "float32", device=None, db=None) -> LookupResult:
-    """The best known config for ``template`` at ``shape`` on ``device`` (default device if None)."""
+    """The best known config for ``template`` at ``shape`` on ``device`` (default device if None).
+
+    A database that exists but cannot be read (not SQLite, truncated, unreadable for this user, not a
+    regular file) never passes for one without records: the answer then comes from a fallback level,
+    ``explain`` says why, and one warning per database and process goes to the ``tunesvc.lookup`` logger."""
     reader = _reader(db)
     key = (template, shape if isinstance(shape, (str, tuple)) else tuple(shape), dtype,
            device if device is None or isinstance(device, str) else getattr(device, "key", None) or device.fingerprint.key)
     version = reader.version()
     hit = reader.memo.get(key)
-    if hit is not None and hit[0] == version:
+    if hit is not None and hit[0] == version and reader.problem is None:
         return hit[1]
     result = _resolve(template, shape, dtype, device, reader)
-    reader.memo[key] = (version, result)
+    if reader.problem is None:
+        reader.memo[key] = (version, result)
+    else:
+        _warn(reader)
     return result
 
 
+_warned: set = set()  # databases already warned about in this process
+
+
+def _warn(reader: Reader) -> None:
+    if reader.path not in _warned:
+        _warned.add(reader.path)
+        log.warning("cannot read the tuning database %s (%s); lookups answer from the fallback levels (shipped "
+                    "results, the template default) until it can be read", reader.path, reader.problem)
+
+
+def database_problem(db=None) -> str | None:
+    """Why the tuning database ``db`` names exists but cannot be read, or None (a missing one is no
+    problem: a lookup never creates one). The CLI refuses to answer from a fallback then."""
+    reader = _reader(db)
+    reader.version()
+    return reader.problem
+
+
 # ---- resolution --------------------------------------------------------------------------
+def get_template(name):
+    """The template ``name`` names, as templates.get; a name no file system takes is an unknown template."""
+    try:
+        return templates.get(name)
+    except OSError as e:  # a "path" no file system takes (a 131 KB name ending in .py)
+        raise UnknownTemplateError(f"unknown template {clip(name)}: {e.strerror or e}") from None
+
+
 def _resolve(template, shape, dtype, device, reader: Reader) -> LookupResult:
-    tpl = templates.get(template)
+    tpl = get_template(template)
     shape = tpl.parse_shape(shape)
     tpl.check_dtype(dtype)
     fp, info = resolve_device(device, reader)
@@ -104,12 +140,14 @@ def _resolve(template, shape, dtype, device, reader: Reader) -> LookupResult:
     for source, src in (("database", reader), ("shipped", _shipped())):
         version = reader.last if src is reader else src.version()  # lookup() has just read the database's
         if version is None or not src.is_open:
-            why.append(f"{source}: " + (f"no tuning database at {src.path}" if source == "database"
-                                        else f"no shipped results in {src.path}"))
+            why.append(_unavailable(source, src))
             continue
         why.extend(getattr(src, "problems", ()))
         for level, keys, label in _levels(problem.device, src):
             found, tuned = _nearest_valid(tpl, src, problem, keys, ctx) if keys else (None, 0)
+            if src.problem:  # the file failed while it was read: what it said so far proves nothing
+                why.append(_unavailable(source, src))
+                break
             if found is None:
                 why.append(f"{source} {level} ({label}): " + _none_because(keys, tuned, tpl.name, dtype))
                 continue
@@ -118,10 +156,24 @@ def _resolve(template, shape, dtype, device, reader: Reader) -> LookupResult:
             if level == "exact" and source == "database":
                 name = "exact" if tuned_shape == shape else "nearest_shape"
             where = f"{name} ({level} device match)" if source == "shipped" else name
-            why.append(f"{where}: answered by {source} records of {_answered_by(by, problem.device)} at {shape_str(tuned_shape)}")
+            why.append(f"{where}: answered by {source} records of {_answered_by(by, problem.device)} at "
+                       f"{shape_str(tuned_shape)}{_fallback(reader)}")
             return LookupResult(tpl.name, shape, dtype, config, name, t, gflops, tuned_shape, fp.key, tuple(why))
-    why.append("default: the template's default config, valid on every device")
+    why.append(f"default: the template's default config, valid on every device{_fallback(reader)}")
     return LookupResult(tpl.name, shape, dtype, tpl.default_config(), "default", device_key=fp.key, explain=tuple(why))
+
+
+def _unavailable(source: str, src: Reader) -> str:
+    if source == "shipped":
+        return f"shipped: no shipped results in {src.path}"
+    if src.problem:
+        return f"database: cannot read the tuning database {src.path}: {src.problem}"
+    return f"database: no tuning database at {src.path}"
+
+
+def _fallback(reader: Reader) -> str:
+    """What an answer from a later level says when the database could not be read."""
+    return " (a fallback: the tuning database could not be read)" if reader.problem else ""
 
 
 def _answered_by(by: str, asker: Fingerprint) -> str:
@@ -178,3 +230,4 @@ def clear_cache() -> None:
         r.close()
     _readers.clear()
     _named.clear()
+    _warned.clear()

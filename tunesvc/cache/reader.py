@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..identity import VENDORS, normalise_vendor
 from ..types import DeviceInfo, Fingerprint, Problem, parse_shape
-from .schema import DEVICE_COLUMNS, DEVICE_INFO, RECORD_DEVICES, RECORD_SHAPES, TABLE, cannot_open
+from .schema import DEVICE_COLUMNS, DEVICE_INFO, RECORD_DEVICES, RECORD_SHAPES, TABLE, not_a_database
 
 _PROBLEM = "template = ? AND template_hash = ? AND dtype = ? AND status = 'ok' AND device_key = ?"
 # The distinct shapes of one device, one index seek per shape (a loose index scan) instead of
@@ -52,30 +52,58 @@ class Reader:
         self.memo: dict = {}  # the lookup's answers: ask -> (data version, answer)
         self.shapes: dict = {}  # (data version, problem, device keys) -> tuned shapes, for cold lookups
         self.last = None  # the data version read last
+        self.problem: str | None = None  # why the file cannot be read, while it cannot
+        self.tables = False  # whether the file has been seen with its measurements table
 
     @property
     def is_open(self) -> bool:
         """Whether there is anything to read (a file, a loaded folder)."""
-        return self.conn is not None
+        return self.conn is not None and self.problem is None
 
     def version(self):
         """The file's data version, which changes with every commit by any process; None without a file,
-        -1 while it cannot be read (locked, or not yet readable). A file that is not a database is an error."""
+        or with one that cannot be read (``problem`` says why); -1 while it is busy."""
+        self.problem = None
         if self.conn is None:
             if not self.path.exists():
                 self.last = None
                 return None
-            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-            self.conn.execute("PRAGMA busy_timeout = 1000")
-            # a cold lookup touches a few pages anywhere in the file: mapped, they cost no read() each
-            self.conn.execute(f"PRAGMA mmap_size = {_MMAP}")
+            if not self.path.is_file():
+                return self._cannot("not a regular file")
+            try:
+                self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+                self.conn.execute("PRAGMA busy_timeout = 1000")
+                # a cold lookup touches a few pages anywhere in the file: mapped, they cost no read() each
+                self.conn.execute(f"PRAGMA mmap_size = {_MMAP}")
+            except sqlite3.Error as e:
+                return self._cannot(str(e))
         try:
-            self.last = self.conn.execute("PRAGMA data_version").fetchone()[0]
-        except sqlite3.OperationalError:  # busy, or not readable yet: nothing to answer from this time
-            self.last = -1
-        except sqlite3.DatabaseError as e:  # not a database at all: a wrong --db, said as such
-            raise cannot_open(self.path, e) from None
-        return self.last
+            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+            if not self.tables or version != self.last:
+                self._check_tables()
+        except sqlite3.OperationalError as e:
+            if not _busy(e):  # unable to open (permissions), disk I/O: said, never taken for "no records"
+                return self._cannot(str(e))
+            version = -1  # busy: nothing to answer from this time
+        except sqlite3.DatabaseError as e:  # not a database at all, truncated
+            return self._cannot(str(e))
+        if self.problem:
+            return None
+        self.last = version
+        return version
+
+    def _check_tables(self) -> None:
+        names = [r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        why = not_a_database(self.path, names)
+        if why:
+            self._cannot(why)
+        self.tables = TABLE in names
+
+    def _cannot(self, why: str):
+        """Remember why the file cannot be read and forget the connection (the next lookup tries again)."""
+        self.problem, self.last = why, None
+        self.close()
+        return None
 
     def _execute(self, sql: str, args) -> list:
         return self.conn.execute(sql, args).fetchall()
@@ -85,8 +113,10 @@ class Reader:
             return []
         try:
             return self._execute(sql, args)
-        except sqlite3.DatabaseError:  # no such table yet, or not readable
-            return []
+        except sqlite3.DatabaseError as e:
+            if not _missing(e):  # a damaged page, an I/O error: said, never taken for "no records"
+                self._cannot(str(e))
+            return []  # no such table yet (a file no writer of this version has migrated)
 
     def device_info(self, spec: str) -> DeviceInfo | None:
         """A remembered device by id (``opencl:0:0``) or fingerprint key."""
@@ -101,8 +131,11 @@ class Reader:
         args = (device_type, vendor, *VENDORS)
         try:
             rows = self._execute(_DEVICES, args)
-        except sqlite3.DatabaseError:  # a database no writer has migrated yet
-            rows = self._query(_DEVICES_OLD, args)
+        except sqlite3.DatabaseError as e:
+            if not _missing(e):
+                self._cannot(str(e))
+                return []
+            rows = self._query(_DEVICES_OLD, args)  # a database no writer has migrated yet
         return [_fingerprint(row) for row in rows if row[_VENDOR] == vendor or normalise_vendor(row[_VENDOR]) == vendor]
 
     def tuned_shapes(self, problem: Problem, keys: list[str]) -> list[tuple[str, tuple[int, ...]]]:
@@ -123,7 +156,11 @@ class Reader:
         args = (problem.template, problem.template_hash, problem.dtype)
         try:
             return self._execute(_SHAPE_LIST.format(keys=", ".join("?" * len(keys))), (*args, *keys))
-        except sqlite3.DatabaseError:  # a file no writer of this version has migrated yet
+        except sqlite3.DatabaseError as e:
+            if not _missing(e):
+                self._cannot(str(e))
+                return []
+            # a file no writer of this version has migrated yet
             return list(dict.fromkeys(r for k in keys for r in self._query(_SHAPES, (*args, k) * 2)))
 
     def fastest(self, problem: Problem, keys: list[str], shape: str):
@@ -144,6 +181,15 @@ class Reader:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+def _busy(e: sqlite3.Error) -> bool:
+    return any(w in str(e) for w in ("locked", "busy"))
+
+
+def _missing(e: sqlite3.Error) -> bool:
+    """An error of a file older than this schema (a table or column it does not have yet)."""
+    return any(w in str(e) for w in ("no such table", "no such column"))
 
 
 _shape = functools.lru_cache(maxsize=65536)(parse_shape)  # a pure function of the few shapes a file holds

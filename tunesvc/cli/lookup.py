@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .common import db_option, device_option, dtype_option, emit_json, fmt_time, json_option, library_errors
+from .common import clean, db_option, device_option, dtype_option, emit_json, fmt_time, json_option, library_errors
 from ..types import shape_str
-
 
 
 @click.command()
@@ -20,11 +19,16 @@ from ..types import shape_str
 @library_errors
 def lookup(template, shape, dtype, device, db, as_json, explain):
     """Print the best known config for TEMPLATE at a shape (never measures anything)."""
-    from .. import templates
-    from ..lookup import lookup as do_lookup
+    from ..cache.schema import cannot_open
+    from ..lookup import database_problem, get_template, lookup as do_lookup
+    from ..settings import db_path
 
-    tpl = templates.get(template)
-    res = do_lookup(tpl.name, tpl.parse_shape(shape), dtype, device, db)
+    tpl = get_template(template)
+    shape = tpl.parse_shape(shape)
+    problem = database_problem(db)
+    if problem:  # a fallback answer would pass for the database's: say it cannot be read instead
+        raise cannot_open(db_path(db), problem)
+    res = do_lookup(tpl.name, shape, dtype, device, db)
     if as_json:
         emit_json({"template": res.template, "shape": shape_str(res.shape), "dtype": res.dtype, "level": res.level,
                    "params": res.params, "time": res.time, "gflops": res.gflops,
@@ -33,9 +37,9 @@ def lookup(template, shape, dtype, device, db, as_json, explain):
         return
     click.echo(f"{res.template} {shape_str(res.shape)} {res.dtype}: {res.level}"
                + (f" (tuned at {shape_str(res.tuned_shape)})" if res.tuned_shape and res.tuned_shape != res.shape else ""))
-    click.echo("  " + " ".join(f"{k}={v}" for k, v in res.params.items()))
+    click.echo("  " + clean(" ".join(f"{k}={v}" for k, v in res.params.items())))
     if res.time is not None:
         click.echo(f"  time {fmt_time(res.time)}; {res.gflops:.2f} GFLOP/s")
     if explain:
         for line in res.explain:
-            click.echo(f"  - {line}")
+            click.echo(f"  - {clean(line)}")
