@@ -4,21 +4,54 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 import click
 
-from ..errors import MissingDependencyError, StoreError, TunesvcError, UsageError
+from ..errors import MissingDependencyError, StoreError, TunesvcError, UsageError, clip
+
+
+#: what a terminal must not be sent from a stored string: control characters (C0 but for none, DEL,
+#: C1: escape sequences set titles, move the cursor, hide text), lone surrogates (not encodable) and
+#: the bidirectional overrides (they reorder what is shown)
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
+#: the longest error line printed (a message may quote a 131 KB argument)
+MAX_MESSAGE = 2000
+
+
+def clean(text) -> str:
+    """``text`` fit for a terminal: every unsafe character written as its escape (ESC as \\x1b)."""
+    text = str(text)
+    return _UNSAFE.sub(_escape, text) if _UNSAFE.search(text) else text
+
+
+def _escape(m: re.Match) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def one_line(message) -> str:
+    text = clean(message)
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "..."
 
 
 class CliUsageError(click.UsageError):
     """A usage error printed as one line, without click's 'Try --help' footer."""
 
     def show(self, file=None):
-        click.echo(f"Error: {self.format_message()}", err=True)
+        click.echo(f"Error: {one_line(self.format_message())}", err=True)
+
+
+class CliError(click.ClickException):
+    """Any other library error: exit code 1, one line."""
+
+    def show(self, file=None):
+        click.echo(f"Error: {one_line(self.format_message())}", err=True)
 
 
 def library_errors(fn):
-    """Turn library errors into exit code 2 (usage) or 1 (anything else) with one line."""
+    """Turn library errors into exit code 2 (usage, the database, the file system) or 1 (anything
+    else) with one line."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -26,14 +59,21 @@ def library_errors(fn):
             return fn(*args, **kwargs)
         except (UsageError, StoreError) as e:
             raise CliUsageError(str(e)) from None
+        except OSError as e:  # a path no file system takes, a full disk: the user's to fix, in one line
+            where = f" {clip(e.filename, 80)}" if e.filename else ""
+            raise CliUsageError(f"cannot use{where}: {e.strerror or e}") from None
         except (MissingDependencyError, TunesvcError) as e:
-            raise click.ClickException(str(e)) from None
+            raise CliError(str(e)) from None
 
     return wrapper
 
 
-#: the version of every --json output's layout (a field is only added within a version)
-JSON_SCHEMA_VERSION = 1
+def check_count(value: int | None, flag: str, low: int, high: int) -> None:
+    """A whole number in [low, high] (or None), else UsageError naming the flag."""
+    if value is not None and value < low:
+        raise UsageError(f"{flag} must be at least {low}; got {clip(value, 30)}")
+    if value is not None and value > high:
+        raise UsageError(f"{flag} must be at most {high}; got {clip(value, 30)}")
 
 
 def emit_json(data) -> None:
@@ -41,8 +81,8 @@ def emit_json(data) -> None:
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
-    """A plain aligned text table."""
-    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    """A plain aligned text table; cells are cleaned for the terminal (they hold stored strings)."""
+    cells = [[clean(r.get(c, "")) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
@@ -104,3 +144,7 @@ def set_verbosity(level: int) -> None:
 def quiet() -> bool:
     """-q: no progress display, only results and errors."""
     return _VERBOSITY["level"] < 0
+
+
+#: the version of every --json output's layout (a field is only added within a version)
+JSON_SCHEMA_VERSION = 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import ceilings_in, db_option, emit_json, json_option, library_errors
+from .common import ceilings_in, clean, db_option, emit_json, json_option, library_errors
 
 
 
@@ -32,23 +32,28 @@ def devices(probe, recheck, db, as_json):
         return
     for d in found.devices:
         mark = "  (default)" if d.id == default else ""
-        click.echo(f"{d.id}  {d.name}  [{d.fingerprint.driver}]{mark}")
-        click.echo(f"    hardware: vendor {d.vendor}; type {d.device_type}; architecture {d.fingerprint.architecture or '?'}")
-        click.echo(f"    driver: platform {d.platform}; version {d.fingerprint.driver}; {d.version}; {d.c_version}")
-        click.echo(f"    compute units {d.compute_units}; max work-group {d.max_work_group_size}; "
+        _say(f"{d.id}  {d.name}  [{d.fingerprint.driver}]{mark}")
+        _say(f"    hardware: vendor {d.vendor}; type {d.device_type}; architecture {d.fingerprint.architecture or '?'}")
+        _say(f"    driver: platform {d.platform}; version {d.fingerprint.driver}; {d.version}; {d.c_version}")
+        _say(f"    compute units {d.compute_units}; max work-group {d.max_work_group_size}; "
                    f"local memory {d.local_mem_size // 1024} KiB ({d.local_mem_type}); preferred float vector width {d.preferred_vector_width_float}")
-        click.echo(f"    fp16 {'yes' if d.fp16 else 'no'}; fp64 {'yes' if d.fp64 else 'no'}; global memory {d.global_mem_size / 2**30:.1f} GiB")
-        click.echo(f"    {roofline.ceilings_line(ceilings[d.id])}")
+        _say(f"    fp16 {'yes' if d.fp16 else 'no'}; fp64 {'yes' if d.fp64 else 'no'}; global memory {d.global_mem_size / 2**30:.1f} GiB")
+        _say(f"    {roofline.ceilings_line(ceilings[d.id])}")
     for d, why in found.unusable:
-        click.echo(f"{d.id}  {d.name}  [{d.fingerprint.driver}]  (unusable)")
-        click.echo(f"    platform {d.platform}; {d.version}")
-        click.echo(f"    cannot build a trivial kernel: {why}")
+        _say(f"{d.id}  {d.name}  [{d.fingerprint.driver}]  (unusable)")
+        _say(f"    platform {d.platform}; {d.version}")
+        _say(f"    cannot build a trivial kernel: {why}")
     for backend, why in found.unavailable.items():
-        click.echo(f"{backend}: {why}")
+        _say(f"{backend}: {why}")
     if not found.devices:
         from ..devices.drivers import INSTALL_HINT
 
         raise click.ClickException(f"no usable device; {INSTALL_HINT}")
+
+
+def _say(line: str) -> None:
+    """One line of the listing: names and versions come from drivers (and their remembered verdicts)."""
+    click.echo(clean(line))
 
 
 def _check_db(db) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import CliUsageError, db_option, device_filter_option, emit_json, json_option, library_errors
+from .common import CliUsageError, clean, db_option, device_filter_option, emit_json, json_option, library_errors
 
 
 @click.command("export")
@@ -30,13 +30,16 @@ def export_cmd(file, db, device, template, best_only, as_json):
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @db_option
 @click.option("--policy", type=click.Choice(["keep-fastest", "prefer-local", "prefer-incoming"]), default="keep-fastest",
-              show_default=True, help="Which record wins when a config is both stored and imported.")
+              show_default=True, help="Which record wins when a config is both stored and imported: the faster one "
+              "(never over this device's own, source 'local', measurements), the stored one, or the imported one "
+              "(the only policy that replaces this device's own).")
 @click.option("--source", default=None, help="Provenance label stored with every record (default: the file name).")
 @click.option("--dry-run", is_flag=True, help="Validate and report what would change; write nothing.")
 @json_option
 @library_errors
 def import_cmd(files, db, policy, source, dry_run, as_json):
-    """Validate FILES (tunesvc exports, Kernel Tuner caches, T4 files) and merge them in one transaction."""
+    """Validate FILES (tunesvc exports, Kernel Tuner caches, T4 files) and merge them; a file that is not
+    readable to its end changes nothing."""
     from ..cache.exchange import import_files
 
     s = import_files(files, db, policy, dry_run, source)
@@ -45,10 +48,15 @@ def import_cmd(files, db, policy, source, dry_run, as_json):
                    "replaced": s.replaced, "skipped": s.skipped, "rejected": s.rejected, "stale": s.stale,
                    "examples": s.examples, "status": "rejected" if _all_rejected(s) else "ok"})
     else:
-        click.echo(import_report(s))
+        click.echo(clean_lines(import_report(s)))
     if _all_rejected(s):
         top = max(s.rejected.items(), key=lambda kv: kv[1])[0]
         raise CliUsageError(f"every record was rejected ({sum(s.rejected.values())}; most often: {top}); nothing was imported")
+
+
+def clean_lines(text: str) -> str:
+    """Each line cleaned for the terminal (file names and reasons quote what the files hold)."""
+    return "\n".join(map(clean, text.split("\n")))
 
 
 def _all_rejected(s) -> bool:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, json_option, library_errors, table
+from .common import check_count, emit_json, json_option, library_errors, table
+
+#: runs of one file: each is a whole search, and seeds must stay below 2**32
+MAX_REPEATS = 1000
 
 
 def _transfer_seeds(device, sources: tuple[str, ...]) -> list:
@@ -22,8 +25,8 @@ def _transfer_seeds(device, sources: tuple[str, ...]) -> list:
 @click.option("--strategy", default=None, help="Search strategy (default: the measured default of 'tunesvc tune').")
 @click.option("--budget", type=int, default=None,
               help="Feasible evaluations per run (default: 4x random search's expected evaluations to within 5% of the optimum, at most 1000).")
-@click.option("--repeats", type=int, default=10, show_default=True, help="Runs per file, with seeds SEED, SEED+1, ...")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first run.")
+@click.option("--repeats", type=int, default=10, show_default=True, help=f"Runs per file (at most {MAX_REPEATS}), with seeds SEED, SEED+1, ...")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the first run (0 to 2**32 - REPEATS).")
 @click.option("--transfer", "transfer_from", multiple=True,
               help="Recorded file of a related problem (another GPU, same kernel): try its best configs first. Repeatable.")
 @json_option
@@ -31,8 +34,13 @@ def _transfer_seeds(device, sources: tuple[str, ...]) -> list:
 def replay(files, strategy, budget, repeats, seed, transfer_from, as_json):
     """Replay a strategy on recorded tuning spaces (Kernel Tuner cache files or T4 files, .json or .json.gz)."""
     from .. import search
+    from ..replay.files import MAX_CONFIGS
     from ..replay.runner import RecordedRunner
     from ..replay.score import replay as run_replay
+
+    check_count(budget, "--budget", 1, MAX_CONFIGS)
+    check_count(repeats, "--repeats", 1, MAX_REPEATS)
+    check_count(seed, "--seed", 0, 2**32 - repeats)
 
     strategy = strategy or search.DEFAULT_STRATEGY
     reports = []

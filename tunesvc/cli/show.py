@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from .common import db_option, device_filter_option, emit_json, fmt_time, json_option, library_errors, table
+from .common import check_count, db_option, device_filter_option, emit_json, fmt_time, json_option, library_errors, table
 from ..errors import UsageError
 from ..types import shape_str
 
+MAX_LIMIT = 10**9
 
 
 def _is_stale(record, hashes: dict) -> bool:
@@ -27,7 +28,7 @@ def _is_stale(record, hashes: dict) -> bool:
 @click.option("--template", default=None, help="Only this template.")
 @device_filter_option
 @click.option("--status", default=None, help="Only records of this status (ok, build, launch, wrong_result, ...).")
-@click.option("--limit", type=int, default=50, show_default=True, help="At most this many rows (0: all).")
+@click.option("--limit", type=int, default=50, show_default=True, help=f"At most this many rows (0: all; at most {MAX_LIMIT}).")
 @json_option
 @library_errors
 def show(db, template, device, status, limit, as_json):
@@ -35,6 +36,7 @@ def show(db, template, device, status, limit, as_json):
     from ..measure import roofline
     from ..cache import Store
 
+    check_count(limit, "--limit", 0, MAX_LIMIT)
     store = Store(db, readonly=True)
     records = store.records(template, device, status)
     rows = []
