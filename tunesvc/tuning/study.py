@@ -47,10 +47,19 @@ def make_strategy(name: str, space, seed, storage: str, study: str):
             return search.make(name, space, seed, storage=storage, study_name=study)
         except UsageError:
             raise
-        except Exception:  # sqlalchemy's OperationalError / IntegrityError; optuna may wrap them
-            if attempt == 4:
-                raise
+        except ImportError as e:  # Optuna's word for a database driver that is not installed
+            raise UsageError(f"--storage {redact(storage)!r} needs a database driver that is not installed "
+                             f"({_first_line(e)}); install it, or use sqlite:///path.db") from None
+        except Exception as e:  # sqlalchemy's OperationalError / IntegrityError; optuna may wrap them
+            # an unknown dialect or an unparsable URL does not get better by waiting
+            if attempt == 4 or isinstance(e, ValueError) or type(e).__name__ in ("NoSuchModuleError", "ArgumentError"):
+                raise UsageError(f"cannot open --storage {redact(storage)!r}: {_first_line(e)}") from None
             time.sleep(0.2 * (attempt + 1))
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
 
 
 def redact(url: str) -> str:
