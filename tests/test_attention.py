@@ -1,6 +1,7 @@
-"""Fused attention on the real OpenCL device: every config of a small space on odd shapes (KV not
-a multiple of the key block, Q = 1, head dim 40, causal on and off), flash-decoding splits, the
-ready callable and the CLI's answers to bad shapes."""
+"""Fused attention on the real OpenCL devices: grouped-query (Hkv < Hq, multi-query Hkv = 1) and
+multi-head shapes, configs covering every mapping and parameter value on odd shapes (KV of 1 and
+primes, not a multiple of the key block; Q = 1; head dim 40), causal on and off, flash-decoding
+splits, float16 storage, the ready callable and the one-line answers to bad shapes."""
 
 from __future__ import annotations
 
@@ -12,50 +13,62 @@ import tunesvc
 from tunesvc import templates
 from tunesvc.cli import main
 from tunesvc.errors import InvalidShapeError, UsageError
-from tunesvc.measure.evaluator import Evaluator
-from tunesvc.search import SearchSpace
+from tunesvc.measure.evaluator import Evaluator, Method
 from tunesvc.templates.attention import Attention, AttentionCausal, attention_reference
-from tunesvc.templates.base import Context, Param
+from tunesvc.templates.base import Context
 from tunesvc.types import Config
 
+FAST = Method.plain(1)  # correctness only: one timed run
 
-def small(cls, **values):
-    """A subclass of a template whose parameters take only the given values."""
-    def param(p):
-        vals = values.get(p.name, (p.default,))
-        return Param(p.name, vals, p.default if p.default in vals else vals[0])
-
-    return type(f"Small{cls.__name__}", (cls,), {"params": tuple(param(p) for p in cls.params)})()
-
-
-# 12 configs: both mappings (work-group shared, and one work-item per query block), one and two
-# passes, with and without local staging, one and several queries per group or work-item
-SMALL = dict(QPG=(1, 4), LKV=(0, 1), SPLIT=(1, 3), DV=(4,), MAP=(0, 1), WG=(1, 32))
+# (template, BxHqxHkvxQxKVxD): grouped-query prefill-like (2 query heads per KV head, KV prime),
+# multi-query decode (KV prime), query rows = keys (the first causal query sees one key), KV of
+# 1. Head dims stay small: the mappings unroll over them, and each build must take a second.
+CASES = [("attention", (1, 4, 2, 5, 37, 16)), ("attention", (2, 4, 1, 1, 43, 16)), ("attention_causal", (1, 4, 2, 5, 37, 16)),
+         ("attention_causal", (1, 3, 3, 9, 9, 8)), ("attention_causal", (1, 2, 2, 1, 1, 8))]
 
 
-@pytest.mark.parametrize("cls", [Attention, AttentionCausal])
-@pytest.mark.parametrize("shape", [(1, 2, 3, 37, 40), (2, 1, 1, 45, 40)])
-def test_every_config_of_a_small_space_is_correct(each_cl_device, cls, shape):
-    tpl = small(cls, **SMALL)
-    space = SearchSpace.from_template(tpl, Context(shape, "float32", each_cl_device.info))
-    assert len(space) >= 4 and {c["MAP"] for c in space.configs} == {0, 1}
-    ev = Evaluator(each_cl_device, tpl, shape, "float32")
-    bad = [(dict(c), m.status, m.reason) for c in space.configs if not (m := ev.evaluate(c)).ok]
+def covering(info):
+    """Each case's default config, then (case, config) pairs that together take every value of
+    every parameter a valid config can take at some case (greedy set cover over both templates
+    at once: each build costs a second on a CPU driver)."""
+    pool = [((name, shape), c) for name, shape in CASES
+            for c in templates.get(name).valid_configs(Context(shape, "float32", info))]
+    want = {(k, v) for _, c in pool for k, v in c.items()}
+    picked = [(case, templates.get(case[0]).default_config()) for case in CASES]
+    seen = {(k, v) for _, c in picked for k, v in c.items()}
+    while not want <= seen:
+        best = max(pool, key=lambda cc: len(set(cc[1].items()) - seen))
+        picked.append(best)
+        seen |= set(best[1].items())
+    return picked
+
+
+def test_configs_covering_every_parameter_value_are_correct(each_cl_device):
+    picked = covering(each_cl_device.info)
+    assert {c["MAP"] for _, c in picked} == {0, 1, 2, 3}  # a CPU device takes the tiled mappings
+    bad = []
+    for (name, shape), c in picked:
+        m = Evaluator(each_cl_device, templates.get(name), shape, "float32", FAST).evaluate(c)
+        if not m.ok:
+            bad.append((name, shape, dict(c), m.status, m.reason))
     assert not bad
 
 
 @pytest.mark.parametrize("config", [
     dict(QPG=2, KB=8, DV=1, WG=16, LKV=1, SPLIT=2, MAP=0),
     dict(QPG=8, KB=16, DV=8, WG=128, LKV=0, SPLIT=1, MAP=0),
-    dict(QPG=1, KB=8, DV=2, WG=32, LKV=0, SPLIT=2, MAP=0),
-    # one work-item per query block: partial groups (WG=4 over 2x5x2 work-items), DV=8 partial sums
-    # of a dot product over 40 = 32 + 8 (the tree folds the tail first), queries past Q in a block
+    # one work-item per row block: partial groups (WG=4), DV=8 partial sums of a dot product over
+    # 40 = 32 + 8 (the tree folds the tail first), rows past the end in a block
     dict(QPG=2, KB=16, DV=8, WG=4, LKV=0, SPLIT=2, MAP=1),
     dict(QPG=4, KB=16, DV=1, WG=1, LKV=0, SPLIT=1, MAP=1),
+    # tiles: K packed (2) or read in place (3), a block of 8 keys past a 9-key split, 3 splits
+    dict(QPG=4, KB=8, DV=4, WG=1, LKV=0, SPLIT=2, MAP=2),
+    dict(QPG=8, KB=16, DV=8, WG=1, LKV=0, SPLIT=1, MAP=3),
 ])
 def test_block_sizes_vector_widths_and_work_groups(cl_device, config):
-    # Causal with Q = KV: the first query sees one key; blocks and splits past a query's limit are empty.
-    ev = Evaluator(cl_device, templates.get("attention_causal"), (1, 2, 9, 9, 40), "float32")
+    # Causal with Q = KV and two query heads per KV head: the first query sees one key; blocks
+    # and splits past a row's limit are empty.
+    ev = Evaluator(cl_device, templates.get("attention_causal"), (1, 4, 2, 9, 9, 40), "float32", FAST)
     m = ev.evaluate(Config(config))
     assert m.ok, m.reason
 
@@ -64,43 +77,79 @@ def test_a_kernel_that_drops_the_last_key_is_caught(cl_device):
     class DropsLast(Attention):
         def plan(self, config, shape, dtype):
             p = super().plan(config, shape, dtype)
-            return type(p)(p.buffers, p.launches, {**p.defines, "TS_KV": shape[3] - 1})
+            return type(p)(p.buffers, p.launches, {**p.defines, "TS_KV": shape[4] - 1})
 
     # K and V keep their real row stride only when TS_KV is right, so this reads a wrong layout too;
     # the point is that nothing of the kind passes verification.
-    m = Evaluator(cl_device, DropsLast(), (1, 1, 2, 33, 8), "float32").evaluate(DropsLast().default_config())
-    assert m.status == "wrong_result"
+    tpl = DropsLast()
+    for config in (tpl.default_config(), Config(QPG=2, KB=8, DV=4, WG=1, LKV=0, SPLIT=1, MAP=2)):
+        m = Evaluator(cl_device, tpl, (1, 2, 1, 2, 33, 8), "float32", FAST).evaluate(config)
+        assert m.status == "wrong_result"
 
 
 def test_float16_storage_accumulates_in_float32(each_cl_device):
     if not each_cl_device.info.fp16:
         pytest.skip(f"{each_cl_device.info.name} has no float16 support (cl_khr_fp16)")
-    ev = Evaluator(each_cl_device, templates.get("attention"), (1, 2, 1, 300, 64), "float16")
-    assert ev.evaluate(Config(QPG=1, KB=32, DV=4, WG=32, LKV=0, SPLIT=4, MAP=0)).ok
-    assert ev.evaluate(Config(QPG=1, KB=16, DV=4, WG=1, LKV=0, SPLIT=4, MAP=1)).ok
+    ev = Evaluator(each_cl_device, templates.get("attention"), (1, 4, 1, 1, 300, 32), "float16", FAST)
+    for config in (dict(QPG=4, KB=32, DV=4, WG=32, LKV=0, SPLIT=4, MAP=0), dict(QPG=4, KB=16, DV=4, WG=1, LKV=0, SPLIT=4, MAP=1),
+                   dict(QPG=4, KB=16, DV=8, WG=1, LKV=0, SPLIT=2, MAP=3), dict(QPG=4, KB=8, DV=8, WG=1, LKV=0, SPLIT=1, MAP=2)):
+        m = ev.evaluate(Config(config))
+        assert m.ok, (config, m.reason)
 
 
-def test_counts_of_causal_work():
-    # query i of Q = KV = 4 sees i + 1 keys: 10 pairs per head
+def test_counts_of_causal_and_grouped_work():
+    # query i of Q = KV = 4 sees i + 1 keys: 10 pairs per query head
     assert AttentionCausal().pairs((1, 1, 4, 4, 8)) == 10
-    assert Attention().pairs((1, 1, 4, 4, 8)) == 16
-    assert AttentionCausal().pairs((1, 1, 1, 50, 8)) == 50  # decode: the one query sees every key
-    assert Attention().bound_for((1, 8, 1, 4096, 128)) == "read_bandwidth"
+    assert Attention().pairs((1, 1, 1, 4, 4, 8)) == 16
+    assert AttentionCausal().pairs((1, 1, 1, 1, 50, 8)) == 50  # decode: the one query sees every key
+    assert Attention().flops((1, 32, 8, 1, 100, 128)) == 4 * 128 * 32 * 100
+    # K and V once per KV head (8 of them), Q and O once per query head
+    assert Attention().bytes_moved((1, 32, 8, 1, 4096, 128), "float16") == 2 * 128 * (2 * 32 + 2 * 8 * 4096)
+    assert Attention().bound_for((1, 8, 8, 1, 4096, 128)) == "read_bandwidth"
     assert Attention().bound_for((1, 8, 1024, 1024, 64)) == "flops"
 
 
+def test_five_dimensions_are_multi_head():
+    tpl = templates.get("attention")
+    assert tpl.parse_shape("1x8x1x4096x128") == (1, 8, 8, 1, 4096, 128)
+    assert tpl.parse_shape((1, 8, 1, 4096, 128)) == (1, 8, 8, 1, 4096, 128)
+    assert tpl.parse_shape("1x32x8x1x4096x128") == (1, 32, 8, 1, 4096, 128)
+    # a five-dimension shape plans as its six-dimension form
+    assert tpl.plan(tpl.default_config(), (1, 2, 3, 9, 8), "float32").defines == \
+        tpl.plan(tpl.default_config(), (1, 2, 2, 3, 9, 8), "float32").defines
+
+
 @pytest.mark.parametrize("causal", [False, True])
-def test_callable_matches_the_reference(db_path, causal):
-    rng = np.random.default_rng(3)
-    q = rng.standard_normal((2, 3, 5, 40)).astype(np.float32)
-    k = rng.standard_normal((2, 3, 19, 40)).astype(np.float32)
-    v = rng.standard_normal((2, 3, 19, 40)).astype(np.float32)
-    got = tunesvc.attention(q, k, v, causal=causal, scale=0.3)
+@pytest.mark.parametrize("hkv", [1, 2, 6])
+def test_callable_matches_the_reference(db_path, each_cl_device, causal, hkv):
+    rng = np.random.default_rng(3 + hkv)
+    q = rng.standard_normal((2, 6, 5, 40)).astype(np.float32)
+    k = rng.standard_normal((2, hkv, 19, 40)).astype(np.float32)
+    v = rng.standard_normal((2, hkv, 19, 40)).astype(np.float32)
+    got = tunesvc.attention(q, k, v, causal=causal, scale=0.3, device=each_cl_device.info, db=str(db_path))
     want = attention_reference(q, k, v, 0.3, causal)
     assert got.shape == q.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     other = attention_reference(q, k, v, 0.3, not causal)
     assert np.abs(got - other).max() > 1e-2  # the mask matters on this shape
+
+
+def test_grouped_heads_read_their_own_kv_head(db_path):
+    """Query heads 0-2 of a group of 3 see KV head 0 and heads 3-5 KV head 1, as repeat_kv lays them out."""
+    rng = np.random.default_rng(5)
+    q = rng.standard_normal((1, 6, 1, 16)).astype(np.float32)
+    k, v = (rng.standard_normal((1, 2, 7, 16)).astype(np.float32) for _ in range(2))
+    got = tunesvc.attention(q, k, v)
+    repeated = attention_reference(q, np.repeat(k, 3, axis=1), np.repeat(v, 3, axis=1), 0.25, False)
+    np.testing.assert_allclose(got, repeated, rtol=1e-5, atol=1e-6)
+
+
+def test_float16_where_the_device_lacks_it_runs_in_float32(db_path, cl_no_fp16):
+    rng = np.random.default_rng(6)
+    q, k, v = (rng.standard_normal(s).astype(np.float16) for s in ((1, 4, 2, 32), (1, 2, 33, 32), (1, 2, 33, 32)))
+    got = tunesvc.attention(q, k, v, causal=True, device=cl_no_fp16, db=str(db_path))
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got, attention_reference(q, k, v, 32**-0.5, True), rtol=2e-3, atol=2e-3)
 
 
 def test_callable_default_scale(db_path):
@@ -109,20 +158,28 @@ def test_callable_default_scale(db_path):
     np.testing.assert_allclose(tunesvc.attention(q, k, v), attention_reference(q, k, v, 0.25, False), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("shapes", [((1, 1, 2, 8), (1, 1, 3, 4), (1, 1, 3, 4)), ((1, 2, 8), (1, 2, 8), (1, 2, 8)), ((1, 1, 2, 8), (1, 1, 3, 8), (1, 1, 4, 8))])
-def test_callable_rejects_mismatched_shapes(db_path, shapes):
+@pytest.mark.parametrize("shapes,says", [
+    (((1, 1, 2, 8), (1, 1, 3, 4), (1, 1, 3, 4)), "k and v of shape (1, Hkv, KV, 8)"),
+    (((1, 2, 8), (1, 2, 8), (1, 2, 8)), "non-empty q (B, Hq, Q, D)"),
+    (((1, 1, 2, 8), (1, 1, 3, 8), (1, 1, 4, 8)), "k and v of shape"),
+    (((1, 8, 2, 8), (1, 3, 5, 8), (1, 3, 5, 8)), "Hq=8 is not a multiple of Hkv=3"),
+])
+def test_callable_rejects_bad_layouts_in_one_line(db_path, shapes, says):
     q, k, v = (np.zeros(s, np.float32) for s in shapes)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError) as e:
         tunesvc.attention(q, k, v)
+    assert says in str(e.value) and "\n" not in str(e.value)
 
 
 def test_causal_needs_q_at_most_kv():
     with pytest.raises(InvalidShapeError, match="Q <= KV"):
         templates.get("attention_causal").parse_shape("1x1x8x4x16")
-    assert templates.get("attention").parse_shape("1x1x8x4x16") == (1, 1, 8, 4, 16)
+    assert templates.get("attention").parse_shape("1x1x8x4x16") == (1, 1, 1, 8, 4, 16)
 
 
-@pytest.mark.parametrize("shape,says", [("1x8x1x4096x512", "D <= 256"), ("1x8x1x4096", "BxHxQxKVxD"), ("1x8x0x64x64", "must be >= 1"), ("1x8x9x8x64", "Q <= KV")])
+@pytest.mark.parametrize("shape,says", [("1x8x1x4096x512", "D <= 256"), ("1x8x1x4096", "BxHqxHkvxQxKVxD"),
+                                        ("1x8x0x64x64", "must be >= 1"), ("1x8x9x8x64", "Q <= KV"),
+                                        ("1x8x3x1x64x64", "Hq=8 query heads are not a multiple of Hkv=3 KV heads")])
 def test_cli_bad_shape_exits_2_with_one_line(db_path, shape, says):
     r = CliRunner().invoke(main, ["tune", "attention_causal", "--shape", shape, "--db", str(db_path)])
     assert r.exit_code == 2

@@ -57,21 +57,45 @@ def reduce(x, op: str = "sum", axis: int | None = -1, device=None, db=None) -> n
 
 
 def attention(q, k, v, causal: bool = False, scale: float | None = None, device=None, db=None) -> np.ndarray:
-    """softmax(q·kᵀ·scale)·v for q (B, H, Q, D) and k, v (B, H, KV, D), fused, with the tuned kernel.
+    """softmax(q·kᵀ·scale)·v for q (B, Hq, Q, D) and k, v (B, Hkv, KV, D), fused, with the tuned kernel.
 
-    ``scale`` defaults to 1/sqrt(D). ``causal`` masks key j for query i when
-    j > i + KV - Q (queries aligned to the end of the keys), so it needs Q <= KV.
+    Grouped-query: Hq a multiple of Hkv, query head h reads KV head h // (Hq // Hkv) (Hkv = Hq
+    is multi-head attention, Hkv = 1 multi-query). ``scale`` defaults to 1/sqrt(D). ``causal``
+    masks key j for query i when j > i + KV - Q (queries aligned to the end of the keys), so it
+    needs Q <= KV. float16 arrays are computed in half storage where the device has
+    cl_khr_fp16, and in float32 elsewhere (the result is float16 either way).
     """
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
-    if q.ndim != 4 or k.ndim != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3] or 0 in q.shape or 0 in k.shape:
-        raise UsageError(f"attention needs non-empty q (B, H, Q, D) and k, v (B, H, KV, D); got {q.shape}, {k.shape}, {v.shape}")
+    _check_attention_layout(q, k, v)
     dtype = _dtype_of(q, k, v)
-    b, h, nq, d = q.shape
+    b, hq, nq, d = q.shape
     if scale is None:
         scale = 1.0 / float(np.sqrt(d))
     name = "attention_causal" if causal else "attention"
     inputs = {"Q": q, "K": k, "V": v, "scale": np.array([scale], dtype=np.float32)}
-    return run_tuned(name, inputs, (b, h, nq, k.shape[2], d), dtype, device, db)["O"]
+    shape = (b, hq, k.shape[1], nq, k.shape[2], d)
+    if dtype == "float16" and not _has_fp16(device):
+        inputs.update({n: inputs[n].astype(np.float32) for n in ("Q", "K", "V")})
+        return run_tuned(name, inputs, shape, "float32", device, db)["O"].astype(np.float16)
+    return run_tuned(name, inputs, shape, dtype, device, db)["O"]
+
+
+def _check_attention_layout(q, k, v) -> None:
+    """One line naming the expected shapes, for any layout the kernel cannot take."""
+    want = "q (B, Hq, Q, D) and k, v (B, Hkv, KV, D) with Hq a multiple of Hkv"
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4 or 0 in q.shape or 0 in k.shape:
+        raise UsageError(f"attention needs non-empty {want}; got {q.shape}, {k.shape}, {v.shape}")
+    b, hq, nq, d = q.shape
+    if k.shape != v.shape or k.shape[0] != b or k.shape[3] != d:
+        raise UsageError(f"attention needs {want}: k and v of shape ({b}, Hkv, KV, {d}) alike; got {q.shape}, {k.shape}, {v.shape}")
+    if hq % k.shape[1]:
+        raise UsageError(f"attention needs {want}: Hq={hq} is not a multiple of Hkv={k.shape[1]}; got {q.shape}, {k.shape}, {v.shape}")
+
+
+def _has_fp16(device) -> bool:
+    from .prepared import _device
+
+    return _device(device).info.fp16
 
 
 def gemv_q(x, q, device=None, db=None) -> np.ndarray:

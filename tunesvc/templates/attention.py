@@ -1,12 +1,17 @@
-"""Fused softmax attention, O = softmax(Q·Kᵀ·scale)·V, with a streaming softmax.
+"""Fused softmax attention, O = softmax(Q·Kᵀ·scale)·V, with a streaming softmax; grouped-query.
 
 Two templates share one kernel source: ``attention`` and ``attention_causal``.
 The mask changes what is computed, so it is part of the problem key, never a
-tuned parameter. The shape is ``BxHxQxKVxD``; Q (B, H, Q, D), K and V
-(B, H, KV, D). Causal attention aligns the queries to the end of the keys
-(query i sees keys j <= i + KV - Q, as when decoding after a KV cache), so it
-needs Q <= KV. The scale is an input (a one-element float32 buffer), default
-1/sqrt(D).
+tuned parameter. The shape is ``BxHqxHkvxQxKVxD``; Q (B, Hq, Q, D), K and V
+(B, Hkv, KV, D), Hq a multiple of Hkv: query head h attends with KV head
+h // (Hq / Hkv), as llama's ``repeat_kv`` and vLLM lay them out (Hkv = Hq is
+multi-head attention, Hkv = 1 multi-query). A shape of five dimensions,
+``BxHxQxKVxD``, is Hkv = Hq. Each KV head is read once for all its query heads.
+Causal attention aligns the queries to the end of the keys (query i sees keys
+j <= i + KV - Q, as when decoding after a KV cache), so it needs Q <= KV. The
+scale is an input (a one-element float32 buffer), default 1/sqrt(D). float16
+stores Q, K, V and O in half (a KV cache of half the bytes) where the device
+has cl_khr_fp16; scores, softmax and sums are float.
 """
 
 from __future__ import annotations
@@ -22,6 +27,24 @@ from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTe
 MAX_HEAD_DIM = 256
 #: queries per head up to which a problem is decode (memory-bound) rather than prefill
 DECODE_MAX_Q = 16
+SHAPE_TEXT = "BxHqxHkvxQxKVxD"
+
+
+def gqa_shape(shape) -> tuple[int, ...]:
+    """The six dimensions (B, Hq, Hkv, Q, KV, D) of a shape; five are (B, H, Q, KV, D), Hkv = H."""
+    shape = tuple(shape)
+    return shape[:2] + shape[1:] if len(shape) == 5 else shape
+
+
+def _dims(x: Context) -> tuple[int, ...]:
+    """A constraint's shape as six dimensions (a caller may give five)."""
+    return gqa_shape(x.shape)
+
+
+def rows(shape) -> int:
+    """Query rows per KV head: its query heads times the queries."""
+    b, hq, hkv, q, kv, d = gqa_shape(shape)
+    return hq // hkv * q
 
 
 def _chunk(c: Config, kv: int) -> int:
@@ -35,23 +58,23 @@ def _out_vectors(c: Config, d: int) -> int:
 
 
 def _registers(c: Config, x: Context) -> int:
-    """Floats of output each work-item keeps in registers (MAP=1: its queries and outputs)."""
-    if c["MAP"] == 1:
-        return 2 * c["QPG"] * x.shape[4]
-    return ceil_div(_out_vectors(c, x.shape[4]), c["WG"]) * c["DV"]
+    """Floats of output each work-item keeps in registers (MAP=1, 2: its queries and outputs)."""
+    if c["MAP"] > 0:
+        return 2 * c["QPG"] * _dims(x)[5]
+    return ceil_div(_out_vectors(c, _dims(x)[5]), c["WG"]) * c["DV"]
 
 
 def _units(c: Config, shape) -> int:
-    """MAP=1 work-items: one per (head, query block, split)."""
-    b, h, q, kv, d = shape
-    return b * h * ceil_div(q, c["QPG"]) * c["SPLIT"]
+    """MAP=1, 2 work-items: one per (KV head, row block, split)."""
+    b, hq, hkv, q, kv, d = gqa_shape(shape)
+    return b * hkv * ceil_div(rows(shape), c["QPG"]) * c["SPLIT"]
 
 
 def _threads_have_work(c: Config, x: Context) -> bool:
-    if c["MAP"] == 1:  # at least two work-groups, so every compute unit of a small CPU gets one
+    if c["MAP"] > 0:  # at least two work-groups, so every compute unit of a small CPU gets one
         return c["WG"] == 1 or 2 * c["WG"] <= _units(c, x.shape)
     # 32 work-items are always allowed, so the default config is valid for every shape
-    return c["WG"] <= max(32, c["QPG"] * c["KB"], _out_vectors(c, x.shape[4]))
+    return c["WG"] <= max(32, c["QPG"] * c["KB"], _out_vectors(c, _dims(x)[5]))
 
 
 def _local_bytes(c: Config, d: int) -> int:
@@ -66,88 +89,115 @@ class Attention(KernelTemplate):
     """Fused softmax attention with an online softmax and flash-decoding splits."""
 
     name = "attention"
-    description = "O = softmax(Q·Kᵀ·scale)·V fused (shape BxHxQxKVxD), online softmax, split-KV decoding"
+    description = "O = softmax(Q·Kᵀ·scale)·V fused, grouped-query (shape BxHqxHkvxQxKVxD), online softmax, split-KV decoding"
     causal = False
     # absolute, so subclasses defined elsewhere (tests, users) still find it
     source_file = str(Path(__file__).with_name("attention.cl"))
-    kernel_names = ("attention", "attention_combine")
-    dims = ("B", "H", "Q", "KV", "D")
+    kernel_names = ("attention", "attention_combine", "attention_pack_k")
+    dims = ("B", "Hq", "Hkv", "Q", "KV", "D")
     dtypes = ("float32", "float16")
-    default_shape = (1, 8, 1, 4096, 128)
+    default_shape = (1, 8, 8, 1, 4096, 128)
     bound = "read_bandwidth"  # for decode; bound_for() says per shape
     params = (
-        Param("QPG", (1, 2, 4, 8, 16), 1, "queries per work-group"),
+        Param("QPG", (1, 2, 4, 8, 16), 1, "query rows (heads of a group x queries) per work-group"),
         Param("KB", (8, 16, 32, 64), 16, "keys per block of the streaming softmax"),
         Param("DV", (1, 2, 4, 8), 1, "head-dimension vector width of K and V loads"),
         Param("WG", (1, 4, 16, 32, 64, 128), 32, "work-items per work-group"),
         Param("LKV", (0, 1), 0, "stage each block of K and V in local memory"),
         Param("SPLIT", (1, 2, 4, 8, 16, 32), 1, "work-groups per query block along KV; above 1 a second pass combines them"),
-        Param("MAP", (0, 1), 0, "0: a work-group shares a query block (GPUs); 1: one work-item streams the keys of QPG queries (CPUs)"),
+        Param("MAP", (0, 1, 2, 3), 0, "0: a work-group shares a query block (GPUs); 1: one work-item streams the keys of QPG "
+              "rows (CPUs); 2, 3: one work-item holds QPG x KB scores in vectors, K packed first (2: prefill) or read in "
+              "place (3: decode) (CPUs)"),
     )
     constraints = (
-        Constraint("vector_divides_head_dim", lambda c, x: x.shape[4] % c["DV"] == 0),
-        Constraint("queries_per_group_not_beyond_q", lambda c, x: c["QPG"] <= pow2_ceil(x.shape[2])),
-        Constraint("key_block_not_beyond_kv", lambda c, x: c["KB"] <= max(16, pow2_ceil(x.shape[3]))),
-        Constraint("every_split_has_keys", lambda c, x: c["SPLIT"] == 1 or (c["SPLIT"] - 1) * _chunk(c, x.shape[3]) < x.shape[3]),
-        # MAP=1 holds whole rows privately: they live in the CPU's L1 more than in its registers
-        Constraint("registers_bounded", lambda c, x: _registers(c, x) <= (1024 if c["MAP"] == 1 else 64)),
+        Constraint("vector_divides_head_dim", lambda c, x: _dims(x)[5] % c["DV"] == 0),
+        Constraint("queries_per_group_not_beyond_rows", lambda c, x: c["QPG"] <= pow2_ceil(rows(x.shape))),
+        Constraint("key_block_not_beyond_kv", lambda c, x: c["KB"] <= max(16, pow2_ceil(_dims(x)[4]))),
+        Constraint("every_split_has_keys", lambda c, x: c["SPLIT"] == 1 or (c["SPLIT"] - 1) * _chunk(c, _dims(x)[4]) < _dims(x)[4]),
+        # MAP=1, 2 hold whole rows privately: they live in the CPU's L1 more than in its registers
+        Constraint("registers_bounded", lambda c, x: _registers(c, x) <= (1024 if c["MAP"] > 0 else 64)),
         Constraint("threads_have_work", _threads_have_work),
-        # groups of under 16 work-items leave a GPU's lanes idle; MAP=1 has no group work
-        Constraint("small_groups_only_unshared", lambda c, x: c["MAP"] == 1 or c["WG"] >= 16),
+        # groups of under 16 work-items leave a GPU's lanes idle; MAP=1, 2 have no group work
+        Constraint("small_groups_only_unshared", lambda c, x: c["MAP"] > 0 or c["WG"] >= 16),
         # MAP=1 walks keys one at a time from global memory: one value each of KB and LKV
-        Constraint("unshared_has_no_blocks", lambda c, x: c["MAP"] == 0 or (c["KB"] == 16 and c["LKV"] == 0)),
+        Constraint("unshared_has_no_blocks", lambda c, x: c["MAP"] != 1 or (c["KB"] == 16 and c["LKV"] == 0)),
+        # MAP=2, 3 keep a block's scores in one OpenCL vector (8 or 16 lanes) and V in chunks of 4 or 8
+        Constraint("tiles_in_vectors", lambda c, x: c["MAP"] < 2 or (c["KB"] <= 16 and c["DV"] >= 4 and c["LKV"] == 0)),
+        # they are written in OpenCL vectors for CPU compilers; a GPU build of them streams as MAP=1
+        Constraint("tiles_only_on_cpus", lambda c, x: c["MAP"] < 2 or x.device.device_type == "cpu", needs_device=True),
         Constraint("work_group_size", _fits_work_group, needs_device=True),
-        Constraint("local_memory", lambda c, x: _local_bytes(c, x.shape[4]) <= x.device.local_mem_size, needs_device=True),
+        Constraint("local_memory", lambda c, x: _local_bytes(c, _dims(x)[5]) <= x.device.local_mem_size, needs_device=True),
     )
 
+    def parse_shape(self, shape):
+        """``BxHqxHkvxQxKVxD``, or the five dimensions ``BxHxQxKVxD`` of multi-head attention
+        (Hkv = Hq), always returned as six."""
+        if isinstance(shape, str) and len(shape.strip().split("x")) == 5:
+            shape = shape.strip().lower().split("x")
+            shape = "x".join(shape[:2] + shape[1:])
+        elif not isinstance(shape, str):
+            try:
+                shape = gqa_shape(shape)
+            except TypeError:
+                pass  # not a sequence: the base says so
+        return super().parse_shape(shape)
+
     def validate_shape(self, shape) -> None:
-        b, h, q, kv, d = shape
+        b, hq, hkv, q, kv, d = shape
         if d > MAX_HEAD_DIM:
-            raise InvalidShapeError(f"head dim D={d} is above {MAX_HEAD_DIM}; {self.name} takes BxHxQxKVxD with D <= {MAX_HEAD_DIM}")
+            raise InvalidShapeError(f"head dim D={d} is above {MAX_HEAD_DIM}; {self.name} takes {SHAPE_TEXT} with D <= {MAX_HEAD_DIM}")
+        if hq % hkv:
+            raise InvalidShapeError(f"Hq={hq} query heads are not a multiple of Hkv={hkv} KV heads; {self.name} takes {SHAPE_TEXT} "
+                                    f"with Hq a multiple of Hkv (q (B, Hq, Q, D), k and v (B, Hkv, KV, D))")
         if self.causal and q > kv:
             raise InvalidShapeError(f"causal attention needs Q <= KV (queries align to the end of the keys); got Q={q}, KV={kv}")
 
     def bound_for(self, shape) -> str:
         """Decode (few queries) reads K and V once and writes little: read bandwidth; prefill is
         compute: FLOP/s."""
-        return "read_bandwidth" if shape[2] <= DECODE_MAX_Q else "flops"
+        return "read_bandwidth" if gqa_shape(shape)[3] <= DECODE_MAX_Q else "flops"
 
     def plan(self, config: Config, shape, dtype: str) -> Plan:
-        b, h, q, kv, d = shape
-        bh, split, wg = b * h, config["SPLIT"], config["WG"]
+        b, hq, hkv, q, kv, d = shape = gqa_shape(shape)
+        bh, split, wg = b * hkv, config["SPLIT"], config["WG"]
         storage = DTYPES[dtype][0]
-        groups = bh * ceil_div(q, config["QPG"]) * split
-        if config["MAP"] == 1:  # one work-item, not one work-group, per (head, query block, split)
+        groups = bh * ceil_div(rows(shape), config["QPG"]) * split
+        if config["MAP"] > 0:  # one work-item, not one work-group, per (KV head, row block, split)
             groups = ceil_div(groups, wg)
         buffers = [
-            BufferSpec("Q", (b, h, q, d), storage, "in"),
-            BufferSpec("K", (b, h, kv, d), storage, "in"),
-            BufferSpec("V", (b, h, kv, d), storage, "in"),
+            BufferSpec("Q", (b, hq, q, d), storage, "in"),
+            BufferSpec("K", (b, hkv, kv, d), storage, "in"),
+            BufferSpec("V", (b, hkv, kv, d), storage, "in"),
             BufferSpec("scale", (1,), np.float32, "in"),
-            BufferSpec("O", (b, h, q, d), storage, "out"),
+            BufferSpec("O", (b, hq, q, d), storage, "out"),
         ]
         ins = ("Q", Offset("Q"), "K", Offset("K"), "V", Offset("V"), "scale", Offset("scale"))
+        launches, cwg = [], 64
+        if config["MAP"] == 2:  # K packed into blocks of KB keys first (timed too)
+            slots = bh * ceil_div(kv, config["KB"]) * config["KB"]
+            buffers.append(BufferSpec("Kt", (slots, d), np.float32, "scratch"))
+            launches.append(Launch("attention_pack_k", (ceil_div(slots, cwg) * cwg,), (cwg,), ("K", Offset("K"), "Kt")))
+            ins += ("Kt",)
         if split == 1:
-            launches = [Launch("attention", (groups * wg,), (wg,), (*ins, "O"))]
+            launches.append(Launch("attention", (groups * wg,), (wg,), (*ins, "O")))
         else:
-            buffers += [BufferSpec("Opart", (bh, split, q, d), np.float32, "scratch"),
-                        BufferSpec("ML", (bh, split, q, 2), np.float32, "scratch")]
-            cwg = 64
-            launches = [Launch("attention", (groups * wg,), (wg,), (*ins, "Opart", "ML")),
-                        Launch("attention_combine", (ceil_div(bh * q * d, cwg) * cwg,), (cwg,), ("Opart", "ML", "O"))]
-        defines = {**config, "TS_BH": bh, "TS_Q": q, "TS_KV": kv, "TS_D": d,
+            buffers += [BufferSpec("Opart", (bh, split, rows(shape), d), np.float32, "scratch"),
+                        BufferSpec("ML", (bh, split, rows(shape), 2), np.float32, "scratch")]
+            launches += [Launch("attention", (groups * wg,), (wg,), (*ins, "Opart", "ML")),
+                         Launch("attention_combine", (ceil_div(b * hq * q * d, cwg) * cwg,), (cwg,), ("Opart", "ML", "O"))]
+        defines = {**config, "TS_BHKV": bh, "TS_GQ": hq // hkv, "TS_Q": q, "TS_KV": kv, "TS_D": d,
                    "CAUSAL": int(self.causal), "TS_FP16": int(dtype == "float16")}
         return Plan(tuple(buffers), tuple(launches), defines)
 
     def make_inputs(self, shape, dtype: str, rng: np.random.Generator):
-        b, h, q, kv, d = shape
+        b, hq, hkv, q, kv, d = gqa_shape(shape)
         storage = DTYPES[dtype][0]
         # Scores of a few units, so the softmax is neither flat nor one-hot and a missed or
         # repeated key moves the output well beyond the tolerance.
         return {
-            "Q": rng.standard_normal((b, h, q, d)).astype(storage),
-            "K": rng.standard_normal((b, h, kv, d)).astype(storage),
-            "V": rng.uniform(-1, 1, (b, h, kv, d)).astype(storage),
+            "Q": rng.standard_normal((b, hq, q, d)).astype(storage),
+            "K": rng.standard_normal((b, hkv, kv, d)).astype(storage),
+            "V": rng.uniform(-1, 1, (b, hkv, kv, d)).astype(storage),
             "scale": np.array([1.0 / np.sqrt(d)], dtype=np.float32),
         }
 
@@ -157,13 +207,13 @@ class Attention(KernelTemplate):
     def tolerance(self, dtype: str, shape) -> float:
         # Scores of a few units carry ~D·eps of rounding into the exponent; the weighted sum of
         # KV values adds ~sqrt(KV)·eps. fp16 storage rounds inputs and output once more.
-        b, h, q, kv, d = shape
+        b, hq, hkv, q, kv, d = gqa_shape(shape)
         eps = 2.0**-24
         return 64 * eps * (d + np.sqrt(kv)) + (4 * 2.0**-11 if dtype == "float16" else 0)
 
     def pairs(self, shape) -> float:
-        """(query, key) pairs that are not masked, per head."""
-        b, h, q, kv, d = shape
+        """(query, key) pairs that are not masked, per query head."""
+        b, hq, hkv, q, kv, d = gqa_shape(shape)
         if not self.causal:
             return float(q * kv)
         off = kv - q
@@ -171,35 +221,37 @@ class Attention(KernelTemplate):
         return float(q * (off + 1) + q * (q - 1) / 2)
 
     def flops(self, shape) -> float:
-        b, h, q, kv, d = shape
-        return 4.0 * d * b * h * self.pairs(shape)  # Q·Kᵀ and P·V, a multiply and an add each
+        b, hq, hkv, q, kv, d = gqa_shape(shape)
+        return 4.0 * d * b * hq * self.pairs(shape)  # Q·Kᵀ and P·V, a multiply and an add each
 
     def bytes_moved(self, shape, dtype: str) -> float:
-        b, h, q, kv, d = shape
-        return float(DTYPE_BYTES[dtype] * b * h * d * (2 * q + 2 * kv))
+        """Q and O once per query head, K and V once per KV head."""
+        b, hq, hkv, q, kv, d = gqa_shape(shape)
+        return float(DTYPE_BYTES[dtype] * b * d * (2 * hq * q + 2 * hkv * kv))
 
 
 class AttentionCausal(Attention):
     """Fused causal softmax attention (queries aligned to the end of the keys)."""
 
     name = "attention_causal"
-    description = "causal O = softmax(mask(Q·Kᵀ·scale))·V fused (shape BxHxQxKVxD, Q <= KV), online softmax"
+    description = "causal O = softmax(mask(Q·Kᵀ·scale))·V fused, grouped-query (shape BxHqxHkvxQxKVxD, Q <= KV), online softmax"
     causal = True
 
 
 def attention_reference(q, k, v, scale: float, causal: bool) -> np.ndarray:
-    """float64 attention, one head at a time so long sequences fit in memory."""
+    """float64 attention, one query head at a time so long sequences fit in memory; query head
+    j reads KV head j // (Hq / Hkv)."""
     q64, k64, v64 = (a.astype(np.float64) for a in (q, k, v))
     b, h, nq, d = q64.shape
-    nkv = k64.shape[2]
+    nkv, group = k64.shape[2], h // k64.shape[1]
     out = np.empty((b, h, nq, d))
     mask = np.arange(nkv)[None, :] > (np.arange(nq)[:, None] + nkv - nq) if causal else None
     for i in range(b):
         for j in range(h):
-            s = q64[i, j] @ k64[i, j].T * scale
+            s = q64[i, j] @ k64[i, j // group].T * scale
             if mask is not None:
                 s[mask] = -np.inf
             s -= s.max(axis=1, keepdims=True)
             p = np.exp(s)
-            out[i, j] = (p @ v64[i, j]) / p.sum(axis=1, keepdims=True)
+            out[i, j] = (p @ v64[i, j // group]) / p.sum(axis=1, keepdims=True)
     return out
