@@ -170,7 +170,8 @@ def _temporary(path: Path) -> Path:
 
 def _export(store: Store, path: Path, device, template, best_only: bool) -> ExportSummary:
     sql, args = _export_query(device, template, best_only)
-    newest = store.read(f"SELECT max(created_at) FROM ({sql})", args).fetchone()[0]
+    empty = TABLE not in store.db.table_names()  # an empty file: a database without records yet
+    newest = None if empty else store.read(f"SELECT max(created_at) FROM ({sql})", args).fetchone()[0]
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "tunesvc_version": __version__,
               "created_at": newest or "1970-01-01T00:00:00+00:00"}  # the data's time, so re-exports are identical
     tmp, count = None, 0
@@ -181,7 +182,7 @@ def _export(store: Store, path: Path, device, template, best_only: bool) -> Expo
             out = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) if gz else raw
             with _Background(out.write) as write:  # zlib and file writes let go of the GIL: overlap them with formatting
                 write((json.dumps(header, sort_keys=True, separators=(",", ":")) + "\n").encode())
-                rows = store.read(sql, args)
+                rows = iter(()) if empty else store.read(sql, args)
                 lines = _lines(rows)
                 while chunk := list(itertools.islice(lines, _CHUNK)):
                     write("".join(chunk).encode())

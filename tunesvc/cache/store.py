@@ -244,9 +244,12 @@ class Staging:
         return self
 
     def __exit__(self, *exc):
-        if self.conn.in_transaction:
-            self.conn.rollback()
-        self.conn.execute(f"DROP TABLE IF EXISTS {STAGED}")
+        try:
+            if self.conn.in_transaction:
+                self.conn.rollback()
+            self.conn.execute(f"DROP TABLE IF EXISTS {STAGED}")
+        except sqlite3.Error:  # the table goes with the connection anyway; the error that got here matters
+            pass
         return False
 
     def add(self, rows: list[dict]) -> None:

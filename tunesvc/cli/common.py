@@ -31,8 +31,11 @@ def _escape(m: re.Match) -> str:
 
 
 def one_line(message) -> str:
+    """A message cleaned and, if long, cut in the middle: a quoted argument makes it long, and its
+    end often says what to do."""
     text = clean(message)
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "..."
+    half = MAX_MESSAGE // 2
+    return text if len(text) <= MAX_MESSAGE else f"{text[:half]} ... {text[-half:]}"
 
 
 class CliUsageError(click.UsageError):
@@ -88,7 +91,9 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
-db_option = click.option("--db", type=click.Path(dir_okay=False), default=None, envvar="TUNESVC_DB",
+# plain paths: the library says in one line what is wrong with one (a folder, a device node), where
+# click's own check would print its usage text around it
+db_option = click.option("--db", type=click.Path(), default=None, envvar="TUNESVC_DB",
                          help="Tuning database file (default: $TUNESVC_DB or ~/.cache/tunesvc/tunesvc.db).")
 device_option = click.option("--device", default=None, help="Device id (opencl:0:0), fingerprint or name substring; default: first GPU, else first CPU.")
 device_filter_option = click.option("--device", default=None, help="Only records of this device: a fingerprint key or a substring of its name.")

@@ -8,7 +8,7 @@ from .common import CliUsageError, clean, db_option, device_filter_option, emit_
 
 
 @click.command("export")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @db_option
 @device_filter_option
 @click.option("--template", default=None, help="Only this template.")
@@ -27,7 +27,7 @@ def export_cmd(file, db, device, template, best_only, as_json):
 
 
 @click.command("import")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
 @db_option
 @click.option("--policy", type=click.Choice(["keep-fastest", "prefer-local", "prefer-incoming"]), default="keep-fastest",
               show_default=True, help="Which record wins when a config is both stored and imported: the faster one "
