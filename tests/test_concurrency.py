@@ -125,3 +125,87 @@ def test_a_write_waits_for_another_writer_instead_of_failing(tuned):
         release.join()
         other.close()
     assert store.count() == len(r.measured)
+
+
+def _lines_of(records) -> list[dict]:
+    """Export lines (dicts) of records, as an export of them would hold."""
+    from tunesvc.cache.schema import EXPORT_FIELDS, record_to_row
+
+    return [{k: (json.loads(v) if k == "config" else v) for k, v in record_to_row(r).items() if k in EXPORT_FIELDS}
+            for r in records]
+
+
+def test_a_large_import_lets_another_writer_in_within_a_second(tmp_path):
+    """The import merges in short transactions: a tuner storing measurements meanwhile waits a
+    fraction of a second at a time (it died after 21 s with 'database is locked' before)."""
+    from dataclasses import replace
+
+    from db_helpers import CPU, GPU, make_records
+
+    from tunesvc.cache import Store
+    from tunesvc.cache.exchange import FORMAT, import_files
+
+    one_device = _lines_of(make_records(GPU, shapes=[(64 * (i + 1), 64, 64) for i in range(8)], n=125))
+    path = tmp_path / "big.jsonl"
+    with open(path, "w") as f:
+        f.write(json.dumps({"format": FORMAT, "format_version": 1, "tunesvc_version": "0.1.0",
+                            "created_at": "2025-01-01T00:00:00+00:00"}) + "\n")
+        for d in range(20):  # 20,000 records: 20 drivers of one GPU
+            for line in one_device:
+                f.write(json.dumps({**line, "driver": f"d{d}"}) + "\n")
+    db = tmp_path / "t.db"
+    Store(db).close()
+    waits, stop, errors = [], threading.Event(), []
+
+    def tuner():
+        store = Store(db)
+        record = make_records(CPU, n=1)[0]
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                store.put(replace(record, created_at=str(t0)))
+            except Exception as e:  # the failure under test
+                errors.append(repr(e))
+            waits.append(time.perf_counter() - t0)
+            time.sleep(0.005)
+        store.close()
+
+    thread = threading.Thread(target=tuner)
+    thread.start()
+    try:
+        summary = import_files([path], db)
+    finally:
+        stop.set()
+        thread.join()
+    assert summary.added == 20_000 and not errors, errors[:3]
+    assert len(waits) > 5 and max(waits) < 1.5, sorted(waits)[-5:]
+    assert Store(db).count() == 20_001
+
+
+@pytest.mark.parametrize("write", ["put_device", "put_ceilings"])
+def test_device_and_ceiling_writes_wait_for_another_writer(tmp_path, write):
+    from db_helpers import CPU
+
+    from tunesvc.cache import Store
+    from tunesvc.types import DeviceInfo
+
+    db = tmp_path / "t.db"
+    store = Store(db)
+    store.db.conn.execute("PRAGMA busy_timeout = 100")  # give up waiting soon: the store's retries must carry it
+    other = sqlite3.connect(db, timeout=0, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(1.5, other.commit)
+    release.start()
+    try:
+        if write == "put_device":
+            info = DeviceInfo("opencl:0:0", CPU, "PoCL", "OpenCL 3.0", "1.2", 2, 4096, (4096, 4096, 4096), 65536,
+                              "global", 8, False, True, 1 << 30, 1 << 28)
+            store.put_device(info)
+            assert store.device("opencl:0:0") == info
+        else:
+            store.put_ceilings(CPU.key, 10.0, 50.0, "2025-01-01T00:00:00+00:00", {})
+            assert store.ceilings(CPU.key)["gflops"] == 50.0
+    finally:
+        release.join()
+        other.close()
+        store.close()
