@@ -39,17 +39,48 @@ _LLM = {  # shapes of common transformer layers (hidden 4096, MLP 11008, heads o
     "matmul": ((1, 4096, 4096), (16, 4096, 4096), (128, 4096, 4096), (2048, 4096, 4096), (2048, 11008, 4096),
                (2048, 4096, 11008), (512, 768, 768), (512, 3072, 768), (1024, 1024, 1024), (4096, 4096, 4096)),
     "reduce": ((4096, 4096), (2048, 32000), (8192, 768), (128, 32768), (1, 1 << 24)),
-    "attention": ((1, 32, 1, 4096, 128), (8, 32, 1, 2048, 128), (1, 32, 512, 512, 128), (1, 12, 128, 128, 64),
-                  (1, 32, 2048, 2048, 128)),
+    # BxHqxHkvxQxKVxD: multi-head (Hkv = Hq) as before, and Llama-3's 32 query heads over 8 KV heads
+    "attention": ((1, 32, 32, 1, 4096, 128), (8, 32, 32, 1, 2048, 128), (1, 32, 32, 512, 512, 128), (1, 12, 12, 128, 128, 64),
+                  (1, 32, 32, 2048, 2048, 128), (1, 32, 8, 1, 8192, 128), (1, 32, 8, 1024, 1024, 128)),
+    # BxNxKxBITSxG: the decode projections of an 8B model (below), int4 and int8
+    "gemv_q": ((1, 4096, 4096, 4, 32), (1, 14336, 4096, 4, 32), (1, 4096, 14336, 4, 32), (1, 4096, 4096, 8, 32),
+               (4, 4096, 4096, 4, 32)),
+    "gemv_q_zp": ((1, 4096, 4096, 4, 128), (1, 14336, 4096, 4, 128)),
+}
+
+# Decode and prefill of two open models, every kernel of a layer at its real shape:
+# Llama-3.1-8B (hidden 4096, MLP 14336, vocabulary 128256, 32 query heads over 8 KV heads of 128)
+# and Llama-3.2-1B (hidden 2048, MLP 8192, the same vocabulary and heads, head dim 64). gemv_q holds
+# the decode projections (N x K = outputs x inputs: q and o, k and v, gate and up, down, the vocabulary
+# head) in int4 in groups of 32 (llama.cpp's Q4_0 format of values), two in int8 (Q8_0), and a batch
+# of 4 rows (speculative decoding); gemv_q_zp int4 in groups of 128 with zero points (GPTQ, AWQ).
+_8B = ((4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336), (128256, 4096))
+_1B = ((2048, 2048), (512, 2048), (8192, 2048), (2048, 8192), (128256, 2048))
+_MODELS = {
+    "gemv_q": tuple((1, n, k, 4, 32) for n, k in _8B + _1B) + ((1, 4096, 4096, 8, 32), (1, 14336, 4096, 8, 32),
+                                                               (4, 4096, 4096, 4, 32), (4, 14336, 4096, 4, 32)),
+    "gemv_q_zp": ((1, 4096, 4096, 4, 128), (1, 14336, 4096, 4, 128), (1, 4096, 14336, 4, 128)),
+    # decode over KV caches of 1k to 32k (8B), 4k (1B), a batch of 8 sequences
+    "attention": tuple((1, 32, 8, 1, kv, 128) for kv in (1024, 4096, 16384, 32768)) + ((1, 32, 8, 1, 4096, 64), (8, 32, 8, 1, 2048, 128)),
+    # four speculative queries at the end of the cache, and prefill
+    "attention_causal": ((1, 32, 8, 4, 4096, 128), (1, 32, 8, 4, 32768, 128), (1, 32, 8, 512, 512, 128), (1, 32, 8, 2048, 2048, 128)),
+    "matmul": ((128, 4096, 4096), (128, 1024, 4096), (128, 14336, 4096), (128, 4096, 14336)),  # a 128-token prefill's projections
+    "reduce": ((1, 4096), (128, 4096), (1, 128256)),  # RMSNorm's sums of squares at decode and prefill, the logits
 }
 PRESETS = {
     "small": Preset("small", "a quick run: one or two small shapes per template, 8 configs each", {
         "matmul": ((128, 128, 128), (256, 256, 256)),
         "reduce": ((256, 4096),),
-        "attention": ((1, 4, 16, 256, 64),),
+        "attention": ((1, 4, 4, 16, 256, 64), (1, 8, 2, 1, 1024, 64)),
+        "gemv_q": ((1, 512, 4096, 4, 32),),
+        "gemv_q_zp": ((1, 512, 4096, 4, 128),),
     }, trials=8),
     "full": Preset("full", "a release run: shapes of common transformer layers, 60 configs each, float16 where the device has it",
                    _LLM, trials=60, dtypes=("float32", "float16")),
+    "llm": Preset("llm", "decode and prefill of Llama-3.1-8B and Llama-3.2-1B at their real shapes (quantized projections, "
+                         "grouped-query attention), 20 configs each; float16 scales everywhere, float16 KV caches "
+                         "where the device has cl_khr_fp16",
+                  _MODELS, trials=20, dtypes=("float32", "float16")),
 }
 
 
