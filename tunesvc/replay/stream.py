@@ -21,6 +21,7 @@ from typing import IO, Iterator
 MAX_PIECE = 1 << 20
 _BLOCK = 1 << 20
 _WS = re.compile(r"[ \t\n\r]*")
+_DELIMITER = re.compile(r"[ \t\n\r,:\]}]")
 _decoder = json.JSONDecoder()
 
 
@@ -76,12 +77,17 @@ class _Text:
     def value(self):
         """The JSON value that starts at the next character, parsed and consumed."""
         self.peek()
+        if self.text[self.pos:self.pos + 1] not in ("{", "[", '"'):
+            # a number or a literal ends where a delimiter follows: "0." at the end of a block may be "0.5"
+            while not self.eof and not _DELIMITER.search(self.text, self.pos):
+                if len(self.text) - self.pos > self.max_piece:
+                    raise JSONStreamError(f"a value longer than {self.max_piece} characters {self.where()}")
+                self.more()
         while True:
             try:
                 obj, end = _decoder.raw_decode(self.text, self.pos)
-                if end < len(self.text) or self.eof:  # a number at the end of a block may go on in the next
-                    self.pos = end
-                    return obj
+                self.pos = end
+                return obj
             except json.JSONDecodeError as e:
                 if self.eof or len(self.text) - self.pos > self.max_piece:
                     raise JSONStreamError(f"{e.msg} (character {self.dropped + e.pos}), or a value longer than "
