@@ -46,8 +46,9 @@ POLICIES = ("keep-fastest", "prefer-local", "prefer-incoming")
 _LINE_FIELDS = tuple(f for f in EXPORT_FIELDS if f != "config")  # config goes last, pasted as its stored canonical JSON
 _DATA = (*MEASURED, *PROVENANCE)  # what a merge weighs and writes of a stored record
 _BATCH = 20_000
-#: lines shorter than any record (blank ones included) an export may have: see records()
-MAX_SHORT_LINES = 100_000
+#: lines shorter than any record (blank ones included) an export may have: see records(); an export
+#: has none but its header, and each costs 10-30 µs, so a file of junk is refused within a second
+MAX_SHORT_LINES = 10_000
 _CHUNK = 8192  # export lines per write (~5 MiB)
 #: gzip level of exports: 1 compresses ~4x faster than 6 for files ~1.3x larger (docs/benchmarks.md)
 GZIP_LEVEL = 1
@@ -323,6 +324,8 @@ def records(path: str | Path, checks: Checks | None = None):
                 if short > MAX_SHORT_LINES:
                     raise ImportFileError(f"{str(path)!r} has more than {MAX_SHORT_LINES} lines too short to hold a "
                                           "record (blank lines or junk); it is not a tunesvc export: nothing was imported")
+                if not raw or raw.isspace():
+                    continue
             row = _fast(raw, checks)
             if row is not None:
                 yield number, row

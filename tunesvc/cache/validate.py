@@ -224,7 +224,14 @@ def _template_part(obj: dict, checks: Checks):
     except TypeError:  # unhashable values: the slow path says what is wrong
         tpl = None
     if tpl is None:
-        tpl = _remember(checks.templates, (obj["template"], obj["dtype"]), _template(obj))
+        try:
+            tpl = _template(obj)
+        except Rejected as e:  # remembered too: a file of a template not registered here repeats it per record
+            tpl = e
+        if type(obj["template"]) is str and type(obj["dtype"]) is str:
+            _remember(checks.templates, (obj["template"], obj["dtype"]), tpl)
+    if isinstance(tpl, Rejected):
+        raise Rejected(str(tpl))
     return tpl, _shape(tpl, obj, checks), _config(tpl, obj, checks)
 
 
