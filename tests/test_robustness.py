@@ -479,3 +479,21 @@ def test_import_and_export_on_a_full_disk(tmp_path):
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert file_digest(db) == before and Store(db).count() == 4
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_file_of_mostly_rejected_records_is_refused_whole(tmp_path, monkeypatch):
+    """Past MAX_REJECTED rejections, and more than were accepted, a file is refused before anything is
+    written (each rejection costs a fixed time; a small .gz can hold millions)."""
+    from tunesvc.cache import exchange
+
+    monkeypatch.setattr(exchange, "MAX_REJECTED", 5)
+    configs = valid_configs((64, 64, 64), 3)
+    good = [_line(config=dict(c)) for c in configs[:2]]
+    bad = [_line(shape="0x1x1", config=dict(configs[2]), reason=str(i)) for i in range(8)]
+    db = _db(tmp_path / "t.db", make_records(GPU, n=1))
+    before = file_digest(db)
+    _one_line_exit_2("import", _export_file(tmp_path / "bad.jsonl", good + bad), "--db", db,
+                     words="more than 5 records rejected")
+    assert file_digest(db) == before
+    mostly_good = [_line(config=dict(c), driver=f"d{i}") for i in range(6) for c in configs[:2]]
+    assert import_files([_export_file(tmp_path / "ok.jsonl", mostly_good + bad)], db).added == 12

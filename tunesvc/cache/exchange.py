@@ -586,13 +586,15 @@ def _merge(store: Store, paths: list[Path], sources: list, labels: list[str], po
             merger, checks, plausible = _Merger(store, policy, summary, writer), Checks(), Plausible(store)
             for path, space, label in zip(paths, sources, labels):
                 rows = records(path, checks) if space is None else recorded_records(path, space, checks)
-                accepted, rejected = summary.added + summary.replaced, sum(summary.rejected.values())
+                accepted, rejected = summary.added + summary.replaced, 0
                 for number, row in rows:
                     if not isinstance(row, Rejected):
                         row = plausible(row)
                     if isinstance(row, Rejected):
                         summary.reject(f"{path.name}:{number}", str(row))
-                        _bound_rejections(summary, path, rejected, accepted)
+                        rejected += 1
+                        if rejected > MAX_REJECTED and rejected > summary.added + summary.replaced - accepted:
+                            _refuse(summary, path)
                         continue
                     row["schema_version"], row["source"] = SCHEMA_VERSION, label
                     merger.offer(row)
@@ -603,14 +605,12 @@ def _merge(store: Store, paths: list[Path], sources: list, labels: list[str], po
     return summary
 
 
-def _bound_rejections(summary: ImportSummary, path: Path, rejected_before: int, accepted_before: int) -> None:
-    """Refuse a file once it has more than MAX_REJECTED rejected records, and more of them than
-    accepted ones: the import's time stays proportional to what it can import."""
-    rejected = sum(summary.rejected.values()) - rejected_before
-    if rejected > MAX_REJECTED and rejected > summary.added + summary.replaced - accepted_before:
-        top = max(summary.rejected.items(), key=lambda kv: kv[1])[0]
-        raise ImportFileError(f"{str(path)!r}: more than {MAX_REJECTED} records rejected, more than were accepted "
-                              f"(most often: {clip(top, 200)}); nothing was imported")
+def _refuse(summary: ImportSummary, path: Path) -> None:
+    """A file with more than MAX_REJECTED rejected records, and more of them than accepted ones, is
+    refused whole: the import's time stays proportional to what it can import."""
+    top = max(summary.rejected.items(), key=lambda kv: kv[1])[0]
+    raise ImportFileError(f"{str(path)!r}: more than {MAX_REJECTED} records rejected, more than were accepted "
+                          f"(most often: {clip(top, 200)}); nothing was imported")
 
 
 class Plausible:
