@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import signal
 import sqlite3
 import stat
@@ -497,3 +498,27 @@ def test_a_file_of_mostly_rejected_records_is_refused_whole(tmp_path, monkeypatc
     assert file_digest(db) == before
     mostly_good = [_line(config=dict(c), driver=f"d{i}") for i in range(6) for c in configs[:2]]
     assert import_files([_export_file(tmp_path / "ok.jsonl", mostly_good + bad)], db).added == 12
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """A database no one may write, root included (chattr +i), or skip where the file system cannot."""
+    db = _db(tmp_path / "frozen.db", make_records(CPU, n=2))
+    sqlite3.connect(db).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not available here")
+    try:
+        yield db
+    finally:
+        subprocess.run(["chattr", "-i", str(db)], capture_output=True)
+
+
+def test_an_immutable_database(immutable, tmp_path, cl_info):
+    before = file_digest(immutable)
+    incoming = _export_file(tmp_path / "in.jsonl", [_line(driver="other")])
+    _one_line_exit_2("import", incoming, "--db", immutable, words="nothing was imported")
+    _one_line_exit_2("tune", "matmul", "--shape", "8x8x8", "--trials", 1, "--device", cl_info.id, "--db", immutable,
+                     words="readonly database")
+    code, out, errors = _cli("show", "--db", immutable)  # reading it is fine
+    assert code == 0 and "matmul" in out and not errors
+    assert file_digest(immutable) == before
