@@ -10,6 +10,7 @@ the row <-> record conversion are :mod:`.schema`'s; the lookup reads through
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 import sqlite3
@@ -30,6 +31,17 @@ from .schema import (CEILINGS, DEVICE_COLUMNS, DEVICE_INFO, DEVICES, KEY, RECORD
 
 #: the path of a store that lives in memory only (the shipped results, loaded once per process)
 MEMORY = ":memory:"
+
+
+def _read(method):
+    """A read of the store whose failure (a damaged file) is a one-line StoreError (see Store.reading)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.reading():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class Store:
@@ -164,6 +176,7 @@ class Store:
             for p, v in before.items():
                 conn.execute(f"PRAGMA {p} = {int(v)}")
 
+    @_read
     def ceilings(self, device_key: str) -> dict | None:
         """A device's stored roofline ceilings (gbps, gflops, measured_at, details), or None."""
         if CEILINGS not in self.db.table_names():  # a read-only store of an older file
@@ -171,16 +184,19 @@ class Store:
         row = self.db.execute(f"SELECT gbps, gflops, measured_at, details FROM {CEILINGS} WHERE device_key = ?", (device_key,)).fetchone()
         return {"gbps": row[0], "gflops": row[1], "measured_at": row[2], "details": json.loads(row[3] or "{}")} if row else None
 
+    @_read
     def device(self, spec: str) -> DeviceInfo | None:
         """A remembered device by id (``opencl:0:0``) or fingerprint key."""
         row = self.db.execute(DEVICE_INFO, (spec, spec)).fetchone()
         return DeviceInfo.from_dict(json.loads(row[0])) if row else None
 
+    @_read
     def measurements(self, problem: Problem) -> dict[Config, Measurement]:
         """What was measured before for exactly this problem: config -> measurement."""
         rows = self.db.query(f"SELECT * FROM {TABLE} WHERE " + " AND ".join(f"{c} = ?" for c in KEY[:-1]), problem.key)
         return {r.config: r.measurement for r in map(row_to_record, rows)}
 
+    @_read
     def history(self, problem: Problem) -> list[Record]:
         """Every record of one problem in the order its configs were first measured (a config
         measured again keeps its place)."""
@@ -213,6 +229,7 @@ class Store:
             raise StoreError(f"tuning database {str(self.path)!r} holds a row that is not a tunesvc record "
                              f"({type(e).__name__}: {str(e)[:80]}); pass another file with --db") from None
 
+    @_read
     def count(self) -> int:
         return self.db[TABLE].count if TABLE in self.db.table_names() else 0
 
