@@ -250,6 +250,30 @@ def test_the_stream_reader_fails_only_with_its_error(data, block):
         stream._BLOCK = saved
 
 
+@settings(max_examples=EXAMPLES * 4, deadline=None)
+@given(body=st.text(alphabet='{}[]":,.0123456789 \n\\aetrulsfnNI-+\x01\u00e9', max_size=60), block=st.integers(1, 16))
+def test_the_stream_reader_accepts_exactly_what_json_loads_accepts(body, block):
+    """Near-JSON text: where json.loads reads an object the reader reads the same members, and where
+    it refuses the text the reader refuses it too (nothing streamed: that is where they may differ)."""
+    from tunesvc.replay import stream
+
+    text = "{" + body
+    try:
+        want = json.loads(text)
+    except (ValueError, RecursionError):
+        want = None
+    saved, stream._BLOCK = stream._BLOCK, block
+    try:
+        got = {key: value for key, _, value in stream.members(io.BytesIO(text.encode()))}
+    except stream.JSONStreamError:
+        got = None
+    finally:
+        stream._BLOCK = saved
+    assert (got is None) == (not isinstance(want, dict)), (text, want, got)
+    if got is not None:
+        assert _same(got, want)
+
+
 def _recorded_base(kind: str) -> dict:
     from db_helpers import valid_configs
 

@@ -22,6 +22,10 @@ MAX_PIECE = 1 << 20
 _BLOCK = 1 << 20
 _WS = re.compile(r"[ \t\n\r]*")
 _DELIMITER = re.compile(r"[ \t\n\r,:\]}]")
+# the common cases in one step each (a name without escapes and its colon; a separator): a cache file
+# holds a name and a separator per entry, and the general path costs a few calls each
+_NAME = re.compile(r'[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:')
+_SEPARATOR = re.compile(r"[ \t\n\r]*([,}\]])")
 _decoder = json.JSONDecoder()
 
 
@@ -116,23 +120,37 @@ def members(stream: IO[bytes], streamed=frozenset(), max_piece: int = MAX_PIECE)
         text.pos += 1
     else:
         while True:
-            key = _key(text)
-            text.expect(":", "':'")
+            key = _name(text)
             if key in streamed and text.peek() in "{[":
                 if (yield from _elements(text, key)):
                     return  # an interrupted Kernel Tuner file: the stream ended inside its last member
             else:
                 yield key, None, text.value()
-            if text.expect(",}", "',' or '}'") == "}":
+            if _separator(text, ",}", "',' or '}'") == "}":
                 break
     if text.peek():
         raise JSONStreamError(f"more data after the JSON object {text.where()}")
 
 
-def _key(text: _Text) -> str:
-    if text.peek() != '"':
+def _name(text: _Text) -> str:
+    """A member name and the colon after it, consumed."""
+    m = _NAME.match(text.text, text.pos)
+    if m:
+        text.pos = m.end()
+        return m.group(1)
+    if text.peek() != '"':  # the general path: escapes, or a name that goes on in the next block
         raise JSONStreamError(f"expected a member name in double quotes {text.where()}")
-    return text.value()
+    key = text.value()
+    text.expect(":", "':'")
+    return key
+
+
+def _separator(text: _Text, chars: str, what: str) -> str:
+    m = _SEPARATOR.match(text.text, text.pos)
+    if m and m.group(1) in chars:
+        text.pos = m.end()
+        return m.group(1)
+    return text.expect(chars, what)
 
 
 def _elements(text: _Text, key: str):
@@ -145,13 +163,10 @@ def _elements(text: _Text, key: str):
         return False
     index = 0
     while True:
-        name = index
-        if is_object:
-            name = _key(text)
-            text.expect(":", "':'")
+        name = _name(text) if is_object else index
         yield key, name, text.value()
         index += 1
-        if text.expect("," + close, f"',' or '{close}'") == close:
+        if _separator(text, "," + close, f"',' or '{close}'") == close:
             return False
         if is_object and not text.peek():
             return True
