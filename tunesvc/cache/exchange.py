@@ -586,14 +586,14 @@ def _merge(store: Store, paths: list[Path], sources: list, labels: list[str], po
             merger, checks, plausible = _Merger(store, policy, summary, writer), Checks(), Plausible(store)
             for path, space, label in zip(paths, sources, labels):
                 rows = records(path, checks) if space is None else recorded_records(path, space, checks)
-                accepted, rejected = summary.added + summary.replaced, 0
+                valid, rejected = _valid(summary), 0
                 for number, row in rows:
                     if not isinstance(row, Rejected):
                         row = plausible(row)
                     if isinstance(row, Rejected):
                         summary.reject(f"{path.name}:{number}", str(row))
                         rejected += 1
-                        if rejected > MAX_REJECTED and rejected > summary.added + summary.replaced - accepted:
+                        if rejected > MAX_REJECTED and rejected > _valid(summary) - valid:
                             _refuse(summary, path)
                         continue
                     row["schema_version"], row["source"] = SCHEMA_VERSION, label
@@ -605,11 +605,16 @@ def _merge(store: Store, paths: list[Path], sources: list, labels: list[str], po
     return summary
 
 
+def _valid(summary: ImportSummary) -> int:
+    """Records read so far that were not rejected."""
+    return summary.added + summary.replaced + sum(summary.skipped.values())
+
+
 def _refuse(summary: ImportSummary, path: Path) -> None:
-    """A file with more than MAX_REJECTED rejected records, and more of them than accepted ones, is
-    refused whole: the import's time stays proportional to what it can import."""
+    """A file with more than MAX_REJECTED rejected records, and more of them than valid ones, is refused
+    whole: the import's time stays proportional to what it can import."""
     top = max(summary.rejected.items(), key=lambda kv: kv[1])[0]
-    raise ImportFileError(f"{str(path)!r}: more than {MAX_REJECTED} records rejected, more than were accepted "
+    raise ImportFileError(f"{str(path)!r}: more than {MAX_REJECTED} records rejected, more than were valid "
                           f"(most often: {clip(top, 200)}); nothing was imported")
 
 
