@@ -31,18 +31,19 @@ CASES = [
 ]
 
 
-def covering(info):
+def covering(info, get=templates.get, params=None, cases=CASES):
     """Each case's default config, then (case, config) pairs that together take every value of
-    every parameter that a valid config of some case can take (greedy set cover over all the
-    cases at once: each build costs a second on a CPU driver, so as few as cover the space)."""
-    pool = [(case, c) for case in CASES for c in templates.get(case[0]).valid_configs(Context(case[1], case[2], info))]
-    want = {(k, v) for _, c in pool for k, v in c.items()}
-    picked = [(case, templates.get(case[0]).default_config()) for case in CASES]
-    seen = {(k, v) for _, c in picked for k, v in c.items()}
+    every parameter (of ``params``, or all) that a valid config of some case can take (greedy set
+    cover over all the cases at once: each build costs a second on a CPU driver)."""
+    pool = [(case, c) for case in cases for c in get(case[0]).valid_configs(Context(case[1], case[2], info))]
+    pairs = lambda c: {(k, v) for k, v in c.items() if params is None or k in params}  # noqa: E731
+    want = set().union(*(pairs(c) for _, c in pool))
+    picked = [(case, get(case[0]).default_config()) for case in cases]
+    seen = set().union(*(pairs(c) for _, c in picked))
     while not want <= seen:
-        best = max(pool, key=lambda pc: len(set(pc[1].items()) - seen))
+        best = max(pool, key=lambda pc: len(pairs(pc[1]) - seen))
         picked.append(best)
-        seen |= set(best[1].items())
+        seen |= pairs(best[1])
     return picked
 
 
@@ -58,14 +59,27 @@ def test_configs_covering_every_parameter_value_are_correct(each_cl_device):
 
 
 def test_the_portable_form_is_correct_too(cl_device):
-    """The private-array form that GPUs and CUDA build, run here on the CPU device."""
-    class Portable(GemvQ):
-        source = "#undef TS_DEVICE_CPU\n#define TS_DEVICE_CPU 0\n" + GemvQ().source
-
-    picked = [(case, c) for case, c in covering(cl_device.info) if case[0] == "gemv_q"][:4]
+    """The private-array form that GPUs and CUDA build, run here on the CPU device, rows shared by
+    several work-items (WPR > 1, a GPU's way, not searched on CPUs) included."""
+    keep = tuple(c for c in GemvQ.constraints if c.name != "whole_rows_on_cpus")
+    source = "#undef TS_DEVICE_CPU\n#define TS_DEVICE_CPU 0\n" + GemvQ().source
+    forms = {name: type("Portable", (type(templates.get(name)),), {"source": source, "constraints": keep})()
+             for name in ("gemv_q", "gemv_q_zp")}
+    # the parameters that change the code of the form; two cases (int4 and int8, with and without z)
+    picked = covering(cl_device.info, forms.get, ("WPR", "VB", "UNPACK", "ZSUM", "XL"), CASES[::3])
+    assert {c["WPR"] for _, c in picked} >= {1, 2, 32}
     for (name, shape, dtype), c in picked:
-        m = Evaluator(cl_device, Portable(), shape, dtype, FAST, seed=2).evaluate(c)
-        assert m.ok, (shape, dict(c), m.reason)
+        m = Evaluator(cl_device, forms[name], shape, dtype, FAST, seed=2).evaluate(c)
+        assert m.ok, (name, shape, dict(c), m.reason)
+
+
+def test_rows_shared_by_work_items_are_correct_on_a_cpu_too(cl_device):
+    """WPR > 1 in the CPU form (the constraint is about speed, not correctness)."""
+    keep = tuple(c for c in GemvQ.constraints if c.name != "whole_rows_on_cpus")
+    tpl = type("Shared", (GemvQ,), {"constraints": keep})()
+    for c in (dict(RPG=4, RPW=2, WPR=4, VB=2), dict(RPG=2, WPR=16, VB=1, SPLIT=2, UNPACK=1, ZSUM=1)):
+        m = Evaluator(cl_device, tpl, (3, 37, 77, 4, 32), "float16", FAST).evaluate(tpl.check_config({**tpl.default_config(), **c}))
+        assert m.ok, (c, m.reason)
 
 
 def test_every_parameter_value_is_valid_somewhere():

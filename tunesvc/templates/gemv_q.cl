@@ -15,13 +15,16 @@
  * A work-group serves RPG rows, RPW rows per set of WPR work-items. A work-item walks the full
  * groups of its split of K: in each group it takes runs of VWK weights (VB bytes) at
  * (step * WPR + t) * VWK, so the WPR work-items of a row read neighbouring bytes, and keeps
- * VWK unscaled sums per batch row and row (independent chains: a CPU compiler makes vectors
- * of them), scaled once per group. UNPACK=0 subtracts z from each code before converting it;
- * UNPACK=1 multiplies the raw codes and subtracts z * (sum of x over the group) once per
- * group (the sums come from gemv_q_xsum). XL=1 first copies the split's slice of X into local
- * memory. A short last group goes element by element. The WPR partial sums of a row meet in
- * local memory. SPLIT > 1 cuts K into SPLIT slices of whole groups, handled by separate
- * work-groups that write partial rows; gemv_q_combine adds them.
+ * VWK unscaled sums per batch row and row (independent chains), scaled once per group. On CPU
+ * devices (TS_DEVICE_CPU) the runs are OpenCL vectors of VB lanes; elsewhere private arrays.
+ * int4 runs unpack in order (UNPACK=0: x split into even and odd lanes) or as a plane of low
+ * and one of high nibbles (UNPACK=1) against x permuted to match by gemv_q_prep. ZSUM=0
+ * subtracts z from each code before converting it; ZSUM=1 multiplies the raw codes and takes
+ * z * (sum of x over the group) off once per group (the sums from gemv_q_prep). XL=1 first
+ * copies the split's slice of x into local memory. A short last group goes element by element.
+ * The WPR partial sums of a row meet in local memory. SPLIT > 1 cuts K into SPLIT slices of
+ * whole groups, handled by separate work-groups that write partial rows; gemv_q_combine adds
+ * them.
  *
  * Rows past TS_N repeat row TS_N - 1 and are not stored (no guard inside the loops). The shape
  * and format are compiled in. Each input comes with the element offset at which its data
@@ -181,14 +184,12 @@ GQ_FN int code_at(const GLOBAL code_t* row, const int k)
 #define PL (BITS == 8 ? 1 : 2)
 #if VB == 1
 typedef float floatv;
-typedef int intv;
 typedef code_t codev;
 #define VLOAD(p) (*(p))
 #define CVT_I(v) ((int)(v))
 #define CVT_F(v) ((float)(v))
 #else
 typedef TS_CAT(float, VB) floatv;
-typedef TS_CAT(int, VB) intv;
 #if BITS == 8 && !ZP
 typedef TS_CAT(char, VB) codev;
 #else
