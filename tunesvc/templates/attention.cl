@@ -166,11 +166,20 @@ KERNEL void attention(ATTENTION_INPUTS KT_INPUT, GLOBAL real* RESTRICT O)
     const int q0 = u / SPLIT % NQB * QPG;
     const int bh = u / (SPLIT * NQB);
     const float scale = scale_p[0];
-    float qv[QPG][TS_D], m[QPG], l[QPG], pr[QPG][KB];
+    float m[QPG], l[QPG], pr[QPG][KB];
     floatd acc[QPG][TS_D / DV];
+#if MAP == 2
+    float qv[QPG][TS_D];  /* each element is broadcast against a vector of keys */
+#else
+    floatd qd[QPG][TS_D / DV];  /* in the vectors the dot products take */
+#endif
     UNROLL_ALL for (int qi = 0; qi < QPG; qi++) {
         const GLOBAL real* qp = Q + QROW(bh, TS_IMIN(q0 + qi, TS_ROWS - 1));
+#if MAP == 2
         UNROLL_ALL for (int d = 0; d < TS_D; d++) qv[qi][d] = TO_FLOAT(qp[d]) * scale;
+#else
+        UNROLL_ALL for (int c = 0; c < TS_D / DV; c++) qd[qi][c] = VLOAD_D(qp + c * DV) * scale;
+#endif
         UNROLL_ALL for (int c = 0; c < TS_D / DV; c++) acc[qi][c] = 0.0f;
         m[qi] = -INFINITY;
         l[qi] = 0.0f;
@@ -205,7 +214,7 @@ KERNEL void attention(ATTENTION_INPUTS KT_INPUT, GLOBAL real* RESTRICT O)
             UNROLL_ALL for (int qi = 0; qi < QPG; qi++) dot[qi] = 0.0f;
             UNROLL_ALL for (int c = 0; c < TS_D / DV; c++) {
                 const floatd kd = VLOAD_D(kr + c * DV);
-                UNROLL_ALL for (int qi = 0; qi < QPG; qi++) dot[qi] = mad(TS_CAT(vload, DV)(0, qv[qi] + c * DV), kd, dot[qi]);
+                UNROLL_ALL for (int qi = 0; qi < QPG; qi++) dot[qi] = mad(qd[qi][c], kd, dot[qi]);
             }
             UNROLL_ALL for (int qi = 0; qi < QPG; qi++) pr[qi][j] = HSUM_D(dot[qi]);
         }
