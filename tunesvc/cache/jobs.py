@@ -16,33 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ..errors import StoreError, UsageError
-
-JOBS = "jobs"
-DEMAND = "demand"
-STATES = ("pending", "running", "done", "failed")
-JOB_COLUMNS = ("id", "template", "shape", "dtype", "device_family", "trials", "time_budget", "state", "worker",
-               "lease_until", "progress", "reason", "attempts", "submitted_at", "started_at", "finished_at", "device_key")
-DEMAND_KEY = ("template", "template_hash", "dtype", "shape", "device_key")
-
-DDL = (
-    f"""CREATE TABLE IF NOT EXISTS {JOBS} (
-        id INTEGER PRIMARY KEY, template TEXT NOT NULL, shape TEXT NOT NULL, dtype TEXT NOT NULL,
-        device_family TEXT NOT NULL DEFAULT '', trials INTEGER, time_budget REAL,
-        state TEXT NOT NULL DEFAULT 'pending', worker TEXT, lease_until REAL, progress TEXT NOT NULL DEFAULT '',
-        reason TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0, submitted_at TEXT NOT NULL,
-        started_at TEXT, finished_at TEXT, device_key TEXT)""",
-    f"CREATE INDEX IF NOT EXISTS {JOBS}_state ON {JOBS} (state, id)",
-    f"""CREATE TABLE IF NOT EXISTS {DEMAND} (
-        template TEXT NOT NULL, template_hash TEXT NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL,
-        device_key TEXT NOT NULL, count INTEGER NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
-        PRIMARY KEY ({', '.join(DEMAND_KEY)}))""",
-)
-
-
-def migrate(conn: sqlite3.Connection) -> None:
-    """Create the queue's tables where they are missing (called by the schema's migration)."""
-    for statement in DDL:
-        conn.execute(statement)
+from .schema import DEMAND, DEMAND_KEY, JOB_COLUMNS, JOBS, STATES, migrate_queue as migrate
 
 
 def _now() -> str:

@@ -22,6 +22,8 @@ RECORD_SHAPES = "record_shapes"
 DEVICES = "devices"
 META = "meta"
 CEILINGS = "ceilings"
+JOBS = "jobs"
+DEMAND = "demand"
 
 # ---- column groups -----------------------------------------------------------------------
 #: a Fingerprint's layers, in its order (``name`` is stored as ``device_name``)
@@ -171,3 +173,33 @@ def _create_record_shapes(db) -> None:
     db[RECORD_SHAPES].create({c: str for c in SHAPE_COLUMNS}, pk=SHAPE_COLUMNS)
     db.execute(f"INSERT OR IGNORE INTO {RECORD_SHAPES} SELECT DISTINCT {', '.join(SHAPE_COLUMNS)} FROM {TABLE} "
                "WHERE status = 'ok'")
+
+
+# ---- the job queue and the demand log (tunesvc.cache.jobs) --------------------------------
+#: a job's states, in the order it passes them (failed instead of done)
+STATES = ("pending", "running", "done", "failed")
+JOB_COLUMNS = ("id", "template", "shape", "dtype", "device_family", "trials", "time_budget", "state", "worker",
+               "lease_until", "progress", "reason", "attempts", "submitted_at", "started_at", "finished_at", "device_key")
+#: one demand row per problem asked for on one device
+DEMAND_KEY = ("template", "template_hash", "dtype", "shape", "device_key")
+#: the queue's tables, made where missing: ``IF NOT EXISTS``, so every opener may run them
+QUEUE_DDL = (
+    f"""CREATE TABLE IF NOT EXISTS {JOBS} (
+        id INTEGER PRIMARY KEY, template TEXT NOT NULL, shape TEXT NOT NULL, dtype TEXT NOT NULL,
+        device_family TEXT NOT NULL DEFAULT '', trials INTEGER, time_budget REAL,
+        state TEXT NOT NULL DEFAULT 'pending', worker TEXT, lease_until REAL, progress TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0, submitted_at TEXT NOT NULL,
+        started_at TEXT, finished_at TEXT, device_key TEXT)""",
+    f"CREATE INDEX IF NOT EXISTS {JOBS}_state ON {JOBS} (state, id)",
+    f"""CREATE TABLE IF NOT EXISTS {DEMAND} (
+        template TEXT NOT NULL, template_hash TEXT NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL,
+        device_key TEXT NOT NULL, count INTEGER NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
+        PRIMARY KEY ({', '.join(DEMAND_KEY)}))""",
+)
+
+
+def migrate_queue(conn) -> None:
+    """Create the queue's tables where they are missing, inside the caller's transaction (a DB-API
+    connection: the queue keeps its own, without sqlite-utils)."""
+    for statement in QUEUE_DDL:
+        conn.execute(statement)
