@@ -90,3 +90,23 @@ def each_cl_device(request):
     from tunesvc.devices import open_device
 
     return open_device(request.param)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server for the whole session (tests/pg_helpers.py), or skip with the reason."""
+    pytest.importorskip("psycopg", reason="psycopg 3 is not installed: pip install 'tunesvc[postgres]'")
+    from pg_helpers import Server, Unavailable
+
+    try:
+        server = Server()
+    except Unavailable as e:
+        pytest.skip(str(e))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh, empty database on the session's PostgreSQL server: its URL."""
+    return postgres_server.create_database()

@@ -1,90 +1,23 @@
 """Several workers share one search through Optuna's RDB storage on a real PostgreSQL server.
 
-The server is Debian's ``postgresql`` package, started on loopback in a temporary folder
-(installed with apt-get first where it is missing and this test may install it); the
-test is skipped, with the reason, where no server can be had. Each worker has its own
+The server is the session's one (the ``postgres_url`` fixture of tests/conftest.py, from
+tests/pg_helpers.py: Debian's ``postgresql`` on loopback in a temporary folder); the test is
+skipped, with the reason, where no server can be had. Each worker has its own
 tuning database, as it would on its own machine; only ``--storage`` is shared.
 """
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-import pytest
 
 TUNESVC = str(Path(sys.executable).with_name("tunesvc"))
 # A quick, all-healthy template (16 configs): this tests the shared search, not a kernel.
 HEALTHY = str(Path(__file__).parent / "fault_templates" / "healthy.py")
 SHAPE = "4096"
-
-
-def pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(found[-1]).parent if found else None
-
-
-def install_postgres() -> str | None:
-    """apt-get install postgresql where allowed; the reason it was not, else None."""
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return "PostgreSQL is not installed and this user cannot apt-get install it"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "-q", "postgresql"]
-    try:
-        if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode != 0:
-            # A fresh machine may have no package lists yet.
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True, timeout=600)
-            subprocess.run(install, env=env, capture_output=True, check=True, timeout=600)
-    except (subprocess.SubprocessError, OSError) as e:
-        return f"apt-get install postgresql failed: {e}"
-    return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    pytest.importorskip("psycopg", reason="psycopg 3 is not installed: pip install 'tunesvc[postgres]'")
-    if pg_bin() is None:
-        why = install_postgres()
-        if why or pg_bin() is None:
-            pytest.skip(why or "apt-get installed postgresql but no initdb was found")
-    bindir = pg_bin()
-    # PostgreSQL refuses to run as root: run it as the package's 'postgres' user then.
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_user and not shutil.which("runuser"):
-        pytest.skip("running as root without runuser: cannot start PostgreSQL as an unprivileged user")
-    home = Path(tempfile.mkdtemp(prefix="tunesvc-pg-"))
-    data, port = home / "data", free_port()
-    if as_user:
-        shutil.chown(home, "postgres")
-    try:
-        subprocess.run(as_user + [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-                       check=True, capture_output=True, timeout=120)
-        opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {home} -c fsync=off"
-        subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(home / "log"), "-w", "start"],
-                       check=True, capture_output=True, timeout=120)
-    except subprocess.SubprocessError as e:
-        shutil.rmtree(home, ignore_errors=True)
-        pytest.skip(f"cannot start PostgreSQL: {e}")
-    try:
-        subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "tunesvc"],
-                       check=True, capture_output=True, timeout=60)
-        yield f"postgresql://postgres@127.0.0.1:{port}/tunesvc"
-    finally:
-        subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def start_worker(url: str, db: Path, seed: int, trials: int) -> subprocess.Popen:
