@@ -187,14 +187,17 @@ class GemvQ(KernelTemplate):
         b, n, k, bits, g = shape
         zp = int(self.zero_points)
         ng, top = groups(k, g), (1 << bits) - 1
-        signed = bits == 8 and not zp
-        # one byte per code as drawn: a vocabulary head (128256 x 4096) is 0.5 GB of them, not 4
-        codes = rng.integers(-128, 128, (n, k), dtype=np.int8) if signed else rng.integers(0, top + 1, (n, k), dtype=np.uint8)
+        # Packed bytes drawn as they are: uniform bytes are two uniform int4 codes (a vocabulary
+        # head, 128256 x 4096, is drawn in 2 s, not 8 through its codes)
+        if bits == 8 and not zp:
+            w = rng.integers(-128, 128, (n, k), dtype=np.int8)
+        else:
+            w = rng.integers(0, 256 if bits == 4 else top + 1, (n, row_bytes(k, bits)), dtype=np.uint8)
+            if bits == 4 and k % 2:
+                w[:, -1] &= 15  # the unused high nibble of an odd row is 0
         # Scales of about 1/levels, so weights are of order one and x·w sums stay moderate.
         scales = rng.uniform(0.5, 1.5, (n, ng)) / (1 << (bits - 1))
-        out = {"X": rng.uniform(-1, 1, (b, k)).astype(np.float32),
-               "W": pack_codes(codes, bits, signed),
-               "S": scales.astype(DTYPES[dtype][0])}
+        out = {"X": rng.uniform(-1, 1, (b, k)).astype(np.float32), "W": w, "S": scales.astype(DTYPES[dtype][0])}
         if zp:
             out["Z"] = rng.integers(0, top + 1, (n, ng)).astype(np.uint8)
         return out
