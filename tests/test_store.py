@@ -153,3 +153,45 @@ def test_a_text_file_as_db_exits_2_with_one_line_naming_it(tmp_path, command):
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert str(notes) in r.stderr and "not a database" in r.stderr
     assert not (tmp_path / "out.jsonl").exists() and notes.read_text() == "my notes, not a tuning database\n" * 50
+
+
+# ---- a server URL where a file is expected --------------------------------------------------
+SERVER = "postgresql://bob:hunter2@db.example/tune"
+
+
+@pytest.mark.parametrize("url,server", [(SERVER, True), ("postgres://h/d", True), ("postgresql+psycopg://h/d", True),
+                                        ("tune.db", False), ("/tmp/postgresql/x.db", False), ("sqlite:///x.db", False)])
+def test_is_server_url(url, server):
+    from tunesvc.settings import is_server_url
+
+    assert is_server_url(url) is server
+
+
+def test_a_server_url_is_refused_not_taken_for_a_path(tmp_path, monkeypatch):
+    from tunesvc.settings import db_path
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StoreError, match=r"PostgreSQL server \(postgresql://bob:\*\*\*@db.example/tune\)") as e:
+        Store(SERVER)
+    assert "hunter2" not in str(e.value)
+    monkeypatch.setenv("TUNESVC_DB", "postgres://h/d")
+    with pytest.raises(StoreError, match="pass a file path"):
+        db_path(None)
+    assert not list(tmp_path.iterdir())  # no ./postgresql:/... file or folder made
+
+
+@pytest.mark.parametrize("args", [["show"], ["export", "out.jsonl"], ["import", "in.jsonl"], ["lookup", "matmul", "--shape", "8x8x8"],
+                                  ["jobs"], ["submit", "matmul", "--shape", "8x8x8"], ["worker", "--exit-when-idle"],
+                                  ["serve", "--port", "1"]])
+def test_every_command_refuses_a_server_url_in_one_line(tmp_path, args):
+    exported = tmp_path / "in.jsonl"  # a real export (of an empty database), so import reaches --db
+    Store(tmp_path / "e.db").close()
+    subprocess.run([str(Path(sys.executable).with_name("tunesvc")), "export", str(exported), "--db", str(tmp_path / "e.db")],
+                   check=True, capture_output=True)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = subprocess.run([str(Path(sys.executable).with_name("tunesvc")), *args, "--db", SERVER], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "names a PostgreSQL server" in lines[0] and "hunter2" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -15,7 +15,29 @@ def db_path(db: str | os.PathLike | None = None) -> Path:
     by default). Absolute, so one file is one database whatever the spelling or the working directory."""
     if not db:
         db = os.environ.get(ENV_DB) or _user_cache() / "tunesvc.db"
+    if is_server_url(db):
+        # Taken as a path, the URL would silently become a new SQLite file under ./postgresql:/
+        from .errors import StoreError
+
+        raise StoreError(f"--db (or ${ENV_DB}) names a PostgreSQL server ({_redacted(str(db))}); this version stores "
+                         "results in SQLite files only: pass a file path")
     return Path(os.path.abspath(os.path.expanduser(db)))
+
+
+def is_server_url(db: str | os.PathLike) -> bool:
+    """Whether a ``--db`` value is a database server's URL (``postgresql://``, ``postgres://``,
+    ``postgresql+psycopg://``) rather than a file path."""
+    scheme, sep, _ = str(db).partition("://")
+    return bool(sep) and scheme.split("+")[0].lower() in ("postgresql", "postgres")
+
+
+def _redacted(url: str) -> str:
+    """A URL without its password (user:secret@host -> user:***@host): error lines reach logs."""
+    scheme, _, rest = url.partition("://")
+    auth, at, host = rest.rpartition("@")
+    if at and ":" in auth:
+        auth = auth.split(":", 1)[0] + ":***"
+    return f"{scheme}://{auth}{at}{host}"
 
 
 def default_db_path() -> Path:

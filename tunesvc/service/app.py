@@ -112,6 +112,9 @@ class Service:
     """The routes, over one tuning database (``db``; None: the default one)."""
 
     def __init__(self, db=None, token: str | None = None):
+        from ..settings import db_path
+
+        db_path(db)  # a --db no store takes (a server URL) is refused at start, not on every request
         self.db, self.token, self.metrics = db, token, Metrics()
         # A warm lookup returns the very LookupResult it returned before: its JSON is kept with it,
         # so a repeated request costs the lookup's dict hit and no encoding.
