@@ -103,7 +103,8 @@ def summary(r) -> str:
 @click.command("tune-all")
 @device_option
 @click.option("--preset", default="small", show_default=True,
-              help="Shapes to tune: small (a quick run) or full (common transformer shapes, for a release).")
+              help="Shapes to tune: small (a quick run), full (common transformer layers, for a release) or llm "
+                   "(Llama-3.1-8B and 3.2-1B decode and prefill: quantized GEMV and grouped-query attention).")
 @click.option("--time-budget", type=float, default=None, help="Stop after this many seconds in all (run again to resume).")
 @click.option("--template", "only", multiple=True, help="Only this template (repeatable); default: every built-in one.")
 @click.option("--trials", type=int, default=None, help="Configs to measure per problem (default: the preset's).")
