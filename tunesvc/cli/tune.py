@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .common import JSON_SCHEMA_VERSION, ceilings_in, quiet, table, db_option, device_option, dtype_option, emit_json, fmt_time, json_option, library_errors
+from .common import JSON_SCHEMA_VERSION, ceilings_in, clean, quiet, table, db_option, device_option, dtype_option, emit_json, fmt_time, json_option, library_errors
 from ..types import shape_str
 from .progress import Progress
 
@@ -72,9 +72,14 @@ def tune(template, shape, dtype, device, trials, time_budget, strategy, seed, pa
         emit_json(dict(result_to_dict(result), status="ok" if result.ok else "failed",
                        error=None if result.ok else result.failure()))
     else:
-        click.echo(summary(result))
+        click.echo(clean_lines(summary(result)))
     if not result.ok:
-        raise click.ClickException(result.failure())
+        raise click.ClickException(clean(result.failure()))
+
+
+def clean_lines(text: str) -> str:
+    """A report of several lines, each cleaned for the terminal (stored reasons are any text)."""
+    return "\n".join(clean(line) for line in text.split("\n"))
 
 
 def summary(r) -> str:
@@ -131,10 +136,10 @@ def tune_all_cmd(device, preset, time_budget, only, trials, out, db, as_json):
                                  "best_time_s": o.best_time, "best_gflops": o.best_gflops, "reason": o.reason}
                                 for o in r.outcomes], "failed": len(r.failed), "status": "failed" if r.failed else "ok"})
     else:
-        click.echo(tune_all_report(r))
+        click.echo(clean_lines(tune_all_report(r)))
     if r.failed:
-        raise click.ClickException(f"{len(r.failed)} of {len(r.outcomes)} problems failed: no config ran correctly "
-                                   f"(first: {r.failed[0].problem}: {r.failed[0].reason})")
+        raise click.ClickException(clean(f"{len(r.failed)} of {len(r.outcomes)} problems failed: no config ran correctly "
+                                   f"(first: {r.failed[0].problem}: {r.failed[0].reason})"))
 
 
 def tune_all_report(r) -> str:
