@@ -12,7 +12,7 @@ import sys
 import click
 
 from .._version import __version__
-from .common import clean, set_verbosity
+from .common import CliUsageError, one_line, set_verbosity
 from .devices import devices
 from .exchange import export_cmd, import_cmd
 from .jobs import jobs, submit, worker
@@ -33,12 +33,15 @@ class OneLineGroup(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except CliUsageError as e:  # the library's: already one line, capped and cleaned
+            e.show()
+            sys.exit(2)
         except click.UsageError as e:
             if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:  # a bare 'tunesvc': the help
                 click.echo(e.ctx.get_help())
                 sys.exit(0)
             where = e.ctx.command_path if e.ctx is not None else "tunesvc"
-            click.echo(f"Error: {clean(e.format_message())} (see '{where} --help')", err=True)
+            click.echo(f"Error: {one_line(e.format_message())} (see '{where} --help')", err=True)
             sys.exit(2)
         except click.ClickException as e:
             e.show()
