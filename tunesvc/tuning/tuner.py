@@ -178,12 +178,16 @@ class _Run:
     isolated: bool = False  # candidates ran in a worker process
     replaced: int = 0  # workers lost and replaced
     builders: int = 0
+    device_stored: bool = False  # the device's description, remembered for lookups by id
 
     def __post_init__(self):
         self.best = min((m for m in self.known.values() if m.ok), key=lambda m: m.time, default=None)
 
     def record(self, m: Measurement) -> None:
         self.store.put(Record.of(self.target.problem, m))
+        if not self.device_stored:  # after the first measurement: a run that stores none leaves the file as it was
+            self.store.put_device(self.target.device)
+            self.device_stored = True
 
     def measured_one(self, m: Measurement) -> None:
         self.record(m)
@@ -254,7 +258,6 @@ def tune_problem(target: Target, *, db=None, stop: StopRules = StopRules(), sear
     strat, storage, study = _open_search(target, space, search_options, db)
     store = Store(db)
     try:
-        store.put_device(target.device)
         p = target.problem
         known = store.measurements(p)
         for config, m in known.items():
