@@ -32,14 +32,17 @@ def start_worker(db, device, *extra):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_running(db, job_id, timeout=120):
+def wait_running(db, job_id, timeout=300):
+    """Until the job is running and its worker has stored a measurement (progress is written only
+    with a lease renewal, so it is not waited for)."""
     q = Queue.open(db)
     try:
         deadline = time.time() + timeout
         while time.time() < deadline:
             j = q.get(job_id)
-            if j.state == "running" and j.progress:
+            if j.state == "running" and q.conn.execute("SELECT count(*) FROM measurements").fetchone()[0] > 0:
                 return j
+            assert j.state in ("pending", "running"), f"job {job_id} is {j.state} before it was seen running"
             time.sleep(0.1)
     finally:
         q.close()
@@ -76,7 +79,7 @@ def test_a_worker_runs_what_its_device_serves_and_leaves_the_rest(tmp_path, cl_i
 
 def test_a_killed_workers_job_is_taken_again_after_its_lease(tmp_path, cl_info):
     db, lease = tmp_path / "t.db", 3.0
-    out = cli("submit", "matmul", "--shape", "32x32x32", "--trials", "12", "--db", db, "--json")
+    out = cli("submit", "matmul", "--shape", "32x32x32", "--trials", "60", "--db", db, "--json")
     job_id = json.loads(out.stdout)["job"]
     first = start_worker(db, cl_info.id, "--lease", lease)
     try:
@@ -94,7 +97,7 @@ def test_a_killed_workers_job_is_taken_again_after_its_lease(tmp_path, cl_info):
 
 def test_sigterm_finishes_the_trial_hands_the_job_back_and_exits_0(tmp_path, cl_info):
     db = tmp_path / "t.db"
-    out = cli("submit", "matmul", "--shape", "32x32x32", "--trials", "40", "--db", db, "--json")
+    out = cli("submit", "matmul", "--shape", "32x32x32", "--trials", "400", "--db", db, "--json")
     job_id = json.loads(out.stdout)["job"]
     w = start_worker(db, cl_info.id)
     try:
@@ -104,9 +107,10 @@ def test_sigterm_finishes_the_trial_hands_the_job_back_and_exits_0(tmp_path, cl_
     finally:
         if w.poll() is None:
             w.kill()
+            w.communicate()
     assert w.returncode == 0, err
     [job] = jobs(db)
-    assert job["state"] == "pending" and job["worker"] is None and job["progress"]
+    assert job["state"] == "pending" and job["worker"] is None and "trials" in job["progress"]
     store = Store(db, readonly=True)
     kept = store.count()
     store.close()
