@@ -134,3 +134,108 @@ def test_leaders_are_remeasured_only_when_their_intervals_overlap(cl_device, mat
     assert all(m.ok and m.timing.count == 4 and m.compile_seconds == 0.5 for m in fresh)
     # Clearly separated: nothing to re-measure.
     assert confirm_leaders(ev, [fake(a, 1.0, 0.01), fake(b, 2.0, 0.01)], ev.method) == []
+
+
+# ---- early abandon of hopeless candidates ----------------------------------------------------
+def test_a_hopeless_config_is_abandoned_after_its_warmup(cl_device, matmul):
+    """Told a best time far below its own, a config is verified, launched once more, and timed no further."""
+    from tunesvc.measure.evaluator import abandoned
+
+    dev = Recording(cl_device)
+    ev = Evaluator(dev, matmul, SHAPE, "float32", Method(warmup=1, runs=5, max_runs=9, precision=0.0, max_seconds=60))
+    ev._warm = True  # as if it had timed a config before: one warm-up launch
+    m = ev.evaluate(matmul.default_config(), best=1e-12)
+    assert m.ok and abandoned(m) and m.extra["abandoned"] is True
+    assert m.reason.startswith("abandoned: first launch") and "x the best so far" in m.reason
+    assert len(dev.runs) == 1 + 1 and m.timing.count == 1  # verification, then the warm-up launch as its one sample
+    assert m.gflops is not None and m.time > 0
+
+
+def test_a_config_near_the_best_is_timed_in_full(cl_device, matmul):
+    from tunesvc.measure.evaluator import abandoned
+
+    dev = Recording(cl_device)
+    method = Method(warmup=1, runs=5, max_runs=9, precision=0.0, max_seconds=60)
+    ev = Evaluator(dev, matmul, SHAPE, "float32", method)
+    ev._warm = True
+    m = ev.evaluate(matmul.default_config(), best=10.0)  # the best is far slower: nothing to abandon
+    assert m.ok and not abandoned(m) and m.reason == "" and m.timing.count == 9
+    dev.runs.clear()
+    off = Evaluator(dev, matmul, SHAPE, "float32", Method(warmup=1, runs=5, max_runs=9, precision=0.0, abandon=0.0))
+    off._warm = True
+    assert off.evaluate(matmul.default_config(), best=1e-12).timing.count == 9  # abandon 0: never
+    assert Method.plain().abandon == 0
+
+
+def test_without_a_warmup_the_first_timed_launch_decides(cl_device, matmul):
+    from tunesvc.measure.evaluator import abandoned
+
+    dev = Recording(cl_device)
+    ev = Evaluator(dev, matmul, SHAPE, "float32", Method(warmup=0, runs=5, max_runs=9, precision=0.0))
+    m = ev.evaluate(matmul.default_config(), best=1e-12)
+    assert abandoned(m) and m.timing.count == 1 and len(dev.runs) == 1 + 1
+
+
+def test_abandoned_survives_the_worker_pipe_and_the_store(cl_info, tmp_path):
+    """Through the isolated worker (the best goes down the pipe) and back out of the database, an
+    abandoned config stays ok, and says it was abandoned."""
+    from tunesvc import templates
+    from tunesvc.cache import Store
+    from tunesvc.measure.evaluator import abandoned
+    from tunesvc.measure.worker import Job, Worker
+    from tunesvc.types import Problem, Record
+
+    tpl = templates.get("matmul")
+    worker = Worker(Job(templates.ref(tpl), SHAPE, "float32", cl_info), timeout=60)
+    try:
+        m = worker.evaluate(tpl.default_config(), best=1e-12)
+        kept = worker.evaluate(tpl.default_config())
+    finally:
+        worker.close()
+    assert m.ok and abandoned(m) and not abandoned(kept) and kept.timing.count >= 5
+    problem = Problem(tpl.name, tpl.source_hash, SHAPE, "float32", cl_info.fingerprint)
+    store = Store(tmp_path / "a.db")
+    store.put(Record.of(problem, m))
+    back = store.measurements(problem)[m.config]
+    store.close()
+    assert back.ok and abandoned(back) and not back.extra
+
+
+def test_drive_tells_the_runner_the_best_so_far():
+    """The loop passes best() with every config; without it, the runner gets the config alone
+    (a recorded space's runner takes nothing more)."""
+    from tunesvc.measure.drive import drive
+    from tunesvc.search.simple import GridStrategy
+    from tunesvc.search.space import Dimension, SearchSpace
+
+    space = SearchSpace([Dimension("x", (1, 2, 3))], [Config(x=v) for v in (1, 2, 3)])
+    seen = []
+
+    class Runner:
+        def evaluate(self, config, **kw):
+            seen.append(kw.get("best", "none"))
+            t = float(config["x"])
+            return Measurement(config, "ok", timing=Timing(t, t, t, 0.0, 1))
+
+    bests = iter([None, 1.0, 1.0])
+    drive(GridStrategy(space, 0), Runner(), lambda: None, lambda m: None, best=lambda: next(bests))
+    assert seen == [None, 1.0, 1.0]
+    seen.clear()
+    drive(GridStrategy(space, 0), Runner(), lambda: None, lambda m: None)
+    assert seen == ["none"] * 3
+
+
+def test_tune_tells_its_runner_the_best_so_far(cl_info, tmp_path):
+    """tune() plumbs the best time so far to the runner: with a threshold of 1.0 every config
+    slower than the best so far is abandoned, and the best itself never is."""
+    import dataclasses
+
+    import tunesvc
+    from tunesvc.measure.evaluator import abandoned
+
+    method = dataclasses.replace(Method(), abandon=1.0, confirm=0, max_seconds=0.05)
+    r = tunesvc.tune("matmul", (32, 32, 32), device=cl_info.id, db=tmp_path / "t.db", trials=8, seed=1,
+                     strategy="random", method=method, isolate=False)
+    flags = [abandoned(m) for m in r.measured if m.ok]
+    assert any(flags) and not abandoned(r.best)
+    assert r.default is not None and not abandoned(r.default)  # measured first, with no best to beat

@@ -23,8 +23,11 @@ class Runner(Protocol):
     #: workers lost to crashes and timeouts, and replaced (0 for runners that cannot lose one)
     replaced: int
 
-    def evaluate(self, config: Config) -> Measurement:
-        """Build, verify and time one config (or answer as recorded)."""
+    def evaluate(self, config: Config, best: float | None = None) -> Measurement:
+        """Build, verify and time one config (or answer as recorded). ``best``, the best time so far,
+        is optional: a runner that times may stop timing a config clearly slower than it (an
+        ``ok`` measurement marked abandoned, see :func:`tunesvc.measure.evaluator.abandoned`);
+        a caller that has no best passes nothing, and a runner that cannot use it ignores it."""
 
     def compare(self, configs: Sequence[Config]) -> list[Measurement]:
         """Re-measure configs that ran before, interleaved, so a slow spell hits them alike."""

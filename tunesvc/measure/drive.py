@@ -16,13 +16,16 @@ from .evaluator import interval
 
 def drive(strategy, runner: Runner, should_stop: Callable[[], str | None], on_measured: Callable[[Measurement], None],
           first: Iterable[Config] = (), lookahead: int = 0,
-          prefetch: Callable[[Sequence[Config]], object] | None = None) -> str:
+          prefetch: Callable[[Sequence[Config]], object] | None = None,
+          best: Callable[[], float | None] | None = None) -> str:
     """Measure configs until ``should_stop`` gives a reason or the strategy has none left;
     return the reason ("space exhausted" for the latter).
 
     ``first`` are measured before the strategy's proposals (the template's default).
     With ``lookahead`` the loop asks that many configs ahead and hands them to ``prefetch``
-    (builders compile them while the current one is timed).
+    (builders compile them while the current one is timed). ``best`` gives the best time so
+    far, passed to the runner with each config so it can abandon hopeless ones; without it
+    the runner is called as ``evaluate(config)`` (a recorded space's runner takes nothing more).
     """
     queue = list(first)
     while True:
@@ -36,7 +39,7 @@ def drive(strategy, runner: Runner, should_stop: Callable[[], str | None], on_me
         config = queue.pop(0)
         if prefetch is not None:
             prefetch(queue)
-        m = runner.evaluate(config)
+        m = runner.evaluate(config) if best is None else runner.evaluate(config, best=best())
         strategy.tell(config, m)
         on_measured(m)
 

@@ -13,14 +13,22 @@ on leftovers. Only a verified config is timed, by the method in ``Method``:
   by the run before (which would flatter it against a larger one);
 * ``compare`` re-measures a few configs interleaved (round-robin), so a drift
   in the machine's speed hits every one of them alike; the tuner uses it when
-  the leaders' intervals, widened by ``drift``, overlap.
+  the leaders' intervals, widened by ``drift``, overlap;
+* told the best time so far, a config whose first timed launch (the warm-up,
+  after verification) takes more than ``abandon`` times that is timed no
+  further: it cannot become the best, and timing it properly would cost the
+  minimum number of launches, each slow (issue 12: 40 trials of matmul 2048³
+  took 517 s, most of it timing hopeless candidates). It is recorded as what it
+  is, a correct config with a rough time: status ``ok``, ``extra["abandoned"]``,
+  and a reason that starts with ``abandoned`` (kept by the store, so a record
+  read back says so too; see :func:`abandoned`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -31,6 +39,8 @@ from ..templates.base import Context, KernelTemplate
 from ..types import Config, Measurement, Timing
 
 POISON_BYTE = 0xFF
+#: the reason of an abandoned config starts with this
+ABANDONED = "abandoned"
 #: the notch of a box plot (McGill, Tukey & Larsen 1978): median ± 1.57·IQR/√n is a ~95% interval
 NOTCH = 1.57
 MAX_SETS = 256
@@ -53,17 +63,28 @@ class Method:
     # overlap test, so leaders measured minutes apart are compared side by side.
     drift: float = 0.15
     confirm_rounds: int = 31  # interleaved rounds of that re-measurement
+    # A first launch this many times slower than the best so far stops the timing (0: never).
+    # Several times, not a little: one launch on a busy machine can be slow by a fair margin.
+    abandon: float = 3.0
 
     @classmethod
     def plain(cls, runs: int = 5) -> "Method":
-        """The naive method: one warm-up, a fixed number of runs, one buffer set, no confirmation."""
-        return cls(warmup=1, runs=runs, max_runs=runs, precision=math.inf, max_seconds=math.inf, rotate_bytes=0, confirm=0)
+        """The naive method: one warm-up, a fixed number of runs, one buffer set, no confirmation,
+        no early abandon."""
+        return cls(warmup=1, runs=runs, max_runs=runs, precision=math.inf, max_seconds=math.inf, rotate_bytes=0, confirm=0,
+                   abandon=0.0)
 
 
 def interval(t: Timing) -> tuple[float, float]:
     """~95% interval of the median, from what a stored Timing keeps (median, IQR, count)."""
     half = NOTCH * t.iqr / math.sqrt(max(t.count, 1))
     return t.median - half, t.median + half
+
+
+def abandoned(m: Measurement) -> bool:
+    """Whether a measurement's timing was stopped early as hopeless (also for a record read back
+    from the store, which keeps the reason but not ``extra``)."""
+    return m.ok and (bool(m.extra.get("abandoned")) or m.reason.startswith(ABANDONED))
 
 
 def precise_enough(samples: Sequence[float], method: Method) -> bool:
@@ -119,9 +140,11 @@ class Evaluator:
         return min(MAX_SETS, math.ceil(self.method.rotate_bytes / max(size, 1)))
 
     # ---- one config ---------------------------------------------------------------------
-    def evaluate(self, config: Config, on_built: Callable[[float], None] | None = None) -> Measurement:
+    def evaluate(self, config: Config, on_built: Callable[[float], None] | None = None,
+                 best: float | None = None) -> Measurement:
         """Build, verify and time one config. ``on_built`` is called with the compile time once
-        the program is built (the worker uses it to restart its timeout for the run phase)."""
+        the program is built (the worker uses it to restart its timeout for the run phase);
+        ``best`` is the best time so far, against which a hopeless config is abandoned."""
         broken = self.template.violations(config, self.ctx)
         if broken:
             return Measurement(config, "constraint", "violates " + ", ".join(broken))
@@ -133,9 +156,13 @@ class Evaluator:
             if on_built:
                 on_built(compile_seconds)
             self._verify(program, plan, self._buffers(plan))
-            samples = self._time(program, plan)
+            samples, hopeless = self._time(program, plan, best)
         except CandidateError as e:
             return Measurement(config, e.reason, str(e), compile_seconds=time.perf_counter() - t0)
+        if hopeless:
+            m = self._measurement(config, samples, compile_seconds, abandoned=True)
+            why = f"{ABANDONED}: first launch {m.time / best:.1f}x the best so far ({m.time:.3g} s vs {best:.3g} s)"
+            return replace(m, reason=why)
         return self._measurement(config, samples, compile_seconds)
 
     def _measurement(self, config: Config, samples: list[float], compile_seconds: float, **extra) -> Measurement:
@@ -151,24 +178,34 @@ class Evaluator:
             extra=extra,
         )
 
-    def _time(self, program, plan) -> list[float]:
+    def _hopeless(self, launches: list[float], best: float | None) -> bool:
+        """Whether even the fastest launch so far is ``abandon`` times the best time so far."""
+        limit = self.method.abandon
+        return bool(launches) and best is not None and limit > 0 and min(launches) > limit * best
+
+    def _time(self, program, plan, best: float | None = None) -> tuple[list[float], bool]:
+        """(timed launches, whether the config was abandoned as hopeless; then the launches are the
+        warm-up's, or the first timed one without a warm-up)."""
         m = self.method
         sets = [self._buffers(plan, i) for i in range(self._set_count(plan))]
         # The first config a process times also wakes the driver's thread pool and the clocks:
         # give it a longer warm-up, or the default (always timed first) looks slower than it is.
         until = time.perf_counter() + (0 if self._warm else FIRST_WARMUP_SECONDS)
-        i = 0
-        while i < m.warmup or (m.warmup and time.perf_counter() < until):
-            self.device.run(program, plan.launches, sets[i % len(sets)])
-            i += 1
+        warm: list[float] = []  # timed like any launch, then discarded unless the config is hopeless
+        while len(warm) < m.warmup or (m.warmup and time.perf_counter() < until):
+            warm.append(self.device.run(program, plan.launches, sets[len(warm) % len(sets)]))
         self._warm = True
+        if self._hopeless(warm, best):
+            return warm, True
         samples: list[float] = []
         start = time.perf_counter()
         while len(samples) < m.max_runs:
             samples.append(self.device.run(program, plan.launches, sets[len(samples) % len(sets)]))
+            if not warm and len(samples) == 1 and self._hopeless(samples, best):
+                return samples, True
             if len(samples) >= m.runs and (precise_enough(samples, m) or time.perf_counter() - start >= m.max_seconds):
                 break
-        return samples
+        return samples, False
 
     # ---- several configs, interleaved ---------------------------------------------------
     def compare(self, configs: Sequence[Config], rounds: int | None = None) -> list[Measurement]:

@@ -79,9 +79,9 @@ def _setup(job: Job):
 def _handle(evaluator, conn, msg) -> None:
     kind, payload = msg
     if kind == "eval":
-        config = payload
+        config, best = payload  # best: the best time so far, against which a hopeless config is abandoned
         try:
-            m = evaluator.evaluate(config, on_built=lambda s: conn.send(("built", s)))
+            m = evaluator.evaluate(config, on_built=lambda s: conn.send(("built", s)), best=best)
         except MemoryError as e:  # the host ran out while preparing this config
             m = Measurement(config, "launch", f"out of memory: {e}")
         except Exception as e:  # a template bug for this config: record it, keep serving
@@ -228,9 +228,10 @@ class Worker:
         self._proc = None
         self.replaced += 1
 
-    def evaluate(self, config: Config) -> Measurement:
+    def evaluate(self, config: Config, best: float | None = None) -> Measurement:
+        """Evaluate in the worker; ``best`` (the best time so far) lets it abandon a hopeless config."""
         proc = self._process()
-        proc.send("eval", config)
+        proc.send("eval", (config, best))
         phase, compile_seconds = "building", 0.0
         try:
             while True:

@@ -205,6 +205,10 @@ class _Run:
     def should_stop(self) -> str | None:
         return self.stop.reason(len(self.measured), self.since_improvement, self.start)
 
+    def best_time(self) -> float | None:
+        """The best time so far (stored or new): the runner abandons a config clearly slower."""
+        return self.best.time if self.best is not None else None
+
 
 def _open_search(target: Target, space, options: SearchOptions, db) -> tuple:
     """(strategy, storage URL, study name) of this problem's search."""
@@ -238,7 +242,7 @@ def _measure(target: Target, space, strat, state: _Run, run: RunOptions, seed) -
         builders = Builders(job, n_builders, run.timeout)
     try:
         stop = drive(strat, runner, state.should_stop, state.measured_one, _first_configs(space, strat),
-                     lookahead=n_builders, prefetch=builders.prefetch if builders else None)
+                     lookahead=n_builders, prefetch=builders.prefetch if builders else None, best=state.best_time)
         confirmed = confirm_leaders(runner, [*state.known.values(), *state.measured], run.method) if run.method.confirm else []
         for m in confirmed:
             state.record(m)
