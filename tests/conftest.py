@@ -15,6 +15,9 @@ os.environ.setdefault("TUNESVC_CACHE_DIR", os.path.join(_TMP, "cache"))
 # Tests see no shipped results unless they bring their own: lookups then answer from what each
 # test stored, whatever tuning_db/ happens to hold. tests/test_shipped.py reads the real folder.
 os.environ.setdefault("TUNESVC_SHIPPED_DB", os.path.join(_TMP, "no-shipped-results"))
+# Nor do their lookups count demand into the databases they read (a background write would change
+# files that tests compare byte for byte): tests/test_demand.py turns it on where it tests it.
+os.environ.setdefault("TUNESVC_DEMAND", "0")
 
 
 @pytest.fixture(scope="session")

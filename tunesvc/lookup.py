@@ -14,6 +14,10 @@ Within a level the nearest tuned shape in log space answers, with its fastest
 config that is valid for the asked shape (and device, when known). Records of
 an older template source hash are stale and never answer. A warm lookup is one
 ``PRAGMA data_version`` (to notice other processes' writes) and one dict hit.
+
+An answer below ``exact`` is *demand*: the problem, counted in memory
+(:mod:`tunesvc.cache.demand`) and written into the database the lookup read by a
+background thread, never inside the call (``$TUNESVC_DEMAND=0`` turns it off).
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ import logging
 import os
 
 from . import templates
+from .cache.demand import BUFFER as _DEMAND
 from .cache.reader import Reader, Shipped
 from .errors import UnknownTemplateError, clip
 from .identity import normalise_name, normalise_vendor, relation
-from .settings import ENV_DB, db_path, shipped_db_dir
+from .settings import ENV_DB, db_path, demand_recording, shipped_db_dir
 from .types import Config, DeviceInfo, Fingerprint, LookupResult, Problem, shape_distance, shape_str
 
 #: stored config JSON -> Config (frozen): parsed once per process, as a framework asks again and again
@@ -93,13 +98,26 @@ def lookup(template, shape, dtype: str = "float32", device=None, db=None) -> Loo
     version = reader.version()
     hit = reader.memo.get(key)
     if hit is not None and hit[0] == version and reader.problem is None:
+        if hit[2] is not None:  # a miss: counted (an exact answer pays this test only)
+            _DEMAND.add(hit[2])
         return hit[1]
-    result = _resolve(template, shape, dtype, device, reader)
+    result, problem = _resolve(template, shape, dtype, device, reader)
     if reader.problem is None:
-        reader.memo[key] = (version, result)
+        miss = _miss(result, problem, reader, version)
+        reader.memo[key] = (version, result, miss)
+        if miss is not None:
+            _DEMAND.add(miss)
     else:
         _warn(reader)
     return result
+
+
+def _miss(result: LookupResult, problem: Problem, reader: Reader, version) -> tuple | None:
+    """The demand key of an answer below exact from a database that exists (None: nothing to count)."""
+    if result.level == "exact" or version is None or not demand_recording():
+        return None
+    return (str(reader.path), problem.template, problem.template_hash, problem.dtype, shape_str(problem.shape),
+            problem.device.key)
 
 
 _warned: set = set()  # databases already warned about in this process
@@ -129,7 +147,7 @@ def get_template(name):
         raise UnknownTemplateError(f"unknown template {clip(name)}: {e.strerror or e}") from None
 
 
-def _resolve(template, shape, dtype, device, reader: Reader) -> LookupResult:
+def _resolve(template, shape, dtype, device, reader: Reader) -> tuple[LookupResult, Problem]:
     tpl = get_template(template)
     shape = tpl.parse_shape(shape)
     tpl.check_dtype(dtype)
@@ -158,9 +176,10 @@ def _resolve(template, shape, dtype, device, reader: Reader) -> LookupResult:
             where = f"{name} ({level} device match)" if source == "shipped" else name
             why.append(f"{where}: answered by {source} records of {_answered_by(by, problem.device)} at "
                        f"{shape_str(tuned_shape)}{_fallback(reader)}")
-            return LookupResult(tpl.name, shape, dtype, config, name, t, gflops, tuned_shape, fp.key, tuple(why))
+            return LookupResult(tpl.name, shape, dtype, config, name, t, gflops, tuned_shape, fp.key, tuple(why)), problem
     why.append(f"default: the template's default config, valid on every device{_fallback(reader)}")
-    return LookupResult(tpl.name, shape, dtype, tpl.default_config(), "default", device_key=fp.key, explain=tuple(why))
+    return LookupResult(tpl.name, shape, dtype, tpl.default_config(), "default", device_key=fp.key,
+                        explain=tuple(why)), problem
 
 
 def _unavailable(source: str, src: Reader) -> str:

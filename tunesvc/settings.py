@@ -3,40 +3,67 @@
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 ENV_DB = "TUNESVC_DB"
 ENV_SHIPPED = "TUNESVC_SHIPPED_DB"
 
 
-def db_path(db: str | os.PathLike | None = None) -> Path:
-    """The tuning database a ``db`` argument (``--db``) names, as an absolute path: ``db`` itself
-    (``~`` expanded), else ``$TUNESVC_DB``, else ``$XDG_CACHE_HOME/tunesvc/tunesvc.db`` (``~/.cache``
-    by default). Absolute, so one file is one database whatever the spelling or the working directory."""
+def db_path(db: str | os.PathLike | None = None) -> "Path | ServerURL":
+    """The tuning database a ``db`` argument (``--db``) names: ``db`` itself, else ``$TUNESVC_DB``, else
+    ``$XDG_CACHE_HOME/tunesvc/tunesvc.db`` (``~/.cache`` by default). A file as an absolute path (``~``
+    expanded), so one file is one database whatever the spelling or the working directory; a PostgreSQL
+    server's database (``postgresql://user@host/db``) as a :class:`ServerURL`."""
+    if isinstance(db, ServerURL):
+        return db
     if not db:
         db = os.environ.get(ENV_DB) or _user_cache() / "tunesvc.db"
-    if is_server_url(db):
-        # Taken as a path, the URL would silently become a new SQLite file under ./postgresql:/
-        from .errors import StoreError
-
-        raise StoreError(f"--db (or ${ENV_DB}) names a PostgreSQL server ({_redacted(str(db))}); this version stores "
-                         "results in SQLite files only: pass a file path")
+    if is_server_url(db):  # taken as a path, it would silently become a new SQLite file under ./postgresql:/
+        return ServerURL(str(db))
     return Path(os.path.abspath(os.path.expanduser(db)))
 
 
 def is_server_url(db: str | os.PathLike) -> bool:
     """Whether a ``--db`` value is a database server's URL (``postgresql://``, ``postgres://``,
     ``postgresql+psycopg://``) rather than a file path."""
+    if isinstance(db, ServerURL):
+        return True
     scheme, sep, _ = str(db).partition("://")
     return bool(sep) and scheme.split("+")[0].lower() in ("postgresql", "postgres")
 
 
+@dataclass(frozen=True)
+class ServerURL:
+    """A tuning database on a PostgreSQL server, as its URL (``postgresql://user:secret@host:5432/db``).
+    ``str()`` of it is the URL without its password: it goes into messages and logs; ``url`` is the
+    URL itself, for the driver."""
+
+    url: str
+
+    def __str__(self) -> str:
+        return _redacted(self.url)
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+    def exists(self) -> bool:
+        """A database on a server is there to connect to (opening it says whether it is)."""
+        return True
+
+    def is_file(self) -> bool:
+        return False
+
+
 def _redacted(url: str) -> str:
-    """A URL without its password (user:secret@host -> user:***@host): error lines reach logs."""
+    """A URL without its password (user:secret@host -> user:***@host, ?password=secret ->
+    ?password=***): error lines reach logs."""
     scheme, _, rest = url.partition("://")
     auth, at, host = rest.rpartition("@")
     if at and ":" in auth:
         auth = auth.split(":", 1)[0] + ":***"
+    host = re.sub(r"(?i)(password=)[^&]*", r"\1***", host)
     return f"{scheme}://{auth}{at}{host}"
 
 
@@ -90,3 +117,13 @@ def progress_interval() -> float:
     except ValueError:
         return 10.0
     return value if value >= 0 else 10.0
+
+
+ENV_DEMAND = "TUNESVC_DEMAND"
+
+
+def demand_recording() -> bool:
+    """Whether lookups answered below ``exact`` are counted into the tuning database they read
+    (``tunesvc demand``): ``$TUNESVC_DEMAND``, on unless it is 0, false, no or off. Read when a
+    lookup is resolved, so a change takes effect on the next cold lookup (or after ``clear_cache``)."""
+    return os.environ.get(ENV_DEMAND, "1").strip().lower() not in ("0", "false", "no", "off")

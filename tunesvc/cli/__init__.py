@@ -15,7 +15,7 @@ from .._version import __version__
 from .common import CliUsageError, one_line, set_verbosity
 from .devices import devices
 from .exchange import export_cmd, import_cmd
-from .jobs import jobs, submit, worker
+from .jobs import demand, jobs, submit, worker
 from .lookup import lookup
 from .plot import plot
 from .replay import replay
@@ -61,5 +61,5 @@ def main(verbose, quiet):
     set_verbosity(-1 if quiet else verbose)
 
 
-for _command in (devices, tune, tune_all_cmd, lookup, show, export_cmd, import_cmd, replay, serve, plot, submit, worker, jobs):
+for _command in (devices, tune, tune_all_cmd, lookup, show, export_cmd, import_cmd, replay, serve, plot, submit, worker, jobs, demand):
     main.add_command(_command)

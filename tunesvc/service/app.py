@@ -233,6 +233,15 @@ class Service:
                 for k, r in sorted(best.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2]))]
         return _json({"schema_version": SCHEMA_VERSION, "template": template, "best": rows})
 
+    async def demand(self, request: Request) -> Response:
+        """What lookups asked for and nobody tuned, most asked first (as ``tunesvc demand``)."""
+        from ..cache.demand import listing
+
+        limit = _number(request, "limit", 50, 1, MAX_RECORDS)
+        include_tuned = _field(request, "all", default="0") not in ("0", "false", "no")
+        rows = [dict(vars(d), device_name=d.device_name) for d in listing(self.db, limit, include_tuned)]
+        return _json({"schema_version": SCHEMA_VERSION, "demand": rows})
+
     async def metrics_text(self, request: Request) -> Response:
         return Response(self.metrics.text(), media_type="text/plain; version=0.0.4")
 
@@ -250,6 +259,7 @@ def create_app(db=None, token: str | None = None, extra_routes=()) -> Starlette:
         Route("/v1/lookup", s.route("lookup", s.lookup)),
         Route("/v1/records", s.route("records", s.records)),
         Route("/v1/best", s.route("best", s.best)),
+        Route("/v1/demand", s.route("demand", s.demand)),
         Route("/metrics", s.route("metrics", s.metrics_text)),
         Route("/openapi.json", s.route("openapi", s.openapi)),
     ]

@@ -43,6 +43,15 @@ _SCHEMAS = {
     "Best": {"type": "object", "required": ["schema_version", "template", "best"],
              "properties": {"schema_version": {"type": "integer"}, "template": {"type": "string"},
                             "best": {"type": "array", "items": {"type": "object"}}}},
+    "Demand": {"type": "object", "required": ["schema_version", "demand"],
+               "properties": {"schema_version": {"type": "integer"},
+                              "demand": {"type": "array", "items": {"$ref": "#/components/schemas/Asked"}}}},
+    "Asked": {
+        "type": "object",
+        "properties": {k: {"type": t} for k, t in (
+            ("template", "string"), ("template_hash", "string"), ("dtype", "string"), ("shape", "string"),
+            ("device_key", "string"), ("device_name", "string"), ("count", "integer"), ("first_seen", "string"),
+            ("last_seen", "string"), ("tuned", "boolean"))}},
 }
 
 
@@ -69,6 +78,12 @@ def document() -> dict:
             "parameters": [_query("template", "Template name", True), _query("device", "Fingerprint key or name substring"),
                            _query("dtype", "Only this dtype")],
             "responses": {"200": _ok("Best", "Best configs"), "400": _ERROR}}},
+        "/v1/demand": {"get": {
+            "summary": "What lookups asked for below the exact level and nobody tuned, most asked first "
+                       "(as tunesvc demand)",
+            "parameters": [_query("limit", "At most this many (1 to 1000, default 50)", kind="integer"),
+                           _query("all", "1: also the problems tuned since they were asked for")],
+            "responses": {"200": _ok("Demand", "Demand"), "400": _ERROR}}},
         "/metrics": {"get": {"summary": "Counters in Prometheus' text format",
                              "responses": {"200": {"description": "Metrics", "content": {"text/plain": {}}}}}},
         "/openapi.json": {"get": {"summary": "This description", "responses": {"200": {"description": "OpenAPI 3.1"}}}},
