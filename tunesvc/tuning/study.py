@@ -9,12 +9,16 @@ from pathlib import Path
 
 from .. import search
 from ..errors import MissingDependencyError, UsageError
+from ..settings import is_server_url
 from ..types import Problem
 
 
 def default_storage(db_path) -> str:
     """Optuna's study beside the tuning database: tune.db -> tune.optuna.db. The long SQLite
-    timeout lets several tuning processes share the file without 'database is locked'."""
+    timeout lets several tuning processes share the file without 'database is locked'. A tuning
+    database on a PostgreSQL server keeps its studies in the same database, beside its tables."""
+    if is_server_url(db_path):
+        return rdb_url(db_path.url)
     p = Path(db_path).resolve()
     return f"sqlite:///{p.with_name(p.stem + '.optuna.db')}?timeout=60"
 
