@@ -34,7 +34,7 @@ from .. import templates
 from .._version import __version__
 from ..errors import ImportFileError, UsageError, clip
 from .interop import load_recorded, looks_like_json_object, recorded_records
-from .schema import CEILINGS, EXPORT_FIELDS, KEY, MEASURED, PROVENANCE, SCHEMA_VERSION, STAGED, TABLE, record_filter
+from .schema import CEILINGS, EXPORT_FIELDS, KEY, MEASURED, PROVENANCE, SCHEMA_VERSION, TABLE, record_filter
 from .store import Store
 from .validate import (MAX_NAME, MIN_LINE, Checks, Rejected, decode, fast_parse, parse_line, read_raw_lines,
                        validate, _UNPRINTABLE)
@@ -69,7 +69,7 @@ def _export_query(device, template, best_only: bool) -> tuple[str, list]:
     where, args = record_filter(template, device)
     if best_only:  # the fastest ok config of each problem
         where = (f"id IN (SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY {', '.join(KEY[:-1])} "
-                 f"ORDER BY time_median, config) AS rn FROM {TABLE} WHERE status = 'ok' AND {where}) WHERE rn = 1)")
+                 f"ORDER BY time_median, config) AS rn FROM {TABLE} WHERE status = 'ok' AND {where}) AS ranked WHERE rn = 1)")
     cols = ", ".join(_LINE_FIELDS + ("config",))
     return f"SELECT {cols} FROM {TABLE} WHERE {where} ORDER BY {', '.join(KEY)}", args
 
@@ -171,8 +171,8 @@ def _temporary(path: Path) -> Path:
 
 def _export(store: Store, path: Path, device, template, best_only: bool) -> ExportSummary:
     sql, args = _export_query(device, template, best_only)
-    empty = TABLE not in store.db.table_names()  # an empty file: a database without records yet
-    newest = None if empty else store.read(f"SELECT max(created_at) FROM ({sql})", args).fetchone()[0]
+    empty = TABLE not in store.table_names()  # an empty file: a database without records yet
+    newest = None if empty else store.read(f"SELECT max(created_at) FROM ({sql}) AS exported", args).fetchone()[0]
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, "tunesvc_version": __version__,
               "created_at": newest or "1970-01-01T00:00:00+00:00"}  # the data's time, so re-exports are identical
     tmp, count = None, 0
@@ -448,7 +448,7 @@ class _Merger:
         self.inflight: dict[tuple, dict] = {}  # the batch the writer thread is staging
         self.hashes: dict[str, str] = {}
         where = " AND ".join(f"{k} = ?" for k in KEY)
-        self.select = [f"SELECT {', '.join(_DATA)} FROM {t} WHERE {where}" for t in (STAGED, TABLE)]
+        self.select = [f"SELECT {', '.join(_DATA)} FROM {t} WHERE {where}" for t in (store.staged, TABLE)]
         # Into a table empty when the import began, a key can only be stored if this import staged it
         # (or another writer wrote it since: the merge's guard weighs it then): no query for a new key.
         self.seen: set | None = set() if store.read(f"SELECT 1 FROM {TABLE} LIMIT 1").fetchone() is None else None
@@ -457,7 +457,7 @@ class _Merger:
         self.groups: dict[tuple, dict | None] = {}
         prefix = " AND ".join(f"{k} = ?" for k in KEY[:-1])
         self.select_group = [f"SELECT config, {', '.join(_DATA)} FROM {t} WHERE {prefix} LIMIT {_GROUP_MAX + 1}"
-                             for t in (TABLE, STAGED)]
+                             for t in (TABLE, store.staged)]
 
     def _stored(self, key: tuple):
         if self.seen is not None:
@@ -628,7 +628,7 @@ class Plausible:
 
     def __init__(self, store: Store):
         self.limits: dict[str, tuple] = {}
-        if CEILINGS in store.db.table_names():
+        if CEILINGS in store.table_names():
             for key, gbps, gflops, details in store.read(f"SELECT device_key, gbps, gflops, details FROM {CEILINGS}"):
                 self.limits[key] = self._limit(gbps, gflops, details)
         self.work: dict[tuple, tuple | None] = {}

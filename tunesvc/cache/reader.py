@@ -13,11 +13,14 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
+import time
 from pathlib import Path
 
+from ..errors import MissingDependencyError
 from ..identity import VENDORS, normalise_vendor
+from ..settings import ServerURL
 from ..types import DeviceInfo, Fingerprint, Problem, parse_shape
-from .schema import DEVICE_COLUMNS, DEVICE_INFO, RECORD_DEVICES, RECORD_SHAPES, TABLE, not_a_database
+from .schema import DATA_VERSION, DEVICE_COLUMNS, DEVICE_INFO, META, RECORD_DEVICES, RECORD_SHAPES, TABLE, not_a_database
 
 _PROBLEM = "template = ? AND template_hash = ? AND dtype = ? AND status = 'ok' AND device_key = ?"
 # The distinct shapes of one device, one index seek per shape (a loose index scan) instead of
@@ -44,7 +47,14 @@ _VENDOR = DEVICE_COLUMNS.index("vendor")
 
 
 class Reader:
-    """A read-only connection to one database file and the memo of answers given from it."""
+    """A read-only connection to one database file and the memo of answers given from it (a
+    :class:`ServerReader` for a PostgreSQL server's database)."""
+
+    #: what a failed read raises; the LIMIT that means none
+    errors, no_limit = (sqlite3.DatabaseError,), -1
+
+    def __new__(cls, path=None):
+        return super().__new__(ServerReader if cls is Reader and isinstance(path, ServerURL) else cls)
 
     def __init__(self, path: Path):
         self.path = path
@@ -113,10 +123,14 @@ class Reader:
             return []
         try:
             return self._execute(sql, args)
-        except sqlite3.DatabaseError as e:
-            if not _missing(e):  # a damaged page, an I/O error: said, never taken for "no records"
+        except self.errors as e:
+            if not self._missing(e):  # a damaged page, an I/O error: said, never taken for "no records"
                 self._cannot(str(e))
             return []  # no such table yet (a file no writer of this version has migrated)
+
+    @staticmethod
+    def _missing(e: Exception) -> bool:
+        return _missing(e)
 
     def device_info(self, spec: str) -> DeviceInfo | None:
         """A remembered device by id (``opencl:0:0``) or fingerprint key."""
@@ -131,8 +145,8 @@ class Reader:
         args = (device_type, vendor, *VENDORS)
         try:
             rows = self._execute(_DEVICES, args)
-        except sqlite3.DatabaseError as e:
-            if not _missing(e):
+        except self.errors as e:
+            if not self._missing(e):
                 self._cannot(str(e))
                 return []
             rows = self._query(_DEVICES_OLD, args)  # a database no writer has migrated yet
@@ -156,8 +170,8 @@ class Reader:
         args = (problem.template, problem.template_hash, problem.dtype)
         try:
             return self._execute(_SHAPE_LIST.format(keys=", ".join("?" * len(keys))), (*args, *keys))
-        except sqlite3.DatabaseError as e:
-            if not _missing(e):
+        except self.errors as e:
+            if not self._missing(e):
                 self._cannot(str(e))
                 return []
             # a file no writer of this version has migrated yet
@@ -172,10 +186,10 @@ class Reader:
         if len(keys) == 1 or len(keys) > _UNION_MAX:  # SQLite allows 500 terms in a compound SELECT
             yield self._query(_BY_TIME.format(keys=marks), (*args, *keys, shape, _FIRST, 0))
         else:
-            one = f"SELECT * FROM ({_BY_TIME.format(keys='?')})"
+            one = f"SELECT * FROM ({_BY_TIME.format(keys='?')}) AS first"
             sql = " UNION ALL ".join([one] * len(keys)) + f" ORDER BY 2 LIMIT {_FIRST}"
             yield self._query(sql, [a for key in keys for a in (*args, key, shape, _FIRST, 0)])
-        yield self._query(_BY_TIME.format(keys=marks), (*args, *keys, shape, -1, _FIRST))
+        yield self._query(_BY_TIME.format(keys=marks), (*args, *keys, shape, self.no_limit, _FIRST))
 
     def close(self) -> None:
         if self.conn is not None:
@@ -208,6 +222,68 @@ def _fingerprint(row: tuple) -> Fingerprint:
         key, *hardware = row
         fp = _fingerprints[key] = Fingerprint(*hardware, key[len("|".join(hardware)) + 1:])
     return fp
+
+
+class ServerReader(Reader):
+    """The lookup's view of a tuning database on a PostgreSQL server: the same questions over a
+    read-only autocommit session. Its data version is the counter every write to the tables a lookup
+    reads bumps (triggers of :func:`.schema.migrate_pg`): one round trip per warm lookup."""
+
+    no_limit = None
+
+    @property
+    def errors(self):
+        from . import pg_engine
+
+        return pg_engine.errors
+
+    @staticmethod
+    def _missing(e: Exception) -> bool:
+        return getattr(e, "sqlstate", None) in ("42P01", "42703")
+
+    def version(self):
+        """The database's data version; None (``problem`` says why) when it cannot be read."""
+        from . import pg_engine
+
+        self.problem = None
+        if self.conn is None:
+            try:
+                conn = pg_engine.try_connect(self.path, readonly=True)
+            except MissingDependencyError as e:
+                return self._cannot(str(e))
+            if isinstance(conn, str):
+                return self._cannot(conn)
+            self.conn = conn
+        try:
+            row = self.conn.execute(f"SELECT value FROM {META} WHERE key = '{DATA_VERSION}'").fetchone()
+            version = int(row[0]) if row else time.monotonic_ns()  # no counter yet: nothing is remembered
+            if not self.tables or version != self.last:
+                self._check_tables()
+        except self.errors as e:
+            if not self._missing(e):  # the server went away, a permission: said, never taken for "no records"
+                return self._cannot(pg_engine.describe(e))
+            version = time.monotonic_ns()  # an empty database: no tables yet
+        if self.problem:
+            return None
+        self.last = version
+        return version
+
+    def _check_tables(self) -> None:
+        from . import pg_engine
+
+        names = pg_engine.tables(self.conn)
+        why = not_a_database(self.path, names - pg_engine.OPTUNA_TABLES)
+        if why:
+            self._cannot(why.replace("an SQLite database", "a PostgreSQL database"))
+        self.tables = TABLE in names
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # a connection the server dropped closes anyway
+                pass
+            self.conn = None
 
 
 class Shipped(Reader):

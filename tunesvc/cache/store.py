@@ -1,10 +1,11 @@
-"""The tuning database: every measured config, in SQLite through sqlite-utils. The only writer.
+"""The tuning database: every measured config, in an SQLite file (the default) or a PostgreSQL
+server's database. The only writer.
 
 One row per (device, template, template source hash, dtype, shape, config):
 named columns, the config as canonical JSON (never positional, never pickle),
 WAL so readers never wait on a writer, one transaction per write. The schema and
-the row <-> record conversion are :mod:`.schema`'s; the lookup reads through
-:mod:`.reader`.
+the row <-> record conversion are :mod:`.schema`'s; what differs between the engines is
+:mod:`.sqlite_engine`'s and :mod:`.pg_engine`'s; the lookup reads through :mod:`.reader`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import functools
 import json
 import shutil
-import sqlite3
 import time
 from operator import itemgetter
 from pathlib import Path
@@ -22,12 +22,13 @@ from typing import Iterable, Iterator
 import sqlite_utils
 
 from ..errors import StoreError
-from ..settings import db_path
+from ..settings import ServerURL, db_path
 from ..types import Config, DeviceInfo, Measurement, Problem, Record
 # SCHEMA_VERSION and the table names stay importable from here, where they were (benchmarks/db_scale.py)
 from .schema import (CEILINGS, DEVICE_COLUMNS, DEVICE_INFO, DEVICES, KEY, RECORD_DEVICES, RECORD_SHAPES,  # noqa: F401
-                     ROW_COLUMNS, SCHEMA_VERSION, SHAPE_COLUMNS, STAGED, TABLE, cannot_open, migrate, not_a_database,
+                     ROW_COLUMNS, SCHEMA_VERSION, SHAPE_COLUMNS, STAGED, TABLE, cannot_open, migrate, not_a_database,  # noqa: F401
                      now_iso, record_filter, record_to_row, row_to_record)
+from . import sqlite_engine
 
 #: the path of a store that lives in memory only (the shipped results, loaded once per process)
 MEMORY = ":memory:"
@@ -44,33 +45,46 @@ def _read(method):
     return wrapper
 
 
+def engine_of(path):
+    """The engine module of a database: :mod:`.pg_engine` for a server's URL, else :mod:`.sqlite_engine`."""
+    from . import pg_engine, sqlite_engine
+
+    return pg_engine if isinstance(path, ServerURL) else sqlite_engine
+
+
 class Store:
-    """A tuning database file. Open it with a path, or None for the default location
+    """A tuning database: a file (SQLite, the default) or a PostgreSQL server's database
+    (``postgresql://user@host/db``). Open it with a path or URL, or None for the default location
     (:func:`tunesvc.settings.db_path`)."""
 
     def __init__(self, path: str | Path | None = None, readonly: bool = False):
         self.path = Path(MEMORY) if str(path) == MEMORY else db_path(path)
         self.readonly = readonly
+        self.engine = engine_of(self.path)
+        self.staged = self.engine.staged
+        self.db = None  # SQLite's sqlite-utils Database (its tests and benchmarks reach in); None on PostgreSQL
         try:
-            if str(self.path) != MEMORY:
+            if self.engine is sqlite_engine and str(self.path) != MEMORY:
                 self._check_file()
-            if readonly:
-                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
-            else:
-                conn = sqlite3.connect(str(self.path), check_same_thread=False)
-            # a file that is not a tuning database fails here, before anything is read or written
-            why = not_a_database(self.path, (r[0] for r in conn.execute("SELECT name FROM sqlite_master")))
-            if why:
-                conn.close()
-                raise cannot_open(self.path, why)
-            conn.execute("PRAGMA busy_timeout = 10000")
-            self.db = sqlite_utils.Database(conn)
+            self.conn = self.engine.connect(self.path, readonly)
+            if self.engine is sqlite_engine:
+                self.db = sqlite_utils.Database(self.conn)
             if not readonly:
-                self._retrying(lambda: migrate(self.db))
-        except sqlite3.DatabaseError as e:
-            raise cannot_open(self.path, e) from None
+                self._retrying(lambda: self.engine.migrate_store(self))
+        except StoreError:
+            self._close_quietly()
+            raise
+        except self.engine.errors as e:
+            self._close_quietly()
+            raise cannot_open(self.path, self.engine.describe(e)) from None
         except OSError as e:
             raise cannot_open(self.path, e.strerror or e) from None
+
+    def _close_quietly(self) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def _check_file(self) -> None:
         """Refuse what is not a regular file (a device node, a directory): SQLite would read /dev/null
@@ -101,107 +115,111 @@ class Store:
         if not rows:
             return
         cols = list(rows[0])
-        sql = (f"INSERT INTO {TABLE} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
-               f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET "
-               + ", ".join(f"{c} = excluded.{c}" for c in cols if c not in KEY))
-        conn = self.db.conn
-        conn.executemany(sql, map(itemgetter(*cols), rows))
-        devices = set(map(itemgetter(*DEVICE_COLUMNS), rows))
-        conn.executemany(f"INSERT OR IGNORE INTO {RECORD_DEVICES} VALUES ({', '.join('?' * len(DEVICE_COLUMNS))})", devices)
-        shapes = set(map(itemgetter(*SHAPE_COLUMNS), (r for r in rows if r["status"] == "ok")))
-        conn.executemany(f"INSERT OR IGNORE INTO {RECORD_SHAPES} VALUES ({', '.join('?' * len(SHAPE_COLUMNS))})", shapes)
+        conn = self.conn
+        conn.executemany(_upsert_sql(TABLE, tuple(cols), KEY), map(itemgetter(*cols), rows))
+        devices = sorted(set(map(itemgetter(*DEVICE_COLUMNS), rows)))  # sorted: concurrent writers lock rows in one order
+        conn.executemany(f"INSERT INTO {RECORD_DEVICES} VALUES ({', '.join('?' * len(DEVICE_COLUMNS))}) ON CONFLICT DO NOTHING",
+                         devices)
+        shapes = sorted(set(map(itemgetter(*SHAPE_COLUMNS), (r for r in rows if r["status"] == "ok"))))
+        conn.executemany(f"INSERT INTO {RECORD_SHAPES} VALUES ({', '.join('?' * len(SHAPE_COLUMNS))}) ON CONFLICT DO NOTHING",
+                         shapes)
 
     def put_device(self, info: DeviceInfo) -> None:
         """Remember a device's description, so later lookups by id need no driver."""
         row = {"device_key": info.fingerprint.key, "id": info.id, "info": json.dumps(info.to_dict(), sort_keys=True),
                "updated_at": now_iso()}
-        self._write(lambda: self.db[DEVICES].upsert(row, pk="device_key"))
+        self._write(lambda: self.conn.execute(_upsert_sql(DEVICES, tuple(row), ("device_key",)), tuple(row.values())))
 
     def put_ceilings(self, device_key: str, gbps: float, gflops: float, measured_at: str, details: dict) -> None:
         """Store a device's measured roofline ceilings, replacing older ones."""
         row = {"device_key": device_key, "gbps": gbps, "gflops": gflops, "details": json.dumps(details, sort_keys=True),
                "measured_at": measured_at}
-        self._write(lambda: self.db[CEILINGS].upsert(row, pk="device_key"))
+        self._write(lambda: self.conn.execute(_upsert_sql(CEILINGS, tuple(row), ("device_key",)), tuple(row.values())))
 
     def staging(self) -> "Staging":
-        """A place for the rows an import accepts, outside the database file (see :class:`Staging`)."""
+        """A place for the rows an import accepts, outside the database's tables (see :class:`Staging`)."""
         return Staging(self)
 
     def _write(self, change) -> None:
         """Run ``change`` in its own transaction, retried while another writer holds the lock."""
 
         def write():
-            with self.db.conn:
+            with self.conn:
                 change()
 
         try:
             self._retrying(write)
-        except sqlite3.Error as e:
+        except self.engine.errors as e:
             raise self._write_error(e) from None
 
     def _retrying(self, write, attempts: int = 8):
-        """Run ``write``; retry it while other processes hold the lock beyond the busy timeout,
-        or race this one to create the same fresh schema (each step re-checks what exists)."""
+        """Run ``write``; retry it while other processes hold the lock beyond the busy timeout, race
+        this one to create the same fresh schema (each step re-checks what exists), or deadlock it."""
         for attempt in range(attempts):
             try:
                 return write()
-            except (sqlite3.OperationalError, sqlite3.IntegrityError) as e:
-                transient = any(s in str(e) for s in ("locked", "busy", "already exists", "UNIQUE constraint failed: meta"))
-                if not transient or attempt == attempts - 1:
+            except self.engine.errors as e:
+                if not self.engine.transient(e) or attempt == attempts - 1:
                     raise
-                if self.db.conn.in_transaction:
-                    self.db.conn.rollback()
+                if self.conn.in_transaction:
+                    self.conn.rollback()
                 time.sleep(0.05 * 2**attempt)
 
-    def _write_error(self, e: sqlite3.Error) -> StoreError:
-        return StoreError(f"cannot write to tuning database {str(self.path)!r}: {e}; check that it is a writable "
-                          "tuning database, or pass another file with --db")
+    def _write_error(self, e: Exception) -> StoreError:
+        return StoreError(f"cannot write to tuning database {str(self.path)!r}: {self.engine.describe(e)}; check that it "
+                          "is a writable tuning database, or pass another --db")
 
     # ---- reads --------------------------------------------------------------------------
-    def read(self, sql: str, args=()) -> sqlite3.Cursor:
-        """The rows of one query (built from :mod:`.schema`'s names), for the export and the merge."""
-        return self.db.conn.execute(sql, args)
+    def read(self, sql: str, args=()):
+        """The rows of one query (built from :mod:`.schema`'s names), for the export and the merge: a cursor."""
+        return self.conn.execute(sql, args)
+
+    def table_names(self) -> set[str]:
+        """The tables the database has."""
+        return self.engine.tables(self.conn)
 
     @contextlib.contextmanager
     def scanning(self, cache_kib: int, mmap_bytes: int):
         """A larger page cache and a mapping of the file while the block runs (a long ordered scan visits
-        table pages at random), the connection's own settings after it."""
-        conn = self.db.conn
-        before = {p: conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("cache_size", "mmap_size")}
-        conn.execute(f"PRAGMA cache_size = {-int(cache_kib)}")
-        conn.execute(f"PRAGMA mmap_size = {int(mmap_bytes)}")
-        try:
+        table pages at random), the connection's own settings after it (SQLite's; a server keeps its own)."""
+        with self.engine.scanning(self.conn, cache_kib, mmap_bytes):
             yield self
-        finally:
-            for p, v in before.items():
-                conn.execute(f"PRAGMA {p} = {int(v)}")
+
+    def _rows(self, sql: str, args=()) -> Iterator[dict]:
+        """The rows of one query as column -> value."""
+        cur = self.conn.execute(sql, args)
+        names = [d[0] for d in cur.description]
+        for row in cur:
+            yield dict(zip(names, row))
 
     @_read
     def ceilings(self, device_key: str) -> dict | None:
         """A device's stored roofline ceilings (gbps, gflops, measured_at, details), or None."""
-        if CEILINGS not in self.db.table_names():  # a read-only store of an older file
+        if CEILINGS not in self.table_names():  # a read-only store of an older file
             return None
-        row = self.db.execute(f"SELECT gbps, gflops, measured_at, details FROM {CEILINGS} WHERE device_key = ?", (device_key,)).fetchone()
+        row = self.read(f"SELECT gbps, gflops, measured_at, details FROM {CEILINGS} WHERE device_key = ?", (device_key,)).fetchone()
         return {"gbps": row[0], "gflops": row[1], "measured_at": row[2], "details": json.loads(row[3] or "{}")} if row else None
 
     @_read
     def device(self, spec: str) -> DeviceInfo | None:
         """A remembered device by id (``opencl:0:0``) or fingerprint key."""
-        row = self.db.execute(DEVICE_INFO, (spec, spec)).fetchone()
+        if DEVICES not in self.table_names():
+            return None
+        row = self.read(DEVICE_INFO, (spec, spec)).fetchone()
         return DeviceInfo.from_dict(json.loads(row[0])) if row else None
 
     @_read
     def measurements(self, problem: Problem) -> dict[Config, Measurement]:
         """What was measured before for exactly this problem: config -> measurement."""
-        rows = self.db.query(f"SELECT * FROM {TABLE} WHERE " + " AND ".join(f"{c} = ?" for c in KEY[:-1]), problem.key)
+        rows = self._rows(f"SELECT * FROM {TABLE} WHERE " + " AND ".join(f"{c} = ?" for c in KEY[:-1]), problem.key)
         return {r.config: r.measurement for r in map(row_to_record, rows)}
 
     @_read
     def history(self, problem: Problem) -> list[Record]:
         """Every record of one problem in the order its configs were first measured (a config
         measured again keeps its place)."""
-        rows = self.db.query(f"SELECT * FROM {TABLE} WHERE " + " AND ".join(f"{c} = ?" for c in KEY[:-1]) + " ORDER BY id",
-                             problem.key)
+        rows = self._rows(f"SELECT * FROM {TABLE} WHERE " + " AND ".join(f"{c} = ?" for c in KEY[:-1]) + " ORDER BY id",
+                          problem.key)
         return list(map(row_to_record, rows))
 
     def records(self, template: str | None = None, device: str | None = None, status: str | None = None) -> Iterator[Record]:
@@ -210,31 +228,40 @@ class Store:
         where, args = record_filter(template, device, status)
         sql = (f"SELECT * FROM {TABLE} WHERE {where} "
                "ORDER BY template, device_key, dtype, shape, status != 'ok', time_median")
-        if TABLE not in self.db.table_names():  # an empty file opened read-only: no records yet
-            return
         with self.reading():
-            rows = self.db.query(sql, args)
+            if TABLE not in self.table_names():  # an empty database opened read-only: no records yet
+                return
+            rows = self._rows(sql, args)
             for row in rows:
                 yield row_to_record(row)
 
     @contextlib.contextmanager
     def reading(self):
-        """Reads in the block that fail (a damaged file, a row no writer of tunesvc wrote) raise StoreError."""
+        """Reads in the block that fail (a damaged file, a lost server, a row no writer of tunesvc wrote)
+        raise StoreError."""
         try:
             yield self
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"cannot read tuning database {str(self.path)!r}: {e}; it may be truncated or damaged: "
-                             "pass another file with --db") from None
+        except self.engine.read_errors as e:
+            raise StoreError(f"cannot read tuning database {str(self.path)!r}: {self.engine.describe(e)}; "
+                             + ("it may be truncated or damaged: pass another file with --db" if self.engine is sqlite_engine
+                                else "check the server, or pass another --db")) from None
         except (ValueError, TypeError, KeyError) as e:
             raise StoreError(f"tuning database {str(self.path)!r} holds a row that is not a tunesvc record "
-                             f"({type(e).__name__}: {str(e)[:80]}); pass another file with --db") from None
+                             f"({type(e).__name__}: {str(e)[:80]}); pass another --db") from None
 
     @_read
     def count(self) -> int:
-        return self.db[TABLE].count if TABLE in self.db.table_names() else 0
+        return self.read(f"SELECT count(*) FROM {TABLE}").fetchone()[0] if TABLE in self.table_names() else 0
 
     def close(self) -> None:
-        self.db.conn.close()
+        self.conn.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_sql(table: str, cols: tuple, key: tuple) -> str:
+    """INSERT ... ON CONFLICT (key) DO UPDATE: one statement both engines take."""
+    return (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in cols if c not in key))
 
 
 class Staging:
@@ -248,12 +275,11 @@ class Staging:
     HOLD, PAUSE = 0.25, 0.1
 
     def __init__(self, store: Store):
-        self.store, self.conn = store, store.db.conn
+        self.store, self.conn, self.engine = store, store.conn, store.engine
+        self.staged = store.staged
         cols, marks = ", ".join(ROW_COLUMNS), ", ".join("?" * len(ROW_COLUMNS))
-        self.conn.execute(f"CREATE TEMP TABLE {STAGED.split('.')[1]} ({cols})")
-        self.conn.execute(f"CREATE UNIQUE INDEX {STAGED}_key ON {STAGED.split('.')[1]} ({', '.join(KEY)})")
-        self.conn.execute("PRAGMA temp.cache_size = -65536")  # 64 MiB: a large import's index stays in memory
-        self.insert = (f"INSERT INTO {STAGED} ({cols}) VALUES ({marks}) ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET "
+        self.engine.create_staging(self.conn)
+        self.insert = (f"INSERT INTO {self.staged} ({cols}) VALUES ({marks}) ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET "
                        + ", ".join(f"{c} = excluded.{c}" for c in ROW_COLUMNS if c not in KEY))
         self.rows = itemgetter(*ROW_COLUMNS)
 
@@ -264,8 +290,8 @@ class Staging:
         try:
             if self.conn.in_transaction:
                 self.conn.rollback()
-            self.conn.execute(f"DROP TABLE IF EXISTS {STAGED}")
-        except sqlite3.Error:  # the table goes with the connection anyway; the error that got here matters
+            self.conn.execute(f"DROP TABLE IF EXISTS {self.staged}")
+        except self.engine.errors:  # the table goes with the connection anyway; the error that got here matters
             pass
         return False
 
@@ -274,15 +300,15 @@ class Staging:
         try:
             with self.conn:
                 self.conn.executemany(self.insert, map(self.rows, rows))
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot stage the import in SQLite's temporary files: {e}; free space there "
-                             "(SQLITE_TMPDIR names the folder); nothing was imported") from None
+        except self.engine.errors as e:
+            raise StoreError(f"cannot stage the import in {self.engine.staging_place}: {self.engine.describe(e)}; "
+                             f"{self.engine.staging_fix}; nothing was imported") from None
 
     def merge(self, guard: str | None, new_rows: int) -> int:
         """Write every staged row into the database: ``INSERT ... ON CONFLICT DO UPDATE WHERE guard``
         (None: always replace), the guard checked again against the row stored at that moment. A few
         thousand rows a transaction, sized to hold the lock about HOLD seconds; how many were staged."""
-        total = self.conn.execute(f"SELECT max(rowid) FROM {STAGED}").fetchone()[0] or 0
+        total = self.conn.execute(f"SELECT max({self.engine.seq}) FROM {self.staged}").fetchone()[0] or 0
         if not total:
             return 0
         self._check_space(new_rows)
@@ -292,7 +318,7 @@ class Staging:
             started = time.perf_counter()
             try:
                 self.store._retrying(lambda: self._merge_batch(sql, done, done + size))
-            except sqlite3.Error as e:
+            except self.engine.errors as e:
                 raise self._merge_error(e, done, total) from None
             done += size
             size = min(200_000, max(500, int(size * self.HOLD / max(time.perf_counter() - started, 1e-3))))
@@ -301,14 +327,15 @@ class Staging:
         return total
 
     def _merge_sql(self, guard: str | None) -> tuple[str, ...]:
-        cols = ", ".join(ROW_COLUMNS)
+        cols, main, seq = ", ".join(ROW_COLUMNS), self.engine.main, self.engine.seq
         update = ("DO NOTHING" if guard == "nothing" else "DO UPDATE SET "
                   + ", ".join(f"{c} = excluded.{c}" for c in ROW_COLUMNS if c not in KEY)
                   + (f" WHERE {guard}" if guard else ""))
-        rows = f"FROM {STAGED} WHERE rowid > ? AND rowid <= ?"
-        return (f"INSERT INTO main.{TABLE} ({cols}) SELECT {cols} {rows} ORDER BY rowid ON CONFLICT ({', '.join(KEY)}) {update}",
-                f"INSERT OR IGNORE INTO main.{RECORD_DEVICES} SELECT DISTINCT {', '.join(DEVICE_COLUMNS)} {rows}",
-                f"INSERT OR IGNORE INTO main.{RECORD_SHAPES} SELECT DISTINCT {', '.join(SHAPE_COLUMNS)} {rows} AND status = 'ok'")
+        rows = f"FROM {self.staged} WHERE {seq} > ? AND {seq} <= ?"
+        return (f"INSERT INTO {main}{TABLE} ({cols}) SELECT {cols} {rows} ORDER BY {seq} ON CONFLICT ({', '.join(KEY)}) {update}",
+                f"INSERT INTO {main}{RECORD_DEVICES} SELECT DISTINCT {', '.join(DEVICE_COLUMNS)} {rows} ON CONFLICT DO NOTHING",
+                f"INSERT INTO {main}{RECORD_SHAPES} SELECT DISTINCT {', '.join(SHAPE_COLUMNS)} {rows} AND status = 'ok' "
+                "ON CONFLICT DO NOTHING")
 
     def _merge_batch(self, sql: tuple[str, ...], low: int, high: int) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -323,7 +350,7 @@ class Staging:
     def _check_space(self, new_rows: int) -> None:
         """Refuse before writing where the file system has clearly too little room for the new rows
         (about 800 bytes each with their indexes, and as much again in the write-ahead log)."""
-        if str(self.store.path) == MEMORY:
+        if str(self.store.path) == MEMORY or self.engine is not sqlite_engine:  # a server minds its own disk
             return
         need = new_rows * 1600 + (4 << 20)
         free = shutil.disk_usage(self.store.path.parent).free
@@ -331,7 +358,7 @@ class Staging:
             raise StoreError(f"the import needs about {need >> 20} MiB free beside {str(self.store.path)!r}, and "
                              f"{free >> 20} MiB are; free some space: nothing was imported")
 
-    def _merge_error(self, e: sqlite3.Error, done: int, total: int) -> StoreError:
+    def _merge_error(self, e: Exception, done: int, total: int) -> StoreError:
         error = self.store._write_error(e)
         if done:
             return StoreError(f"{error} ({done} of the {total} accepted records were written before it; importing "

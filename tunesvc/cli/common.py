@@ -94,7 +94,8 @@ def table(rows: list[dict], columns: list[str]) -> str:
 # plain paths: the library says in one line what is wrong with one (a folder, a device node), where
 # click's own check would print its usage text around it
 db_option = click.option("--db", type=click.Path(), default=None, envvar="TUNESVC_DB",
-                         help="Tuning database file (default: $TUNESVC_DB or ~/.cache/tunesvc/tunesvc.db).")
+                         help="Tuning database: a file, or a PostgreSQL server's database as postgresql://user@host/db "
+                              "(default: $TUNESVC_DB or ~/.cache/tunesvc/tunesvc.db).")
 device_option = click.option("--device", default=None, help="Device id (opencl:0:0), fingerprint or name substring; default: first GPU, else first CPU.")
 device_filter_option = click.option("--device", default=None, help="Only records of this device: a fingerprint key or a substring of its name.")
 dtype_option = click.option("--dtype", default="float32", show_default=True, help="Element type: float32 or float16.")
@@ -108,7 +109,7 @@ def fmt_time(t: float | None) -> str:
 
 
 def ceilings_in(db, device_key: str):
-    """Stored roofline ceilings of a device in the database file ``db`` (None: no file, no row)."""
+    """Stored roofline ceilings of a device in the database ``db`` names (None: no file, no row)."""
     from ..cache import Store
     from ..measure import roofline
     from ..settings import db_path
