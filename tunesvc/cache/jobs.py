@@ -216,8 +216,8 @@ class Queue:
         def add():
             self.conn.executemany(
                 f"INSERT INTO {DEMAND} ({', '.join(DEMAND_KEY)}, count, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                f"ON CONFLICT ({', '.join(DEMAND_KEY)}) DO UPDATE SET count = count + excluded.count, "
-                "last_seen = max(last_seen, excluded.last_seen), first_seen = min(first_seen, excluded.first_seen)",
+                f"ON CONFLICT ({', '.join(DEMAND_KEY)}) DO UPDATE SET count = {DEMAND}.count + excluded.count, "
+                f"last_seen = max({DEMAND}.last_seen, excluded.last_seen), first_seen = min({DEMAND}.first_seen, excluded.first_seen)",
                 [(*key, n, first, last) for key, (n, first, last) in counts.items()])
 
         self._write(add)
