@@ -100,7 +100,7 @@ class SearchOptions:
     """Which strategy searches, from which seed, and where its state lives (an Optuna storage URL;
     default: an SQLite file beside the database) under which study name (default: per problem)."""
 
-    strategy: str | None = None  # None: the default, or tpe with a shared storage
+    strategy: str | None = None  # None: the default
     seed: int | None = None
     storage: str | None = None
     study: str | None = None
@@ -112,8 +112,8 @@ class SearchOptions:
 
     @property
     def strategy_name(self) -> str:
-        """The strategy to run: a shared storage holds an Optuna study, so it defaults to tpe."""
-        return self.strategy or ("tpe" if self.storage else search.DEFAULT_STRATEGY)
+        """The strategy to run (every strategy searches through an Optuna study, shared or not)."""
+        return self.strategy or search.DEFAULT_STRATEGY
 
 
 @dataclass(frozen=True)

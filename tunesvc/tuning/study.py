@@ -1,4 +1,10 @@
-"""Where a search keeps its state: an Optuna storage, and one study per problem in it."""
+"""Where a search keeps its record: an Optuna storage, and one study per problem in it.
+
+Every tune is an Optuna study (:class:`tunesvc.search.live.StudySearch`): by default in an SQLite
+file beside the tuning database (``tune.db`` -> ``tune.optuna.db``, never the database itself), or
+in the RDB storage ``--storage`` names (PostgreSQL, for a search shared between machines).
+``optuna-dashboard`` and ``optuna.visualization`` open it as it is (``tunesvc dashboard``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import time
 from pathlib import Path
 
 from .. import search
-from ..errors import MissingDependencyError, UsageError
+from ..errors import MissingDependencyError, TunesvcError, UsageError
 from ..settings import is_server_url
 from ..types import Problem
 
@@ -38,18 +44,31 @@ def rdb_url(url: str) -> str:
 
 
 def study_name(problem: Problem) -> str:
-    """One study per problem: device, template, template version, dtype and shape."""
+    """One study per problem, named to be read in a dashboard: template, dtype, shape, device key
+    and template version. (Studies of tunesvc before 0.x were named ``tunesvc|...`` and held value
+    indices as parameters; they are left as they are.)"""
     device_key, template, template_hash, dtype, shape = problem.key
-    return f"tunesvc|{device_key}|{template}|{template_hash}|{dtype}|{shape}"
+    return f"{template} {dtype} {shape} on {device_key} [{template_hash}]"
 
 
-def make_strategy(name: str, space, seed, storage: str, study: str):
-    """The strategy, retried a few times: processes that create the same fresh Optuna storage at
-    once can trip over each other's schema creation; the second attempt finds it made."""
+def study_attrs(problem: Problem, device_name: str, strategy: str) -> dict:
+    """What a new study states about itself (user attrs; the objective is stated by the study layer)."""
+    device_key, template, template_hash, dtype, shape = problem.key
+    return {"template": template, "template_hash": template_hash, "dtype": dtype, "shape": shape,
+            "device_key": device_key, "device_name": device_name, "strategy": strategy}
+
+
+def make_strategy(name: str, space, seed, storage: str, study: str, attrs: dict | None = None):
+    """The strategy ``name`` searching through the study ``study`` of ``storage`` (a StudySearch),
+    retried a few times: processes that create the same fresh Optuna storage at once can trip
+    over each other's schema creation; the second attempt finds it made."""
+    strategy = search.make(name, space, seed)
     for attempt in range(5):
         try:
-            return search.make(name, space, seed, storage=storage, study_name=study)
-        except UsageError:
+            from ..search.live import StudySearch
+
+            return StudySearch(strategy, storage, study, attrs)
+        except TunesvcError:
             raise
         except ImportError as e:  # Optuna's word for a database driver that is not installed
             raise UsageError(f"--storage {redact(storage)!r} needs a database driver that is not installed "

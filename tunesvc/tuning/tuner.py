@@ -1,10 +1,11 @@
 """tune(): one tuning problem from start to stored result.
 
 Target (template + shape + dtype + device, checked once) -> space of valid configs ->
-strategy asks, a runner measures (:func:`tunesvc.measure.drive.drive`) -> every
-measurement stored. Configs measured before for the same problem are reused, not run
-again, and the strategy's own state (an Optuna study) persists beside the database, so
-an interrupted run resumes.
+strategy asks through the problem's Optuna study, a runner measures
+(:func:`tunesvc.measure.drive.drive`) -> every measurement stored, and put on its trial.
+Configs measured before for the same problem are reused, not run again; the study lives
+beside the database (or in a shared ``--storage``), so an interrupted run resumes and
+processes sharing a study never measure one config twice.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from typing import Callable
 from .. import search, templates
 from ..cache import Store
 from ..devices import open_device, select_device
-from ..errors import InvalidShapeError, UsageError
+from ..errors import InvalidShapeError
 from ..measure.drive import confirm_leaders, drive
 from ..search import transfer
 from ..settings import db_path
 from ..templates.base import Context, KernelTemplate
 from ..types import DeviceInfo, Measurement, Problem, Record, shape_str
 from .options import RunOptions, SearchOptions, StopRules, from_keywords
-from .study import default_storage, make_strategy, rdb_url, redact, study_name
+from .study import default_storage, make_strategy, rdb_url, redact, study_attrs, study_name
 
 log = logging.getLogger(__name__)
 
@@ -179,18 +180,24 @@ class _Run:
     replaced: int = 0  # workers lost and replaced
     builders: int = 0
     device_stored: bool = False  # the device's description, remembered for lookups by id
+    search: object = None  # the StudySearch: each stored measurement ends its trial
 
     def __post_init__(self):
         self.best = min((m for m in self.known.values() if m.ok), key=lambda m: m.time, default=None)
 
-    def record(self, m: Measurement) -> None:
-        self.store.put(Record.of(self.target.problem, m))
+    def record(self, m: Measurement) -> int | None:
+        """Store a measurement; the record's id."""
+        record = Record.of(self.target.problem, m)
+        self.store.put(record)
         if not self.device_stored:  # after the first measurement: a run that stores none leaves the file as it was
             self.store.put_device(self.target.device)
             self.device_stored = True
+        return record_id(self.store, record)
 
     def measured_one(self, m: Measurement) -> None:
-        self.record(m)
+        rid = self.record(m)
+        if self.search is not None:
+            self.search.record(m, rid)
         self.measured.append(m)
         log.debug("trial %d: %s %s %s", len(self.measured), " ".join(f"{k}={v}" for k, v in m.config.items()), m.status,
                   f"{m.time:.3e} s" if m.ok else m.reason[:120])
@@ -210,24 +217,31 @@ class _Run:
         return self.best.time if self.best is not None else None
 
 
+def record_id(store: Store, record: Record) -> int | None:
+    """The id of a stored record (the row of its key), for the study's trial."""
+    from ..cache.schema import KEY, TABLE, record_to_row
+
+    row = record_to_row(record)
+    found = store.read(f"SELECT id FROM {TABLE} WHERE " + " AND ".join(f"{c} = ?" for c in KEY),
+                       tuple(row[c] for c in KEY)).fetchone()
+    return int(found[0]) if found else None
+
+
+def known_ids(store: Store, problem: Problem) -> dict:
+    """Config -> record id of every stored record of a problem."""
+    from ..cache.schema import KEY, TABLE, row_to_record
+
+    cur = store.read(f"SELECT * FROM {TABLE} WHERE " + " AND ".join(f"{c} = ?" for c in KEY[:-1]), problem.key)
+    names = [d[0] for d in cur.description]
+    return {row_to_record(dict(zip(names, r))).config: r[names.index("id")] for r in cur}
+
+
 def _open_search(target: Target, space, options: SearchOptions, db) -> tuple:
-    """(strategy, storage URL, study name) of this problem's search."""
-    shared = options.storage is not None
+    """(search, storage URL, study name): the strategy searching through this problem's study."""
     storage = rdb_url(options.storage) if options.storage is not None else default_storage(db_path(db))
     study = options.study or study_name(target.problem)
-    strat = make_strategy(options.strategy_name, space, options.seed, storage, study)
-    if shared and not strat.keeps_state:
-        raise UsageError(f"--storage shares the search state of Optuna strategies; --strategy {options.strategy_name} "
-                         "keeps none: use --strategy tpe")
-    return strat, storage, study
-
-
-def _first_configs(space, strat) -> list:
-    """The template's default, measured first unless the database or a shared study has it."""
-    if space.default is None or not strat.unseen[space.index[space.default]]:
-        return []
-    strat.unseen[space.index[space.default]] = False  # so the strategy does not propose it again
-    return [space.default]
+    attrs = study_attrs(target.problem, target.device.name, options.strategy_name)
+    return make_strategy(options.strategy_name, space, options.seed, storage, study, attrs), storage, study
 
 
 def _measure(target: Target, space, strat, state: _Run, run: RunOptions, seed) -> tuple[str, list]:
@@ -241,11 +255,12 @@ def _measure(target: Target, space, strat, state: _Run, run: RunOptions, seed) -
 
         builders = Builders(job, n_builders, run.timeout)
     try:
-        stop = drive(strat, runner, state.should_stop, state.measured_one, _first_configs(space, strat),
-                     lookahead=n_builders, prefetch=builders.prefetch if builders else None, best=state.best_time)
+        strat.measure_first(space.default)  # unless the database or a shared study has it
+        stop = drive(strat, runner, state.should_stop, state.measured_one, lookahead=n_builders,
+                     prefetch=builders.prefetch if builders else None, best=state.best_time)
         confirmed = confirm_leaders(runner, [*state.known.values(), *state.measured], run.method) if run.method.confirm else []
         for m in confirmed:
-            state.record(m)
+            strat.reflect(m, state.record(m))  # the study's best stays the database's
     finally:
         if builders:
             builders.close()
@@ -264,15 +279,15 @@ def tune_problem(target: Target, *, db=None, stop: StopRules = StopRules(), sear
     try:
         p = target.problem
         known = store.measurements(p)
-        for config, m in known.items():
-            strat.tell(config, m)
+        strat.known(known, known_ids(store, p) if known else None)  # told to the strategy, and put in the study where it lacks them
         # Transfer: first try the best configs stored for neighbouring shapes and related devices.
         strat.prefer(transfer.seeds_from_store(store, p, space))
-        state = _Run(target, store, stop, known, on_trial=on_trial)
+        state = _Run(target, store, stop, known, on_trial=on_trial, search=strat)
         log.info("tuning %s on %s (%s): %d valid configs, %d measured before; %s; strategy %s", p, target.device.id,
                  target.device.name, len(space), len(known), stop.describe(), search_options.strategy_name)
         reason, confirmed = _measure(target, space, strat, state, run, search_options.seed)
     finally:
+        strat.close()
         store.close()
     log.info("stopped: %s; %d new trials, best %s", reason, len(state.measured),
              f"{state.best.time:.3e} s" if state.best else "none")

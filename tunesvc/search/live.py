@@ -1,0 +1,190 @@
+"""A live search: a strategy that proposes through an Optuna study, one trial per measured config.
+
+:class:`StudySearch` has a strategy's ``ask``/``tell`` (so :func:`tunesvc.measure.drive.drive`
+runs it as it runs a bare strategy in replay), and keeps the study: ``ask`` claims a config and
+opens a trial for it (RUNNING, with the real parameter values and the config as ``tunesvc_config``),
+``record`` finishes the trial once the measurement is stored (its value in seconds, or failed with
+the status and reason, and the record's id), ``reflect`` puts a re-measured leader's new time on its
+trial, and ``close`` ends the trials the run asked for but did not measure (PRUNED, claim released).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+
+from ..types import Config, Measurement
+from .base import Strategy
+from .claims import MemoryClaims, RDBClaims, alive, reflect_trial
+from .sampler import (CONFIG, MEASURED, OBJECTIVE, RECORD, STATE, StrategySampler, config_key, distributions, optuna,
+                      trial_attrs, value_of)
+
+HOST = "tunesvc_host"
+PID = "tunesvc_pid"
+
+
+def open_study(storage: str | None, name: str | None, sampler, attrs: dict | None = None):
+    """(study, RDBStorage or None): a minimizing study in ``storage`` (an RDB URL; None: in memory)."""
+    rdb = optuna.storages.RDBStorage(storage) if storage else None
+    study = optuna.create_study(direction="minimize", sampler=sampler, storage=rdb, study_name=name, load_if_exists=True)
+    if study.user_attrs.get("objective") != OBJECTIVE:
+        study.set_user_attr("objective", OBJECTIVE)
+        for k, v in (attrs or {}).items():
+            study.set_user_attr(k, v)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["seconds"])
+    return study, rdb
+
+
+class StudySearch:
+    """``strategy`` searching through the study ``name`` of ``storage`` (an Optuna RDB URL, or None
+    for a study in memory); ``attrs`` are stated on a new study (problem, device, ...)."""
+
+    def __init__(self, strategy: Strategy, storage: str | None = None, name: str | None = None, attrs: dict | None = None):
+        self.strategy = strategy
+        self.space = strategy.space
+        self.dists = distributions(self.space)
+        self.sampler = StrategySampler(strategy, claim=self._claim)
+        self.study, self.rdb = open_study(storage, name, self.sampler, attrs)
+        self.claims = RDBClaims(self.rdb, self.rdb.get_study_id_from_name(self.study.study_name)) if self.rdb else MemoryClaims()
+        self.claims.release_dead(self._measured_keys())
+        self._end_dead_trials()
+        self.open: dict[Config, object] = {}  # config -> its RUNNING trial
+        self.told: dict[Config, Measurement] = {}  # measured, not recorded in the study yet
+        self.first: list[Config] = []
+        self.sampler.sync(self.study)
+
+    # ---- what the tuner and the drive loop use ----------------------------------------------------
+    @property
+    def unseen(self):
+        return self.strategy.unseen
+
+    def prefer(self, configs) -> None:
+        self.strategy.prefer(configs)
+
+    def measure_first(self, config: Config | None) -> None:
+        """Measure ``config`` (the template's default) before the strategy's proposals, unless known."""
+        i = self.space.index.get(config) if config is not None else None
+        if i is not None and self.strategy.unseen[i]:
+            self.strategy.unseen[i] = False  # so the strategy does not propose it again
+            self.first.append(config)
+
+    def ask(self) -> Config | None:
+        """The next config, claimed, with a RUNNING trial; None when none is left unclaimed."""
+        while self.first:
+            config = self.first.pop(0)
+            if self._claim(self.study, None, config):
+                return self._open_trial(config)
+        config = self.sampler.propose(self.study)
+        if config is None:
+            return None
+        self.sampler.pending = config
+        return self._open_trial(config)
+
+    def tell(self, config: Config, m: Measurement) -> None:
+        """The strategy learns at once; the trial ends when :meth:`record` gives the record's id."""
+        self.strategy.tell(config, m)
+        self.told[config] = m
+
+    def record(self, m: Measurement, record_id: int | None = None) -> None:
+        """End the trial of a measured (and stored) config: its value in seconds, or failed."""
+        self.told.pop(m.config, None)
+        trial = self.open.pop(m.config, None)
+        attrs = trial_attrs(m) | ({RECORD: record_id} if record_id is not None else {})
+        value = value_of(m)
+        if trial is None:  # measured without being asked (a caller's own config)
+            self._add(m, attrs)
+        else:
+            for k, v in attrs.items():
+                trial.set_user_attr(k, v)
+            self.sampler.mark_seen(trial.number)
+            self.study.tell(trial, value, state=STATE.COMPLETE if value is not None else STATE.FAIL)
+
+    def known(self, measurements: dict, record_ids: dict | None = None) -> int:
+        """Tell the strategy what the database knows, and add to the study each measurement it does
+        not hold yet (claimed, so no process measures it again); how many were added."""
+        record_ids = record_ids or {}
+        self.sampler.sync(self.study)
+        in_study = self._measured_keys()
+        added = 0
+        for config, m in measurements.items():
+            key = config_key(config)
+            if key in in_study:
+                continue  # the strategy was told the study's outcome by sync()
+            self.strategy.tell(config, m)
+            if config in self.space and self.claims.claim(key):
+                attrs = trial_attrs(m) | {"source": "database"}
+                if record_ids.get(config) is not None:
+                    attrs[RECORD] = record_ids[config]
+                self._add(m, attrs)
+                added += 1
+        return added
+
+    def reflect(self, m: Measurement, record_id: int | None = None) -> bool:
+        """Put a re-measured config's new outcome on its trial (the study's best stays the
+        database's); False where the study cannot be changed (in memory) or holds no trial for it."""
+        trial = self._trial_of(m.config)
+        if trial is None or self.rdb is None:
+            return False
+        trial_id = self.rdb.get_trial_id_from_study_id_trial_number(self.claims.study_id, trial.number)
+        attrs = trial_attrs(m) | ({RECORD: record_id} if record_id is not None else {})
+        first = trial.user_attrs.get("first_time_s", trial.value)
+        reflect_trial(self.rdb, trial_id, value_of(m), attrs, first_value=first)
+        return True
+
+    def close(self) -> None:
+        """End the trials asked for and not measured (the run stopped first): PRUNED, claims released."""
+        for config, m in list(self.told.items()):  # measured but never recorded (a store that failed)
+            if config in self.open:
+                self.record(m)
+        for config, trial in list(self.open.items()):
+            trial.set_user_attr("tunesvc_unmeasured", "the run stopped before measuring it")
+            self.sampler.mark_seen(trial.number)
+            self.study.tell(trial, state=STATE.PRUNED)
+            self.claims.release(config_key(config))
+        self.open.clear()
+        if self.rdb is not None:
+            self.rdb.engine.dispose()  # psycopg 3 warns of connections left open at exit
+
+    # ---- inside -----------------------------------------------------------------------------------
+    def _claim(self, study, trial, config: Config) -> bool:
+        return self.claims.claim(config_key(config))
+
+    def _open_trial(self, config: Config) -> Config:
+        self.sampler.pending = config
+        trial = self.study.ask(self.dists)
+        self.sampler.pending = None
+        for k, v in ((CONFIG, config_key(config)), (HOST, socket.gethostname()), (PID, os.getpid())):
+            trial.set_user_attr(k, v)
+        self.open[config] = trial
+        return config
+
+    def _add(self, m: Measurement, attrs: dict) -> None:
+        value = value_of(m)
+        self.study.add_trial(optuna.trial.create_trial(
+            params=dict(m.config), distributions=self.dists, value=value, user_attrs=attrs,
+            state=STATE.COMPLETE if value is not None else STATE.FAIL))
+        trial = self._trial_of(m.config)
+        if trial is not None:
+            self.sampler.mark_seen(trial.number)
+
+    def _measured_keys(self) -> set[str]:
+        return {t.user_attrs[CONFIG] for t in self.study.get_trials(deepcopy=False)
+                if t.user_attrs.get(MEASURED) and CONFIG in t.user_attrs}
+
+    def _trial_of(self, config: Config):
+        """The trial that holds a config's measurement, or None."""
+        key = config_key(config)
+        return next((t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get(CONFIG) == key
+                     and t.user_attrs.get(MEASURED)), None)
+
+    def _end_dead_trials(self) -> None:
+        """Trials left RUNNING by a process of this host that is gone (killed): PRUNED, so the
+        dashboard does not show them running forever; their claims were released."""
+        here = socket.gethostname()
+        for t in self.study.get_trials(deepcopy=False, states=(STATE.RUNNING,)):
+            a = t.user_attrs
+            if a.get(HOST) == here and PID in a and not alive(a[PID]):
+                self.study.tell(t.number, state=STATE.PRUNED)
