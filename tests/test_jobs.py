@@ -1,5 +1,6 @@
 """Tuning jobs: submitted, claimed atomically by workers whose device serves them, leased,
-reclaimed after a kill -9, handed back on SIGTERM. Real worker processes, a real database."""
+reclaimed after a kill -9, handed back on SIGTERM. Real worker processes, a real database: an
+SQLite file, and a real PostgreSQL server's database (the session's, tests/pg_helpers.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tunesvc.cache import Store
 from tunesvc.cache.jobs import Queue
 
@@ -19,6 +22,12 @@ TUNESVC = str(Path(sys.executable).with_name("tunesvc"))
 
 def cli(*args, timeout=300):
     return subprocess.run([TUNESVC, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def queue_db(request, tmp_path):
+    """A fresh tuning database of each engine: a file path, or a PostgreSQL URL."""
+    return str(tmp_path / "t.db") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
 
 
 def jobs(db):
@@ -49,8 +58,8 @@ def wait_running(db, job_id, timeout=300):
     raise AssertionError(f"job {job_id} never ran")
 
 
-def test_submit_is_checked_and_not_queued_twice(tmp_path):
-    db = tmp_path / "t.db"
+def test_submit_is_checked_and_not_queued_twice(queue_db):
+    db = queue_db
     first = cli("submit", "reduce_sum", "--shape", "4x256", "--trials", "2", "--db", db, "--json")
     assert first.returncode == 0, first.stderr
     again = cli("submit", "reduce_sum", "--shape", "4x256", "--trials", "2", "--db", db, "--json")
@@ -62,8 +71,8 @@ def test_submit_is_checked_and_not_queued_twice(tmp_path):
     assert [j["state"] for j in jobs(db)] == ["pending"]
 
 
-def test_a_worker_runs_what_its_device_serves_and_leaves_the_rest(tmp_path, cl_info):
-    db = tmp_path / "t.db"
+def test_a_worker_runs_what_its_device_serves_and_leaves_the_rest(queue_db, cl_info):
+    db = queue_db
     for shape in ("4x256", "8x512"):
         assert cli("submit", "reduce_sum", "--shape", shape, "--trials", "2", "--db", db).returncode == 0
     assert cli("submit", "reduce_sum", "--shape", "4x1024", "--device-family", "a100", "--db", db).returncode == 0
@@ -77,8 +86,8 @@ def test_a_worker_runs_what_its_device_serves_and_leaves_the_rest(tmp_path, cl_i
     assert tuned == {(4, 256), (8, 512)}
 
 
-def test_a_killed_workers_job_is_taken_again_after_its_lease(tmp_path, cl_info):
-    db, lease = tmp_path / "t.db", 3.0
+def test_a_killed_workers_job_is_taken_again_after_its_lease(queue_db, cl_info):
+    db, lease = queue_db, 3.0
     out = cli("submit", "matmul", "--shape", "32x32x32", "--trials", "60", "--db", db, "--json")
     job_id = json.loads(out.stdout)["job"]
     first = start_worker(db, cl_info.id, "--lease", lease)
@@ -95,8 +104,8 @@ def test_a_killed_workers_job_is_taken_again_after_its_lease(tmp_path, cl_info):
     assert job["started_at"] and time.time() - killed_at >= lease * 0.5  # it waited for the lease
 
 
-def test_sigterm_finishes_the_trial_hands_the_job_back_and_exits_0(tmp_path, cl_info):
-    db = tmp_path / "t.db"
+def test_sigterm_finishes_the_trial_hands_the_job_back_and_exits_0(queue_db, cl_info):
+    db = queue_db
     out = cli("submit", "matmul", "--shape", "32x32x32", "--trials", "400", "--db", db, "--json")
     job_id = json.loads(out.stdout)["job"]
     w = start_worker(db, cl_info.id)
@@ -115,4 +124,4 @@ def test_sigterm_finishes_the_trial_hands_the_job_back_and_exits_0(tmp_path, cl_
     kept = store.count()
     store.close()
     assert kept >= 1  # every trial measured before the stop is stored
-    assert os.path.exists(db)
+    assert "://" in db or os.path.exists(db)
