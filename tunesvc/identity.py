@@ -73,6 +73,27 @@ def guess_vendor(device_name: str) -> str:
     return next((vendor for needle, vendor in _NAME_VENDORS if needle in low), UNKNOWN)
 
 
+# Kernel Tuner names a device as its backend does: an OpenCL CPU as 'pthread-skylake-avx512-AMD EPYC'
+# (PoCL 3.1), 'pthread-AMD EPYC' (3.0) or 'AMD EPYC 7B13 64-Core Processor' (Intel's runtime)
+_CPU_WORDS = re.compile(r"^(?:pthread|cpu|basic)-|\b(?:cpu|epyc|xeon|ryzen|threadripper|opteron|athlon|"
+                        r"core\(tm\)|core i\d|pentium|celeron|neoverse|graviton|ampere altra|processor)\b", re.IGNORECASE)
+_CHIP_VENDOR = re.compile(r"\b(?:AMD|Intel|ARM|Apple|Ampere|Qualcomm)\b")
+
+
+def guess_device_type(device_name: str) -> str:
+    """'cpu' where a recorded device's name is a CPU's (a chip's name, or PoCL's decoration of it),
+    else 'gpu': recorded files name only their device."""
+    return "cpu" if _CPU_WORDS.search(device_name) else "gpu"
+
+
+def recorded_cpu_name(device_name: str) -> str:
+    """The chip's name in a recorded CPU device's name: PoCL's 'pthread-<llvm cpu>-' prefix dropped,
+    so that it names the chip as this machine's fingerprint does ('AMD EPYC')."""
+    name = cpu_hardware_name(device_name)
+    vendor = _CHIP_VENDOR.search(name)
+    return name[vendor.start():] if vendor and "-" in name[:vendor.start()] else name
+
+
 # ---- names and relations -----------------------------------------------------------------
 _MARKS = re.compile(r"\((?:r|tm|c)\)|[®™]|\b\d+[- ]core\b")
 _SEPARATORS = re.compile(r"[-_/,@]+")

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import ImportFileError
 from ..search.space import Dimension
-from ..types import Config
+from ..types import STATUSES, Config
 from .stream import JSONStreamError, NotAnObject, members
 
 #: Kernel Tuner's failure strings -> tunesvc failure statuses
@@ -40,6 +40,8 @@ KT_FAILURES = {
 T4_STATUS = {"correct": "ok", "compile": "build", "runtime": "runtime", "constraints": "constraint", "correctness": "wrong_result"}
 
 MS = 1e-3  # both formats record milliseconds
+#: failure statuses a file written by tunesvc may name beside Kernel Tuner's string
+FAILURES = tuple(s for s in STATUSES if s != "ok")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class RecordedConfig:
     compile_seconds: float
     benchmark_seconds: float
     reason: str = ""
+    #: (min, max, iqr in seconds, runs) where the file gives them instead of samples (tunesvc's Kernel Tuner export)
+    summary: tuple[float, float, float, int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -305,9 +309,24 @@ def _kt_entry(entry: Any, header: RecordedHeader) -> RecordedConfig:
     bench_s = _seconds(entry.get("benchmark_time") or 0.0, "benchmark_time", MS)
     if isinstance(t, str):
         status = KT_FAILURES.get(t, "runtime")
-        return RecordedConfig(config, status, None, (), compile_s, bench_s, reason=t[:4096])
+        if entry.get("tunesvc_status") in FAILURES:  # written by tunesvc: its own status, which Kernel Tuner has not
+            status = entry["tunesvc_status"]
+        reason = entry.get("tunesvc_reason")
+        return RecordedConfig(config, status, None, (), compile_s, bench_s, reason=(reason if isinstance(reason, str) else t)[:4096])
     time_s = _positive(_seconds(t, "time", header.scale))
-    return RecordedConfig(config, "ok", time_s, _samples(entry.get("times"), header.scale), compile_s, bench_s)
+    return RecordedConfig(config, "ok", time_s, _samples(entry.get("times"), header.scale), compile_s, bench_s,
+                          summary=_summary(entry, header.scale))
+
+
+def _summary(entry: dict, scale: float) -> tuple[float, float, float, int] | None:
+    """tunesvc's statistics of an entry it wrote (no samples: it keeps none), None in Kernel Tuner's own files."""
+    if "time_iqr" not in entry:
+        return None
+    runs = entry.get("runs")
+    if type(runs) is not int or not 1 <= runs <= 10**9:
+        raise Damaged("has a 'time_iqr' but no whole number of 'runs'")
+    return (_seconds(entry.get("time_min"), "time_min", scale), _seconds(entry.get("time_max"), "time_max", scale),
+            _seconds(entry["time_iqr"], "time_iqr", scale), runs)
 
 
 def _positive(seconds: float) -> float:

@@ -13,15 +13,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from .files import RecordedConfig, RecordedSpace, load
-from ..identity import guess_vendor
+from ..identity import guess_device_type, guess_vendor, recorded_cpu_name
 from ..search.space import SearchSpace
 from ..types import Config, DeviceInfo, Fingerprint, Measurement, Record, Timing
 
 
 def recorded_fingerprint(rec: RecordedSpace) -> Fingerprint:
-    """The device of a recorded file: the file names only the device, so the vendor is guessed from the
-    name (the same guess when the file is imported, so both give one device key)."""
-    return Fingerprint("replay", guess_vendor(rec.device_name), "gpu", "", rec.device_name, rec.format)
+    """The device of a recorded file: the file names only the device, so its type and vendor are guessed
+    from the name (the same guess when the file is imported, so both give one device key); a CPU is named
+    as its chip, without PoCL's decoration, as this machine's fingerprint names it."""
+    kind = guess_device_type(rec.device_name)
+    name = recorded_cpu_name(rec.device_name) if kind == "cpu" else rec.device_name
+    return Fingerprint("replay", guess_vendor(name), kind, "", name, rec.format)
 
 
 class RecordedRunner:

@@ -106,8 +106,9 @@ class _Text:
 def members(stream: IO[bytes], streamed=frozenset(), max_piece: int = MAX_PIECE) -> Iterator[tuple]:
     """Yield ``(key, None, value)`` for each member of the JSON object in ``stream``, in order; a member
     named in ``streamed`` whose value is an object or an array comes as ``(key, name or index, value)``
-    per element instead. An object streamed this way may end after a comma at the end of the stream
-    (Kernel Tuner leaves the cache file of an interrupted run so). Raises JSONStreamError."""
+    per element instead. An object streamed this way may end where Kernel Tuner's reader closes it
+    itself: after its '{' (the header of a run stopped before its first entry), after a whole entry
+    or after the comma that follows one (an interrupted run). Raises JSONStreamError."""
     text = _Text(stream, max_piece)
     first = text.peek()
     if first != "{":
@@ -157,15 +158,18 @@ def _elements(text: _Text, key: str):
     """Yield the elements of the streamed member ``key``; True if the stream ended after a comma in it."""
     is_object = text.expect("{[", "'{' or '['") == "{"
     close = "}" if is_object else "]"
-    if text.peek() == close:  # empty: said as a plain member, so the reader knows it was there
-        text.pos += 1
+    after = text.peek()
+    if after == close or is_object and not after:  # empty: said as a plain member, so the reader knows it was there
+        text.pos += bool(after)
         yield key, None, {} if is_object else []
-        return False
+        return not after  # Kernel Tuner's header alone: the stream ended before the first entry
     index = 0
     while True:
         name = _name(text) if is_object else index
         yield key, name, text.value()
         index += 1
+        if is_object and not text.peek():
+            return True  # ended after a whole entry, as Kernel Tuner reads it (it closes the object itself)
         if _separator(text, "," + close, f"',' or '{close}'") == close:
             return False
         if is_object and not text.peek():
