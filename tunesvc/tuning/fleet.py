@@ -4,7 +4,9 @@ A worker claims one job at a time (:meth:`~tunesvc.cache.jobs.Queue.claim`), tun
 :func:`~tunesvc.tuning.tuner.tune` into the same database, and marks it done or failed. While
 it works, a thread renews its lease every third of the lease with the progress so far; a
 worker killed outright loses its job only until the lease runs out, and the next claim takes
-it. SIGTERM (or SIGINT) lets the trial in flight finish, hands the job back, and exits.
+it. SIGTERM (or SIGINT) lets the trial in flight finish, hands the job back, and exits. The queue
+is the tuning database's, on a file or on a PostgreSQL server (``--db postgresql://...``): machines
+that share a server share its queue.
 """
 
 from __future__ import annotations
