@@ -13,6 +13,7 @@ import click
 
 from .._version import __version__
 from .common import CliUsageError, one_line, set_verbosity
+from .dashboard import dashboard
 from .devices import devices
 from .exchange import export_cmd, import_cmd
 from .jobs import demand, jobs, submit, worker
@@ -61,5 +62,6 @@ def main(verbose, quiet):
     set_verbosity(-1 if quiet else verbose)
 
 
-for _command in (devices, tune, tune_all_cmd, lookup, show, export_cmd, import_cmd, replay, serve, plot, submit, worker, jobs, demand):
+for _command in (devices, tune, tune_all_cmd, lookup, show, export_cmd, import_cmd, replay, serve, plot, submit, worker, jobs, demand,
+                 dashboard):
     main.add_command(_command)

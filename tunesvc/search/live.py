@@ -187,4 +187,5 @@ class StudySearch:
         for t in self.study.get_trials(deepcopy=False, states=(STATE.RUNNING,)):
             a = t.user_attrs
             if a.get(HOST) == here and PID in a and not alive(a[PID]):
+                self.sampler.mark_seen(t.number)
                 self.study.tell(t.number, state=STATE.PRUNED)

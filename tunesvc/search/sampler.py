@@ -96,6 +96,7 @@ class StrategySampler(optuna.samplers.BaseSampler):
         self.dists = distributions(self.space)
         self.claim = claim or (lambda study, trial, config: True)
         self.pending: Config | None = None  # proposed by propose(), handed out by the next sample_relative
+        self.exhausted = False
         self._seen: set[int] = set()  # trial numbers whose outcome (or claim) the strategy has been told
         self.own: set[int] = set()  # trials this sampler proposed
 
@@ -109,20 +110,26 @@ class StrategySampler(optuna.samplers.BaseSampler):
         config, self.pending = self.pending, None
         if config is None:
             config = self.propose(study, trial)
-            if config is None:  # study.optimize past the end of the space: stop it after this trial
-                study.stop()
+            if config is None:  # study.optimize past the end of the space: this trial is pruned, the loop stopped
+                self.exhausted = True
+                try:
+                    study.stop()
+                except RuntimeError:  # not inside study.optimize
+                    pass
                 return {}
         self.own.add(trial.number)
         return dict(config)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        # Only reached for a parameter outside the space, or past the end of the space.
+        # Only reached past the end of the space, or for a parameter outside it.
+        if self.exhausted:
+            raise optuna.TrialPruned("every valid config has been proposed")
         return optuna.samplers.RandomSampler().sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(self, study, trial, state, values) -> None:
         """Tell the strategy an outcome ``study.optimize`` produced (``study.tell`` callers that
         tell the strategy themselves mark the trial seen first)."""
-        if trial.number in self._seen:
+        if trial.number in self._seen or state not in FINISHED:  # a pruned trial measured nothing
             return
         self._seen.add(trial.number)
         config = self._config_of(trial)

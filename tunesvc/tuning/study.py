@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .. import search
-from ..errors import MissingDependencyError, TunesvcError, UsageError
+from ..errors import MissingDependencyError, TunesvcError, UsageError, require
 from ..settings import is_server_url
 from ..types import Problem
 
@@ -88,3 +88,31 @@ def _first_line(e: Exception) -> str:
 def redact(url: str) -> str:
     """A storage URL fit to print: without a password."""
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def storage_for(db=None, storage: str | None = None) -> str:
+    """The Optuna storage of a tuning database's studies: ``storage`` (checked), else the file beside ``db``."""
+    from ..settings import db_path
+
+    return rdb_url(storage) if storage is not None else default_storage(db_path(db))
+
+
+def find_study(problem: Problem, db=None, storage: str | None = None, study: str | None = None) -> tuple[str, str, int]:
+    """(storage URL, study name, study id) of a problem's study; UsageError where there is none
+    (nothing tuned yet), so a dashboard is not opened on nothing and no empty storage is made."""
+    url = storage_for(db, storage)
+    name = study or study_name(problem)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):].split("?", 1)[0]).exists():
+        raise UsageError(f"no studies yet at {redact(url)!r}: tune {problem.template} first (or pass --db or --storage)")
+    optuna = require("optuna")
+    try:
+        rdb = optuna.storages.RDBStorage(url, skip_table_creation=True)
+    except Exception as e:  # a file that is not an Optuna storage, a server that is not there
+        raise UsageError(f"cannot open {redact(url)!r} as an Optuna storage: {_first_line(e)}") from None
+    try:
+        study_id = rdb.get_study_id_from_name(name)
+    except KeyError:
+        raise UsageError(f"no study {name!r} at {redact(url)!r}: tune it first, or check --shape, --dtype and --device") from None
+    finally:
+        rdb.engine.dispose()
+    return url, name, study_id

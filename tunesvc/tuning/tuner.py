@@ -21,11 +21,10 @@ from ..devices import open_device, select_device
 from ..errors import InvalidShapeError
 from ..measure.drive import confirm_leaders, drive
 from ..search import transfer
-from ..settings import db_path
 from ..templates.base import Context, KernelTemplate
 from ..types import DeviceInfo, Measurement, Problem, Record, shape_str
 from .options import RunOptions, SearchOptions, StopRules, from_keywords
-from .study import default_storage, make_strategy, rdb_url, redact, study_attrs, study_name
+from .study import make_strategy, redact, storage_for, study_attrs, study_name
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +237,7 @@ def known_ids(store: Store, problem: Problem) -> dict:
 
 def _open_search(target: Target, space, options: SearchOptions, db) -> tuple:
     """(search, storage URL, study name): the strategy searching through this problem's study."""
-    storage = rdb_url(options.storage) if options.storage is not None else default_storage(db_path(db))
+    storage = storage_for(db, options.storage)
     study = options.study or study_name(target.problem)
     attrs = study_attrs(target.problem, target.device.name, options.strategy_name)
     return make_strategy(options.strategy_name, space, options.seed, storage, study, attrs), storage, study
