@@ -54,7 +54,7 @@ def test_tune_then_lookup_then_show(run, db_path, cl_info):
     r = run("show", "--template", "matmul")
     assert r.exit_code == 0 and r.output.count("48x40x24") == 3
 
-    rows = json.loads(run("show", "--json").output)
+    rows = json.loads(run("show", "--json").output)["records"]
     assert len(rows) == 3 and all(row["status"] == "ok" for row in rows)
 
 

@@ -267,8 +267,8 @@ def test_show_marks_stale_records(tmp_path):
     db = _db(tmp_path / "t.db", current + old)
     res = CliRunner().invoke(main, ["show", "--db", str(db), "--json"])
     assert res.exit_code == 0, res.output
-    assert sorted((r["shape"], r["status"], r["stale"]) for r in json.loads(res.output)) == [
-        ("32x32x32", "ok (stale)", True), ("64x64x64", "ok", False)]
+    assert sorted((r["shape"], r["status"], r["stale"]) for r in json.loads(res.output)["records"]) == [
+        ("32x32x32", "ok", True), ("64x64x64", "ok", False)]
 
 
 # ---- the fast paths agree with the plain ones ------------------------------------------------

@@ -147,14 +147,15 @@ def test_transfer_from_another_recording_finds_its_optimum_first():
 def test_cli_json_fields():
     res = CliRunner().invoke(main, ["replay", str(KT), str(T4), "--strategy", "random", "--budget", "20", "--repeats", "2", "--json"])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
-    assert [o["file"] for o in out] == [KT.name, T4.name]
-    for o in out:
-        assert set(o) == FIELDS and o["strategy"] == "random"
-        assert len(o["runs"]) == 2 and all(len(r) == 20 for r in o["runs"])
+    doc = json.loads(res.output)
+    out = doc["reports"]
+    assert doc["schema_version"] == 1 and [o["file"] for o in out] == [KT.name, T4.name]
+    for o in out:  # the times in seconds, said in their names
+        assert set(o) == FIELDS - {"runs", "optimum"} | {"run_times_s", "optimum_s"} and o["strategy"] == "random"
+        assert len(o["run_times_s"]) == 2 and all(len(r) == 20 for r in o["run_times_s"])
         # anyone can recompute the figures from the runs
-        best = [min(r) for r in o["runs"]]
-        assert o["best_over_optimum"] == pytest.approx(np.mean(best) / o["optimum"])
+        best = [min(r) for r in o["run_times_s"]]
+        assert o["best_over_optimum"] == pytest.approx(np.mean(best) / o["optimum_s"])
 
 
 def test_cli_table_and_transfer():

@@ -450,7 +450,7 @@ def test_stored_strings_reach_the_terminal_escaped(tmp_path, no_shipped):
     assert code == 0 and not errors
     assert not any(c in out for c in "\x1b\x07\x9b\u202e\r") and "\\x1b]0;owned\\x07" in out and "\\u202e" in out
     code, out, _ = _cli("show", "--db", db, "--json")
-    assert json.loads(out)[0]["reason"].startswith("error \x1b]0;owned")  # JSON keeps the value, escaped
+    assert json.loads(out)["records"][0]["reason"].startswith("error \x1b]0;owned")  # JSON keeps the value, escaped
     code, out, _ = _cli("lookup", "matmul", "--shape", "64x64x64", "--device", CPU.key, "--db", db, "--explain")
     assert code == 0 and "\x1b" not in out
 

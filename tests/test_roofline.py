@@ -189,5 +189,5 @@ def test_tune_summary_and_show_print_the_fraction(db_path, cl_device, small_prob
     assert r.exit_code == 0, r.output
     assert "roofline" in r.output.splitlines()[0]
     assert f"% {roofline.label('read_bandwidth')}" in r.output  # the ceiling the fraction is of
-    rows = json.loads(runner.invoke(main, ["show", "--db", str(db_path), "--json"]).output)
+    rows = json.loads(runner.invoke(main, ["show", "--db", str(db_path), "--json"]).output)["records"]
     assert all(0 < row["roofline_fraction"] for row in rows if row["status"] == "ok")

@@ -93,7 +93,7 @@ def test_a_user_template_answers_to_its_name_in_later_processes(tmp_path, cl_inf
     store = Store(db)
     store.put_ceilings(cl_info.fingerprint.key, 10.0, 100.0, "2026-01-01T00:00:00+00:00", {})
     store.close()
-    rows = json.loads(_cli("show", "--template", "saxpy", "--db", db, "--json", env=env).stdout)
+    rows = json.loads(_cli("show", "--template", "saxpy", "--db", db, "--json", env=env).stdout)["records"]
     assert rows and all(row["roofline_fraction"] is not None for row in rows if row["status"] == "ok")
     assert _cli("export", tmp_path / "out.jsonl", "--template", "saxpy", "--db", db, env=env).returncode == 0
     moved = tmp_path / "elsewhere"

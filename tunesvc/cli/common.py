@@ -154,3 +154,9 @@ def quiet() -> bool:
 
 #: the version of every --json output's layout (a field is only added within a version)
 JSON_SCHEMA_VERSION = 1
+
+
+def emit_document(**fields) -> None:
+    """A --json output as every command writes one: an object that starts with ``schema_version``
+    (lists go under a name, never bare), numbers as numbers, units in the key names."""
+    emit_json({"schema_version": JSON_SCHEMA_VERSION, **fields})

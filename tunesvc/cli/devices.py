@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import ceilings_in, clean, db_option, emit_json, json_option, library_errors
+from .common import ceilings_in, clean, db_option, emit_document, json_option, library_errors
 
 
 
@@ -25,10 +25,10 @@ def devices(probe, recheck, db, as_json):
     default = default_device(list(found.devices)).id if found.devices else None
     ceilings = _device_ceilings(found.devices, probe, db)
     if as_json:
-        emit_json({"devices": [dict(d.to_dict(), default=d.id == default, usable=True, ceilings=_ceilings_dict(ceilings[d.id]))
+        emit_document(devices=[dict(d.to_dict(), default=d.id == default, usable=True, ceilings=_ceilings_dict(ceilings[d.id]))
                                for d in found.devices],
-                   "unusable": [dict(d.to_dict(), usable=False, reason=why) for d, why in found.unusable],
-                   "unavailable": found.unavailable})
+                      unusable=[dict(d.to_dict(), usable=False, reason=why) for d, why in found.unusable],
+                      unavailable=found.unavailable)
         return
     for d in found.devices:
         mark = "  (default)" if d.id == default else ""

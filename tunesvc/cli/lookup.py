@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import clean, db_option, device_option, dtype_option, emit_json, fmt_time, json_option, library_errors
+from .common import clean, db_option, device_option, dtype_option, emit_document, fmt_time, json_option, library_errors
 from ..types import shape_str
 
 
@@ -30,10 +30,10 @@ def lookup(template, shape, dtype, device, db, as_json, explain):
         raise cannot_open(db_path(db), problem)
     res = do_lookup(tpl.name, shape, dtype, device, db)
     if as_json:
-        emit_json({"template": res.template, "shape": shape_str(res.shape), "dtype": res.dtype, "level": res.level,
-                   "params": res.params, "time": res.time, "gflops": res.gflops,
-                   "tuned_shape": shape_str(res.tuned_shape) if res.tuned_shape else None,
-                   "device_key": res.device_key, "explain": list(res.explain)})
+        emit_document(template=res.template, shape=shape_str(res.shape), dtype=res.dtype, level=res.level,
+                      params=res.params, time_s=res.time, gflops=res.gflops,
+                      tuned_shape=shape_str(res.tuned_shape) if res.tuned_shape else None,
+                      device_key=res.device_key, explain=list(res.explain))
         return
     click.echo(f"{res.template} {shape_str(res.shape)} {res.dtype}: {res.level}"
                + (f" (tuned at {shape_str(res.tuned_shape)})" if res.tuned_shape and res.tuned_shape != res.shape else ""))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import check_count, db_option, device_filter_option, emit_json, fmt_time, json_option, library_errors, table
+from .common import check_count, db_option, device_filter_option, emit_document, fmt_time, json_option, library_errors, table
 from ..errors import UsageError
 from ..types import shape_str
 
@@ -39,7 +39,7 @@ def show(db, template, device, status, limit, as_json):
     check_count(limit, "--limit", 0, MAX_LIMIT)
     store = Store(db, readonly=True)
     records = store.records(template, device, status)
-    rows = []
+    rows, docs = [], []
     hashes: dict = {}
     ceilings: dict = {}
     for r in records:
@@ -47,16 +47,16 @@ def show(db, template, device, status, limit, as_json):
         stale = _is_stale(r, hashes)
         roof = _roofline_cell(store, r, ceilings)
         rows.append({"template": r.template, "device": r.fingerprint.name, "dtype": r.dtype, "shape": shape_str(r.shape),
-                     "status": m.status + (" (stale)" if stale else ""), "stale": stale, "time": fmt_time(m.time) if m.ok else "-",
+                     "status": m.status + (" (stale)" if stale else ""), "time": fmt_time(m.time) if m.ok else "-",
                      "gflops": f"{m.gflops:.2f}" if m.gflops is not None else "-",
-                     "config": " ".join(f"{k}={v}" for k, v in m.config.items()),
-                     "reason": m.reason, "source": r.source, "created_at": r.created_at,
-                     "time_s": m.time if m.ok else None, "roofline": f"{roof[1]:.0%} {roofline.label(roof[0])}" if roof else "-",
-                     "roofline_fraction": roof[1] if roof else None})
+                     "config": " ".join(f"{k}={v}" for k, v in m.config.items()), "reason": m.reason,
+                     "roofline": f"{roof[1]:.0%} {roofline.label(roof[0])}" if roof else "-"})
+        if as_json:
+            docs.append(record_document(r, stale, roof))
         if limit and len(rows) >= limit:
             break
     if as_json:
-        emit_json(rows)
+        emit_document(records=docs)
         return
     if not rows:
         click.echo("no records match")
@@ -72,3 +72,13 @@ def _roofline_cell(store, record, cache: dict):
     if key not in cache:
         cache[key] = roofline.stored(store, key)
     return roofline.record_fraction(record, cache[key])
+
+
+def record_document(record, stale: bool, roof) -> dict:
+    """A stored record in show --json: the measurement's one JSON form (Measurement.to_dict: seconds in
+    ``*_s``, rates as numbers) with what keys it and where it comes from."""
+    fp = record.fingerprint
+    return {"template": record.template, "template_hash": record.template_hash, "dtype": record.dtype,
+            "shape": shape_str(record.shape), "device": fp.name, "device_key": fp.key, "device_type": fp.device_type,
+            **record.measurement.to_dict(), "stale": stale, "source": record.source, "created_at": record.created_at,
+            "roofline_bound": roof[0] if roof else None, "roofline_fraction": roof[1] if roof else None}
