@@ -25,12 +25,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import StoreError
+from .jobs import Queue
+from .schema import migrate_queue
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 5.0  # between two writes of the counts
 EXIT_SECONDS = 2.0  # at most this long spent writing them at interpreter exit
+BUSY_SECONDS = 0.5  # how long one write waits for another writer's lock
 MAX_KEYS = 100_000  # distinct problems held between two writes; beyond, new ones wait for the next
+
+
+_clock = time.time
 
 
 def _iso(t: float) -> str:
@@ -57,16 +63,15 @@ class Buffer:
 
     def add(self, key: tuple) -> None:
         """Count one miss of ``key``; starts the writer thread on the first one."""
-        now = time.time()
         with self._lock:
             entry = self._counts.get(key)
             if entry is not None:
-                entry[0] += 1
-                entry[2] = now
+                entry[0] += 1  # last seen: when the counts are taken (within a flush interval), no clock read here
                 return
             if len(self._counts) < MAX_KEYS:
+                now = _clock()
                 self._counts[key] = [1, now, now]
-        if self._thread is None:
+        if self._thread is None:  # a new key only: an old one was counted after a start
             self._start()
 
     def _start(self) -> None:
@@ -84,9 +89,14 @@ class Buffer:
         return len(self._counts)
 
     def take(self) -> dict:
-        """The counts so far, handed over (the buffer starts again empty)."""
+        """The counts so far, handed over (the buffer starts again empty): key -> [count, first seen,
+        last seen], last seen being now for a problem asked more than once."""
         with self._lock:
             counts, self._counts = self._counts, {}
+        now = _clock()
+        for entry in counts.values():
+            if entry[0] > 1:
+                entry[2] = max(entry[2], now)  # asked again since first: seen last by now
         return counts
 
     def _put_back(self, counts: dict) -> None:
@@ -112,15 +122,9 @@ class Buffer:
     def _write(self, path: str, counts: dict) -> int:
         if path in self.refused or not Path(path).is_file():
             return 0  # refused before, or gone (a database is never made for demand)
-        from .jobs import Queue
-
         rows = {k: (n, _iso(first), _iso(last)) for k, (n, first, last) in counts.items()}
         try:
-            queue = Queue.open(path)
-            try:
-                queue.add_demand(rows)
-            finally:
-                queue.close()
+            _add(path, rows)
         except Exception as e:  # whatever it is (StoreError, OSError, sqlite3's), a lookup never sees it
             if _busy(e):
                 self._put_back({(path, *k): v for k, v in counts.items()})
@@ -142,6 +146,21 @@ class Buffer:
     def forked(self) -> None:
         """In a forked child: no counts (the parent writes its own), no thread, fresh locks."""
         self._reset()
+
+
+def _add(path: str, rows: dict) -> None:
+    """Add counts to the demand table of the tuning database at ``path`` (one the lookup has just read).
+
+    Over plain sqlite3 (``Queue.open`` would load sqlite-utils, and with it pandas: an import that
+    cannot finish once the interpreter exits), with a short busy timeout: a locked file waits for
+    the next flush rather than holding this one."""
+    conn = sqlite3.connect(path, timeout=BUSY_SECONDS, check_same_thread=False)
+    try:
+        with conn:
+            migrate_queue(conn)  # IF NOT EXISTS: the demand table of a file no queue has opened yet
+        Queue(conn).add_demand(rows)
+    finally:
+        conn.close()
 
 
 def _busy(e: Exception) -> bool:
@@ -188,19 +207,20 @@ def listing(db=None, limit: int | None = 50, include_tuned: bool = False) -> lis
     one (that is what a tune would measure); a template no longer known keeps its own hash. A
     database that does not exist has no demand."""
     from ..settings import db_path
-    from .jobs import Queue
     from .store import Store
 
     if not db_path(db).exists():
         return []  # nothing asked of a database that is not there (and none is made to say so)
     store = Store(db, readonly=True)  # read-only: listing never writes (a read-only server, a frozen file)
     try:
-        queue = Queue(store.db.conn)
+        engine = getattr(store, "engine", None)  # the store's connection and its engine, where it has one
+        queue = Queue(store.conn, engine) if engine is not None else Queue(store.db.conn)
+        errors = engine.errors if engine is not None else sqlite3.Error
         try:
             merged = _merge(queue.demand(untuned_only=False, limit=None))
             tuned = queue.tuned(list(merged))
-        except sqlite3.OperationalError as e:
-            if "no such table" not in str(e):
+        except errors as e:
+            if "no such table" not in str(e) and "does not exist" not in str(e):
                 raise StoreError(f"cannot read the demand in {str(store.path)!r}: {e}") from None
             return []  # no writer of this version has touched the file: nothing was recorded
     finally:

@@ -8,6 +8,7 @@ than a hop to a thread pool.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import time
@@ -265,9 +266,19 @@ def create_app(db=None, token: str | None = None, extra_routes=()) -> Starlette:
     ]
     for path, name, method, handler, writes in extra_routes:
         routes.append(Route(path, s.route(name, lambda request, h=handler: h(s, request), writes=writes), methods=[method]))
-    app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed})
+    app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed}, lifespan=_lifespan)
     app.state.service = s
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app):
+    yield
+    # uvicorn ends a SIGTERM'd server by raising the signal again, so no atexit handler runs: the
+    # demand its lookups counted is written here
+    from ..cache.demand import flush
+
+    flush()
 
 
 async def _not_found(request: Request, exc) -> Response:
