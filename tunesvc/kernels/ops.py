@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING, Union
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import UsageError
 from .prepared import run_tuned
+
+if TYPE_CHECKING:
+    from ..devices import Device
+    from ..types import DeviceInfo
+    from .quant import QuantizedMatrix
+
+#: what ``device=`` takes: an id (opencl:0:0), a fingerprint key or name substring, a DeviceInfo, an
+#: opened Device, or None for the default device
+DeviceSpec = Union[str, "DeviceInfo", "Device", None]
+#: what ``db=`` takes: a database file (None: $TUNESVC_DB or the default path)
+DbSpec = Union[str, "os.PathLike[str]", None]
 
 
 _FLOAT_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16"}
@@ -18,7 +33,7 @@ def _dtype_of(*arrays) -> str:
     return _FLOAT_DTYPES[next(iter(dts))]
 
 
-def matmul(a, b, device=None, db=None) -> np.ndarray:
+def matmul(a: ArrayLike, b: ArrayLike, device: DeviceSpec = None, db: DbSpec = None) -> np.ndarray:
     """``a @ b`` for 2-D float32 (or float16) arrays, with the tuned matmul kernel; a fresh array."""
     a, b = np.asarray(a), np.asarray(b)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or 0 in a.shape or 0 in b.shape:
@@ -28,7 +43,7 @@ def matmul(a, b, device=None, db=None) -> np.ndarray:
     return run_tuned("matmul", {"A": a, "B": b}, shape, dtype, device, db)["C"]
 
 
-def reduce(x, op: str = "sum", axis: int | None = -1, device=None, db=None) -> np.ndarray:
+def reduce(x: ArrayLike, op: str = "sum", axis: int | None = -1, device: DeviceSpec = None, db: DbSpec = None) -> np.ndarray:
     """Reduce ``x`` along ``axis`` (``None``: the whole array) with ``op`` in sum, max, mean, sumsq.
 
     Accumulates in float32 and returns float32 for float32 and float16 input. A
@@ -56,7 +71,8 @@ def reduce(x, op: str = "sum", axis: int | None = -1, device=None, db=None) -> n
     return out.reshape(out_shape)
 
 
-def attention(q, k, v, causal: bool = False, scale: float | None = None, device=None, db=None) -> np.ndarray:
+def attention(q: ArrayLike, k: ArrayLike, v: ArrayLike, causal: bool = False, scale: float | None = None,
+              device: DeviceSpec = None, db: DbSpec = None) -> np.ndarray:
     """softmax(q·kᵀ·scale)·v for q (B, Hq, Q, D) and k, v (B, Hkv, KV, D), fused, with the tuned kernel.
 
     Grouped-query: Hq a multiple of Hkv, query head h reads KV head h // (Hq // Hkv) (Hkv = Hq
@@ -98,7 +114,7 @@ def _has_fp16(device) -> bool:
     return _device(device).info.fp16
 
 
-def gemv_q(x, q, device=None, db=None) -> np.ndarray:
+def gemv_q(x: ArrayLike, q: QuantizedMatrix, device: DeviceSpec = None, db: DbSpec = None) -> np.ndarray:
     """``x @ W.T`` for the quantized W of ``q`` (a :class:`~tunesvc.kernels.quant.QuantizedMatrix`,
     from ``tunesvc.quantize``) and x of K (a vector) or (B, K) with B of 1 to 16, float32 (float16
     is widened); float32 accumulation, a fresh float32 array of (N,) or (B, N)."""

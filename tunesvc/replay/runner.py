@@ -53,8 +53,9 @@ class RecordedRunner:
         self.clock = 0.0
         self.evaluations = 0
 
-    def evaluate(self, config: Config) -> Measurement:
-        """The recorded outcome of ``config``; a config absent from the file is a constraint failure."""
+    def evaluate(self, config: Config, best: float | None = None) -> Measurement:
+        """The recorded outcome of ``config``; a config absent from the file is a constraint failure.
+        ``best`` is ignored: a recording costs the same whatever is compared with it."""
         rec = self.recorded.by_config.get(config)
         if rec is None:
             return Measurement(config, "constraint", "not in the recorded space")
@@ -75,6 +76,7 @@ def to_measurement(rec: RecordedConfig) -> Measurement:
     extra = {"benchmark_seconds": rec.benchmark_seconds}
     if not rec.ok:
         return Measurement(rec.config, rec.status, rec.reason, compile_seconds=rec.compile_seconds, extra=extra)
+    assert rec.time is not None  # an ok config has its recorded time
     samples = rec.samples or (rec.time,)
     # The recorded objective (Kernel Tuner's mean) stands in for the median, so that replayed
     # figures match what Kernel Tuner and every other tool replaying the file report.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from typing import IO, Iterator
+from typing import Iterator, Protocol
 
 #: the most characters one member or element may take (a Kernel Tuner entry is about 500)
 MAX_PIECE = 1 << 20
@@ -29,6 +29,12 @@ _SEPARATOR = re.compile(r"[ \t\n\r]*([,}\]])")
 _decoder = json.JSONDecoder()
 
 
+class Readable(Protocol):
+    """A binary stream (a file, a gzip file, BytesIO)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class JSONStreamError(ValueError):
     """The stream is not one readable JSON object; the message says why and where."""
 
@@ -40,7 +46,7 @@ class NotAnObject(JSONStreamError):
 class _Text:
     """The decoded text of a binary stream, one block at a time, from the first unconsumed character."""
 
-    def __init__(self, stream: IO[bytes], max_piece: int):
+    def __init__(self, stream: Readable, max_piece: int):
         self.stream, self.max_piece = stream, max_piece
         self.decoder = codecs.getincrementaldecoder("utf-8")()
         self.text, self.pos, self.eof, self.dropped = "", 0, False, 0
@@ -65,7 +71,7 @@ class _Text:
     def peek(self) -> str:
         """The next character that is not white space, left unconsumed ('' at the end of the stream)."""
         while True:
-            self.pos = _WS.match(self.text, self.pos).end()
+            self.pos = _WS.match(self.text, self.pos).end()  # type: ignore[union-attr]  # it matches anywhere
             if self.pos < len(self.text):
                 return self.text[self.pos]
             if not self.more():
@@ -103,7 +109,7 @@ class _Text:
             self.more()
 
 
-def members(stream: IO[bytes], streamed=frozenset(), max_piece: int = MAX_PIECE) -> Iterator[tuple]:
+def members(stream: Readable, streamed=frozenset(), max_piece: int = MAX_PIECE) -> Iterator[tuple]:
     """Yield ``(key, None, value)`` for each member of the JSON object in ``stream``, in order; a member
     named in ``streamed`` whose value is an object or an array comes as ``(key, name or index, value)``
     per element instead. An object streamed this way may end where Kernel Tuner's reader closes it
