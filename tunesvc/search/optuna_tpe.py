@@ -4,6 +4,11 @@ Optuna samples each parameter as an integer index into its ordered values (so
 TPE can model "bigger tile" as nearby); the proposal is projected onto the
 nearest valid config not yet measured, and the study is told the config that
 was really measured. Optuna therefore never sees an invalid or repeated config.
+
+This study is the strategy's model, in memory unless a ``storage`` is given. In a tune, TPE is
+wrapped like every other strategy by :mod:`tunesvc.search.sampler`, and the tune's own study
+(real values, seconds, one trial per measured config, shared through ``--storage``) is the record;
+the proposals told FAIL here never reach it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ MEASURED = "tunesvc_measured"  # user attr of trials that carry a real measureme
 
 class OptunaStrategy(Strategy):
     name = "optuna"
-    keeps_state = True
+    keeps_state = True  # with a storage; a tune gives it none (its study is the tune's, search/live.py)
 
     def __init__(self, space: SearchSpace, seed: int | None = None, storage: str | None = None, study_name: str | None = None):
         super().__init__(space, seed)

@@ -28,6 +28,7 @@ optuna = require("optuna")
 CONFIG = "tunesvc_config"  # the config as canonical JSON: the trial's identity (and, while RUNNING, its claim)
 MEASURED = "tunesvc_measured"  # True on a trial that holds a real measurement
 RECORD = "tunesvc_record"  # the id of the record in the tuning database
+DETAILS = "measured"  # times (seconds), runs, rates, compile time
 STATE = optuna.trial.TrialState
 FINISHED = (STATE.COMPLETE, STATE.FAIL)
 #: the study's objective, stated on the study
@@ -45,18 +46,23 @@ def distributions(space) -> dict:
 
 
 def trial_attrs(m: Measurement) -> dict:
-    """What a trial records of a measurement beside its value: status, reason, times, rates."""
+    """What a trial records of a measurement beside its value: status, the reason of a failure (or
+    of an abandoned timing), and one ``measured`` attr with the times, rates and compile time (few
+    attrs: each is a transaction of its own in Optuna's RDB storage)."""
     attrs = {CONFIG: config_key(m.config), MEASURED: True, "status": m.status}
     if m.reason:
         attrs["reason"] = m.reason[:2000]
+    details = {}
     if m.timing is not None:
         t = m.timing
-        attrs.update(time_min_s=t.min, time_max_s=t.max, time_iqr_s=t.iqr, runs=t.count)
-    attrs.update({k: v for k, v in (("gflops", m.gflops), ("gbps", m.gbps)) if v is not None})
-    if m.extra.get("abandoned"):
-        attrs["abandoned"] = True  # timed no further: its first launch was far slower than the best
+        details.update(time_min_s=t.min, time_max_s=t.max, time_iqr_s=t.iqr, runs=t.count)
+    details.update({k: v for k, v in (("gflops", m.gflops), ("gbps", m.gbps)) if v is not None})
     if m.compile_seconds:
-        attrs["compile_s"] = m.compile_seconds
+        details["compile_s"] = m.compile_seconds
+    if m.extra.get("abandoned"):
+        details["abandoned"] = True  # timed no further: its first launch was far slower than the best
+    if details:
+        attrs[DETAILS] = details
     return attrs
 
 
@@ -75,10 +81,10 @@ def measurement_of(trial) -> tuple[Config, Measurement] | None:
     status = a.get("status", "ok" if trial.state == STATE.COMPLETE else "runtime")
     if status != "ok" or trial.value is None:
         return config, Measurement(config, status if status != "ok" else "runtime", a.get("reason", ""))
-    v = float(trial.value)
-    timing = Timing(v, a.get("time_min_s", v), a.get("time_max_s", v), a.get("time_iqr_s", 0.0), a.get("runs", 1))
-    return config, Measurement(config, "ok", timing=timing, gflops=a.get("gflops"), gbps=a.get("gbps"),
-                               compile_seconds=a.get("compile_s", 0.0))
+    v, d = float(trial.value), a.get(DETAILS) or {}
+    timing = Timing(v, d.get("time_min_s", v), d.get("time_max_s", v), d.get("time_iqr_s", 0.0), d.get("runs", 1))
+    return config, Measurement(config, "ok", timing=timing, gflops=d.get("gflops"), gbps=d.get("gbps"),
+                               compile_seconds=d.get("compile_s", 0.0))
 
 
 class StrategySampler(optuna.samplers.BaseSampler):
