@@ -9,6 +9,7 @@ mode replays that file (brute force) and finds the same best config and the same
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import kernel_tuner
 from kernel_tuner.util import read_cache
@@ -247,3 +250,39 @@ def test_a_problem_size_other_than_the_files_own_is_refused(tmp_path, saxpy):
     db = tmp_path / "t.db"
     r = CliRunner().invoke(main, ["import", str(cut), "--db", str(db), "--problem-size", "1024"])
     assert r.exit_code == 2 and "problem size is 4096, not 1024" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_export_kerneltuner_writes_only_a_new_or_regular_file(tmp_path):
+    from db_helpers import make_records
+
+    db = tmp_path / "t.db"
+    store = Store(db)
+    store.put_many(make_records(shapes=((64, 64, 64),), n=3))
+    store.close()
+    fifo, folder = tmp_path / "fifo", tmp_path / "folder"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    runner = CliRunner()
+    for target in (fifo, folder, tmp_path / "no" / "such" / "dir.json"):
+        r = runner.invoke(main, ["export", str(target), "--format", "kerneltuner", "--db", str(db)])
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and str(target) in r.output, r.output
+    assert fifo.is_fifo() and folder.is_dir() and not any(p.name.startswith(".") for p in tmp_path.iterdir())
+    out = tmp_path / "mm.json.gz"
+    r = runner.invoke(main, ["export", str(out), "--format", "kerneltuner", "--db", str(db), "--dtype", "float32"])
+    assert r.exit_code == 0, r.output
+    space = load(out)  # gzip: tunesvc reads it back (Kernel Tuner itself reads plain .json only)
+    assert space.kernel_name == "matmul" and space.problem_size == (64, 64, 64) and len(space.valid) == 3
+
+
+@settings(max_examples=50, deadline=None)
+@given(text=st.text(max_size=30))
+def test_any_problem_size_or_shape_is_taken_or_refused_in_one_line(text):
+    from tunesvc.cli.exchange import shape_argument
+    from tunesvc.errors import UsageError
+
+    try:
+        shape = shape_argument(text, "--problem-size")
+    except UsageError as e:
+        assert "\n" not in str(e) and str(e).startswith("--problem-size must be")
+    else:
+        assert shape and all(1 <= n <= 2**40 for n in shape) and "x".join(map(str, shape)) == text.strip().replace(",", "x")

@@ -271,18 +271,42 @@ def _entry(record, params: dict) -> dict:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """The whole file or none: written beside ``path`` and renamed over it."""
+    """The whole file or none: written beside ``path`` and renamed over it; ``path`` is a new name or a
+    regular file (never a device node such as /dev/full, nor a folder)."""
+    import itertools
     import os
-    import tempfile
 
-    if path.is_dir():
-        raise UsageError(f"{clip(str(path), 200)} is a folder; give the file to write")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    _check_target(path)
+    for attempt in itertools.count():  # a short name: the real one may be as long as a name can be
+        tmp = path.with_name(f".tunesvc-kerneltuner-{os.getpid()}-{attempt}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
+        except OSError as e:  # no such folder, not writable: said of the path the user gave
+            raise UsageError(f"cannot write {str(path)!r}: {e.strerror or e}; choose another path") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        _check_target(path)  # made a device node or a folder meanwhile: leave it be
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    except OSError as e:
+        raise UsageError(f"cannot write {str(path)!r}: {e.strerror or e}; choose another path") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_target(path: Path) -> None:
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise UsageError(f"cannot write {str(path)!r}: {e.strerror or e}; choose another path") from None
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{str(path)!r} is not a regular file; export writes a new file or replaces a regular one: "
+                         "choose another path")
