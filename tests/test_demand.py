@@ -285,3 +285,32 @@ def test_the_service_lists_demand_and_records_its_own(tmp_path, no_shipped_here)
         proc.communicate(timeout=30)
     # the server's own asks, written when it stopped (uvicorn ends by raising SIGTERM again: no atexit)
     assert [(d.shape, d.count) for d in listing(db)] == [("128x64x64", 7), ("32x64x64", 3), ("256x64x64", 3)]
+
+
+# ---- on a PostgreSQL server ------------------------------------------------------------------
+def test_demand_on_a_postgresql_server(postgres_url, buffer):
+    _db(postgres_url, make_records(CPU, shapes=((64, 64, 64),)))
+    for _ in range(3):
+        assert lookup("matmul", (100, 64, 64), "float32", CPU.key, postgres_url).level == "nearest_shape"
+    assert lookup("matmul", (64, 64, 64), "float32", CPU.key, postgres_url).level == "exact"
+    assert buffer.flush() == 1
+    lookup("matmul", (100, 64, 64), "float32", CPU.key, postgres_url)
+    assert buffer.flush() == 1  # added to the row the first write made
+    assert [(d.shape, d.count, d.tuned) for d in listing(postgres_url, include_tuned=True)] == [("100x64x64", 4, False)]
+    code, out, errors = _cli("submit", "--from-demand", "--db", postgres_url)
+    assert code == 0 and not errors and "matmul 100x64x64 float32" in out
+
+
+def test_a_server_that_is_gone_still_answers_and_keeps_the_counts(tmp_path, buffer, free_port_url):
+    assert lookup("matmul", (100, 64, 64), "float32", CPU.key, free_port_url).level == "default"
+    assert buffer.pending() == 0  # nothing read: nothing counted
+    buffer.add((free_port_url, "matmul", MATMUL.source_hash, "float32", "100x64x64", CPU.key))
+    assert buffer.flush() == 0 and buffer.pending() == 1  # kept for the next flush
+
+
+@pytest.fixture
+def free_port_url():
+    pytest.importorskip("psycopg", reason="psycopg 3 is not installed: pip install 'tunesvc[postgres]'")
+    from test_service import free_port
+
+    return f"postgresql://nobody:secret@127.0.0.1:{free_port()}/none"

@@ -31,7 +31,7 @@ from .cache.demand import BUFFER as _DEMAND
 from .cache.reader import Reader, Shipped
 from .errors import UnknownTemplateError, clip
 from .identity import normalise_name, normalise_vendor, relation
-from .settings import ENV_DB, db_path, demand_recording, shipped_db_dir
+from .settings import ENV_DB, ServerURL, db_path, demand_recording, shipped_db_dir
 from .types import Config, DeviceInfo, Fingerprint, LookupResult, Problem, shape_distance, shape_str
 
 #: stored config JSON -> Config (frozen): parsed once per process, as a framework asks again and again
@@ -116,7 +116,8 @@ def _miss(result: LookupResult, problem: Problem, reader: Reader, version) -> tu
     """The demand key of an answer below exact from a database that exists (None: nothing to count)."""
     if result.level == "exact" or version is None or not demand_recording():
         return None
-    return (str(reader.path), problem.template, problem.template_hash, problem.dtype, shape_str(problem.shape),
+    target = reader.path.url if isinstance(reader.path, ServerURL) else str(reader.path)  # a str: hashed fast
+    return (target, problem.template, problem.template_hash, problem.dtype, shape_str(problem.shape),
             problem.device.key)
 
 

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import StoreError
+from ..settings import db_path, is_server_url
 from .jobs import Queue
 from .schema import migrate_queue
 
@@ -119,18 +120,19 @@ class Buffer:
                 written += self._write(path, counts)
             return written
 
-    def _write(self, path: str, counts: dict) -> int:
-        if path in self.refused or not Path(path).is_file():
+    def _write(self, target: str, counts: dict) -> int:
+        server = is_server_url(target)
+        if target in self.refused or not (server or Path(target).is_file()):
             return 0  # refused before, or gone (a database is never made for demand)
         rows = {k: (n, _iso(first), _iso(last)) for k, (n, first, last) in counts.items()}
         try:
-            _add(path, rows)
-        except Exception as e:  # whatever it is (StoreError, OSError, sqlite3's), a lookup never sees it
-            if _busy(e):
-                self._put_back({(path, *k): v for k, v in counts.items()})
+            (_add_server if server else _add)(target, rows)
+        except Exception as e:  # whatever it is (StoreError, OSError, a driver's), a lookup never sees it
+            if server or _busy(e):  # a server that is down (or busy) may be back at the next flush
+                self._put_back({(target, *k): v for k, v in counts.items()})
             else:
-                self.refused.add(path)
-            log.debug("demand: cannot write %d problem(s) into %s: %s", len(rows), path, e)
+                self.refused.add(target)
+            log.debug("demand: cannot write %d problem(s) into %s: %s", len(rows), db_path(target), e)
             return 0
         return len(rows)
 
@@ -161,6 +163,19 @@ def _add(path: str, rows: dict) -> None:
         Queue(conn).add_demand(rows)
     finally:
         conn.close()
+
+
+def _add_server(url: str, rows: dict) -> None:
+    """The same into a PostgreSQL server's tuning database (its store made the demand table)."""
+    from . import pg_engine
+
+    path = db_path(url)
+    queue = Queue(pg_engine.connect(path, readonly=False), pg_engine)
+    queue.path = path
+    try:
+        queue.add_demand(rows)
+    finally:
+        queue.close()
 
 
 def _busy(e: Exception) -> bool:
@@ -206,22 +221,20 @@ def listing(db=None, limit: int | None = 50, include_tuned: bool = False) -> lis
     device, unless ``include_tuned``. Asks made of an older template version count for the current
     one (that is what a tune would measure); a template no longer known keeps its own hash. A
     database that does not exist has no demand."""
-    from ..settings import db_path
     from .store import Store
 
-    if not db_path(db).exists():
+    path = db_path(db)
+    if not is_server_url(path) and not path.exists():
         return []  # nothing asked of a database that is not there (and none is made to say so)
     store = Store(db, readonly=True)  # read-only: listing never writes (a read-only server, a frozen file)
     try:
-        engine = getattr(store, "engine", None)  # the store's connection and its engine, where it has one
-        queue = Queue(store.conn, engine) if engine is not None else Queue(store.db.conn)
-        errors = engine.errors if engine is not None else sqlite3.Error
+        queue = Queue(store.conn, store.engine)
         try:
             merged = _merge(queue.demand(untuned_only=False, limit=None))
             tuned = queue.tuned(list(merged))
-        except errors as e:
-            if "no such table" not in str(e) and "does not exist" not in str(e):
-                raise StoreError(f"cannot read the demand in {str(store.path)!r}: {e}") from None
+        except store.engine.errors as e:
+            if not store.engine.missing(e):
+                raise StoreError(f"cannot read the demand in {str(store.path)!r}: {store.engine.describe(e)}") from None
             return []  # no writer of this version has touched the file: nothing was recorded
     finally:
         store.close()
