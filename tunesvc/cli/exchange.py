@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from .common import (JSON_SCHEMA_VERSION, CliUsageError, clean, db_option, device_filter_option, emit_json, json_option,
                      library_errors)
 from ..errors import UsageError, clip
 from ..types import shape_str
+
+
+_DIGITS = re.compile(r"[0-9]{1,15}")  # ASCII digits only ('²'.isdigit() is true, int('²') fails)
 
 
 @click.command("export")
@@ -61,8 +66,8 @@ def shape_argument(text: str | None, flag: str) -> tuple[int, ...] | None:
     """A shape typed as NxMxK (or N,M,K): 1 to 8 whole numbers from 1 to 2**40; UsageError naming the flag."""
     if text is None:
         return None
-    parts = text.strip().replace(",", "x").split("x")
-    if not 1 <= len(parts) <= 8 or not all(p.strip().isdigit() and 1 <= int(p) <= 2**40 for p in parts):
+    parts = [p.strip() for p in text.strip().replace(",", "x").split("x")]
+    if not 1 <= len(parts) <= 8 or not all(_DIGITS.fullmatch(p) and 1 <= int(p) <= 2**40 for p in parts):
         raise UsageError(f"{flag} must be 1 to 8 whole numbers from 1 to 2**40 joined by 'x' (e.g. 4096x4096); "
                          f"got {clip(text, 40)}")
     return tuple(int(p) for p in parts)
