@@ -77,7 +77,8 @@ class Queue:
         queue = cls(store.conn, store.engine)
         queue.path = store.path
         try:
-            queue._write(lambda: migrate(queue.conn, store.engine.dialect))
+            if store.engine.dialect == "sqlite":  # PostgreSQL's store made the queue's tables with the rest
+                queue._write(lambda: migrate(queue.conn))
         except StoreError:
             queue.close()
             raise

@@ -57,6 +57,12 @@ def translate(sql: str) -> str:
     return re.sub(r"\bLIKE\b", "ILIKE", sql)
 
 
+def _text(args) -> tuple:
+    """Arguments PostgreSQL's text takes: a NUL (a driver's log may hold one; SQLite stores it)
+    becomes U+FFFD, where the server would refuse the whole write."""
+    return tuple(a.replace("\x00", "\ufffd") if type(a) is str and "\x00" in a else a for a in args)
+
+
 class Connection:
     """A psycopg connection (autocommit: a read holds no transaction open) with sqlite3's manners:
     ``execute`` and ``executemany`` on the connection, ``with conn:`` as one transaction,
@@ -67,12 +73,12 @@ class Connection:
 
     def execute(self, sql: str, args=()):
         cur = self.raw.cursor()
-        cur.execute(translate(sql), tuple(args))
+        cur.execute(translate(sql), _text(args))
         return cur
 
     def executemany(self, sql: str, rows):
         cur = self.raw.cursor()
-        cur.executemany(translate(sql), [tuple(r) for r in rows])
+        cur.executemany(translate(sql), [_text(r) for r in rows])
         return cur
 
     @property

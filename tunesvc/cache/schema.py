@@ -282,16 +282,27 @@ def pg_tables(conn) -> set[str]:
     return {r[0] for r in rows}
 
 
+def _pg_ddl_digest() -> str:
+    import hashlib
+
+    ddl = (*PG_TABLES.values(), *PG_INDEXES, *_PG_TRIGGERS, *map(pg_types, QUEUE_DDL))
+    return hashlib.sha256("\n".join(ddl).encode()).hexdigest()[:16]
+
+
+#: the ``meta`` row that says which DDL made the database: a database made by this very DDL opens
+#: without running any (CREATE OR REPLACE TRIGGER locks its table against writers)
+_PG_DDL = ("pg_ddl", _pg_ddl_digest())
+
+
 def migrate_pg(conn, path) -> None:
     """Bring a PostgreSQL database to this schema inside the caller's transaction, keeping every row
     (PostgreSQL's DDL is transactional: a failed migration leaves the database as it was)."""
+    if _pg_current(conn, path):
+        return
     conn.execute(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
     have = pg_tables(conn)
-    if META in have:
-        row = conn.execute(f"SELECT value FROM {META} WHERE key = 'schema_version'").fetchone()
-        error = newer_schema(path, row[0]) if row else None
-        if error:
-            raise error
+    if META in have and _pg_current(conn, path):  # another process migrated it meanwhile
+        return
     for name, ddl in PG_TABLES.items():
         conn.execute(ddl)
     columns = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = "
@@ -311,6 +322,18 @@ def migrate_pg(conn, path) -> None:
     for ddl in _PG_TRIGGERS:
         conn.execute(ddl)
     migrate_queue(conn, "postgresql")
+    conn.execute(f"INSERT INTO {META} VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", _PG_DDL)
+
+
+def _pg_current(conn, path) -> bool:
+    """Whether the database was made by this version's DDL; a newer schema is refused here."""
+    if META not in pg_tables(conn):
+        return False
+    rows = dict(conn.execute(f"SELECT key, value FROM {META} WHERE key IN ('schema_version', ?)", (_PG_DDL[0],)).fetchall())
+    error = newer_schema(path, rows["schema_version"]) if "schema_version" in rows else None
+    if error:
+        raise error
+    return rows.get(_PG_DDL[0]) == _PG_DDL[1]
 
 
 def pg_staging(name: str) -> tuple[str, ...]:

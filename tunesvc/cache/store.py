@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 
 import sqlite_utils
 
-from ..errors import StoreError
+from ..errors import MissingDependencyError, StoreError
 from ..settings import ServerURL, db_path
 from ..types import Config, DeviceInfo, Measurement, Problem, Record
 # SCHEMA_VERSION and the table names stay importable from here, where they were (benchmarks/db_scale.py)
@@ -71,7 +71,7 @@ class Store:
                 self.db = sqlite_utils.Database(self.conn)
             if not readonly:
                 self._retrying(lambda: self.engine.migrate_store(self))
-        except StoreError:
+        except (StoreError, MissingDependencyError):
             self._close_quietly()
             raise
         except self.engine.errors as e:
