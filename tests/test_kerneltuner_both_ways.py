@@ -184,6 +184,7 @@ def test_an_export_imports_back_with_its_statistics(tmp_path, cl_info, saxpy):
         t, want = rec.measurement.timing, before[config].measurement.timing
         assert (t.median, t.min, t.max, t.iqr) == pytest.approx((want.median, want.min, want.max, want.iqr), rel=1e-12)
         assert t.count == want.count and rec.fingerprint.device_type == "cpu"
+        assert rec.measurement.reason == before[config].measurement.reason  # an abandoned config's note too
     res = lookup_mod.lookup("saxpy", (16,), "float32", cl_info.fingerprint.key, back)
     assert res.level == "family"
 

@@ -144,6 +144,8 @@ def _rate(amount, shape, seconds: float):
 # ---- the other way: a Kernel Tuner cache file --------------------------------------------
 #: tunesvc's failure statuses as Kernel Tuner's strings (what replay.files.KT_FAILURES reads back)
 KT_STRINGS = {"build": "CompilationFailedConfig", "constraint": "InvalidConfig"}
+#: the strings Kernel Tuner's reader takes, as any value of an entry, for a failed config
+KT_ERRORS = frozenset(("ErrorConfig", "InvalidConfig", "CompilationFailedConfig", "RuntimeFailedConfig"))
 #: seconds -> Kernel Tuner's milliseconds
 MS_PER_S = 1e3
 
@@ -266,6 +268,8 @@ def _entry(record, params: dict) -> dict:
                     tunesvc_reason=m.reason)
     t = m.timing
     rates = {k: v for k, v in (("GFLOP/s", m.gflops), ("GB/s", m.gbps)) if v is not None}
+    if m.reason and m.reason not in KT_ERRORS:  # Kernel Tuner takes any value named like its errors for one
+        entry["tunesvc_reason"] = m.reason
     return dict(entry, time=t.median * MS_PER_S, benchmark_time=t.median * t.count * MS_PER_S,
                 time_min=t.min * MS_PER_S, time_max=t.max * MS_PER_S, time_iqr=t.iqr * MS_PER_S, runs=t.count, **rates)
 

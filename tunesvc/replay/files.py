@@ -314,8 +314,9 @@ def _kt_entry(entry: Any, header: RecordedHeader) -> RecordedConfig:
         reason = entry.get("tunesvc_reason")
         return RecordedConfig(config, status, None, (), compile_s, bench_s, reason=(reason if isinstance(reason, str) else t)[:4096])
     time_s = _positive(_seconds(t, "time", header.scale))
+    note = entry.get("tunesvc_reason")  # tunesvc's note on an ok config (an abandoned one's)
     return RecordedConfig(config, "ok", time_s, _samples(entry.get("times"), header.scale), compile_s, bench_s,
-                          summary=_summary(entry, header.scale))
+                          reason=note[:4096] if isinstance(note, str) else "", summary=_summary(entry, header.scale))
 
 
 def _summary(entry: dict, scale: float) -> tuple[float, float, float, int] | None:
