@@ -125,6 +125,21 @@ def test_export_import_round_trip_is_byte_identical_across_engines(store_url, tm
     store.close()
 
 
+def test_tune_show_lookup_export_on_the_command_line(store_url, tmp_path, cl_info):
+    tuned = cli("tune", "reduce_sum", "--shape", "4x256", "--trials", "2", "--device", cl_info.id, "--db", store_url,
+                "--json", timeout=300)
+    assert tuned.returncode == 0, tuned.stderr
+    if "://" in store_url:  # the search's Optuna study is kept in the same server database
+        assert json.loads(tuned.stdout)["storage"].startswith("postgresql+psycopg://")
+    shown = cli("show", "--db", store_url, "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["records"], shown.stderr
+    found = cli("lookup", "reduce_sum", "--shape", "4x256", "--device", cl_info.id, "--db", store_url, "--json")
+    assert found.returncode == 0 and json.loads(found.stdout)["level"] == "exact", found.stderr
+    out = tmp_path / "out.jsonl"
+    assert cli("export", out, "--db", store_url).returncode == 0
+    assert len(out.read_text().splitlines()) == 1 + len(json.loads(shown.stdout)["records"])
+
+
 _WRITER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})

@@ -183,7 +183,7 @@ def _export(store: Store, path: Path, device, template, best_only: bool) -> Expo
             out = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) if gz else raw
             with _Background(out.write) as write:  # zlib and file writes let go of the GIL: overlap them with formatting
                 write((json.dumps(header, sort_keys=True, separators=(",", ":")) + "\n").encode())
-                rows = iter(()) if empty else store.read(sql, args)
+                rows = iter(()) if empty else store.stream(sql, args)
                 lines = _lines(rows)
                 while chunk := list(itertools.islice(lines, _CHUNK)):
                     write("".join(chunk).encode())

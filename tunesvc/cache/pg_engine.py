@@ -161,6 +161,11 @@ def missing(e: Exception) -> bool:
     return getattr(e, "sqlstate", None) in ("42P01", "42703")
 
 
+def stream(conn, sql: str, args=()):
+    """Rows of a long query as the server sends them (single-row mode), never all held at once."""
+    return conn.raw.cursor().stream(translate(sql), _text(args))
+
+
 def tables(conn) -> set[str]:
     return pg_tables(conn)
 

@@ -51,6 +51,10 @@ def missing(e: Exception) -> bool:
     return any(w in str(e) for w in ("no such table", "no such column"))
 
 
+def stream(conn, sql: str, args=()):
+    return conn.execute(sql, args)
+
+
 def tables(conn) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 

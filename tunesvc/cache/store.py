@@ -174,6 +174,11 @@ class Store:
         """The rows of one query (built from :mod:`.schema`'s names), for the export and the merge: a cursor."""
         return self.conn.execute(sql, args)
 
+    def stream(self, sql: str, args=()):
+        """The rows of one long query, fetched as they are read (the export's): SQLite's cursor steps
+        through the file; on a server, rows come in batches instead of the whole result at once."""
+        return self.engine.stream(self.conn, sql, args)
+
     def table_names(self) -> set[str]:
         """The tables the database has."""
         return self.engine.tables(self.conn)
