@@ -288,3 +288,44 @@ def test_any_problem_size_or_shape_is_taken_or_refused_in_one_line(text):
     else:
         assert shape and all(1 <= n <= 2**40 for n in shape)
         assert shape == tuple(int(p) for p in text.replace(",", "x").split("x"))
+
+
+def test_failed_configs_travel_as_kernel_tuners_errors(tmp_path):
+    from db_helpers import CPU, make_records, valid_configs
+
+    from tunesvc.types import Measurement, Record
+
+    db, out = tmp_path / "t.db", tmp_path / "mm.json"
+    ok = make_records(shapes=((64, 64, 64),), n=2)
+    tpl = templates.get("matmul")
+    failed = {"build": "CompilationFailedConfig", "constraint": "InvalidConfig", "wrong_result": "RuntimeFailedConfig",
+              "timeout": "RuntimeFailedConfig"}
+    configs = valid_configs((64, 64, 64), 2 + len(failed))[2:]
+    records = ok + [Record(CPU, tpl.name, tpl.source_hash, "float32", (64, 64, 64), Measurement(c, status, f"{status} here"),
+                           "2025-01-01T00:00:00+00:00", "0.1.0", "local") for c, status in zip(configs, failed)]
+    store = Store(db)
+    store.put_many(records)
+    store.close()
+    r = CliRunner().invoke(main, ["export", str(out), "--format", "kerneltuner", "--db", str(db), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["failed"] == len(failed), r.output
+    cache = read_cache(str(out), open_cache=False)  # Kernel Tuner's reader: each failure is one of its errors
+    names = cache["tune_params_keys"]
+    errors = {Config({n: e[n] for n in names}): str(e["__error__"]) for e in cache["cache"].values() if "__error__" in e}
+    assert errors == {c: failed[s] for c, s in zip(configs, failed)}
+
+    def in_the_file(p):
+        return ",".join(str(p[n]) for n in names) in cache["cache"]
+
+    with warnings.catch_warnings():  # Kernel Tuner warns that no parameter names a thread block
+        warnings.simplefilter("ignore")
+        results, env = kernel_tuner.tune_kernel("matmul", "", (64, 64, 64), [], cache["tune_params"], restrictions=in_the_file,
+                                                simulation_mode=True, cache=str(out), strategy="brute_force", quiet=True)
+    assert len(results) == len(records) and sum("__error__" in res for res in results) == len(failed)
+    fastest = min(ok, key=lambda rec: rec.measurement.time)
+    assert Config({n: env["best_config"][n] for n in names}) == fastest.config
+    back = tmp_path / "back.db"
+    assert import_files([out], back).added == len(records)
+    store = Store(back, readonly=True)
+    statuses = {rec.config: (rec.measurement.status, rec.measurement.reason) for rec in store.records("matmul")}
+    store.close()
+    assert {c: statuses[c] for c in configs} == {c: (s, f"{s} here") for c, s in zip(configs, failed)}
