@@ -99,26 +99,26 @@ def lookup(template, shape, dtype: str = "float32", device=None, db=None) -> Loo
     hit = reader.memo.get(key)
     if hit is not None and hit[0] == version and reader.problem is None:
         if hit[2] is not None:  # a miss: counted (an exact answer pays this test only)
-            _DEMAND.add(hit[2])
+            hit[2].append(1)
         return hit[1]
     result, problem = _resolve(template, shape, dtype, device, reader)
     if reader.problem is None:
         miss = _miss(result, problem, reader, version)
         reader.memo[key] = (version, result, miss)
         if miss is not None:
-            _DEMAND.add(miss)
+            miss.append(1)
     else:
         _warn(reader)
     return result
 
 
-def _miss(result: LookupResult, problem: Problem, reader: Reader, version) -> tuple | None:
-    """The demand key of an answer below exact from a database that exists (None: nothing to count)."""
+def _miss(result: LookupResult, problem: Problem, reader: Reader, version) -> bytearray | None:
+    """The demand tally of an answer below exact from a database that exists (None: nothing to count)."""
     if result.level == "exact" or version is None or not demand_recording():
         return None
-    target = reader.path.url if isinstance(reader.path, ServerURL) else str(reader.path)  # a str: hashed fast
-    return (target, problem.template, problem.template_hash, problem.dtype, shape_str(problem.shape),
-            problem.device.key)
+    target = reader.path.url if isinstance(reader.path, ServerURL) else str(reader.path)
+    return _DEMAND.tally((target, problem.template, problem.template_hash, problem.dtype, shape_str(problem.shape),
+                          problem.device.key))
 
 
 _warned: set = set()  # databases already warned about in this process

@@ -1,13 +1,16 @@
 """Demand: the lookups answered below ``exact``, counted in memory and written in the background.
 
-A lookup that misses calls :meth:`Buffer.add` with its problem and the database it read: a dict
-increment under an uncontended lock, nothing else. A daemon thread writes the counts into that
-database's demand table every :data:`FLUSH_SECONDS` (``Queue.add_demand``: one transaction per
-database), and again at interpreter exit. A write that fails (a read-only file, a locked or
-damaged database) is logged at debug and never reaches the lookup: busy databases are retried at
-the next flush, the others dropped for the rest of the process. A database file that does not
-exist is never made for demand (a lookup never creates one). After a fork the child starts with
-no counts (its parent flushes its own) and no thread (it starts one on its first miss).
+A lookup that misses gets the problem's *tally* from :meth:`Buffer.tally` once, when it resolves
+the problem, keeps it in its memo, and counts each ask, warm ones included, with
+``tally.append(1)``: no lock, no clock, no dict. A daemon thread writes the counts into the
+database the lookup read (its demand table, ``Queue.add_demand``: one transaction per database)
+every :data:`FLUSH_SECONDS`, and again at interpreter exit (at most :data:`EXIT_SECONDS`). A
+write that fails (a read-only file, a locked or damaged database, a server that is down) is
+logged at debug and never reaches the lookup: busy files and servers are tried again at the next
+flush, the other files dropped for the rest of the process. A database file that does not exist
+is never made for demand (a lookup never creates one). A forked child keeps the tallies (its
+memo holds them) but empties them: the parent writes its own counts, the child's writer thread
+writes the child's.
 
 :func:`listing` reads the demand back: what was asked for and never tuned, most asked first.
 """
@@ -34,7 +37,7 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 5.0  # between two writes of the counts
 EXIT_SECONDS = 2.0  # at most this long spent writing them at interpreter exit
 BUSY_SECONDS = 0.5  # how long one write waits for another writer's lock
-MAX_KEYS = 100_000  # distinct problems held between two writes; beyond, new ones wait for the next
+MAX_KEYS = 100_000  # distinct problems counted in one process; beyond, new ones are not
 
 
 _clock = time.time
@@ -47,33 +50,45 @@ def _iso(t: float) -> str:
 class Buffer:
     """Counts of missed problems, per database, until the next write.
 
-    A key is ``(database path, template, template hash, dtype, shape text, device key)``."""
+    A key is ``(database path or server URL, template, template hash, dtype, shape text, device
+    key)``; its *tally* is a bytearray that gains one byte per ask (``tally.append(1)``: one call in
+    C, atomic under the GIL, so threads lose no ask and take no lock) and that a flush empties of
+    the bytes it counted."""
 
     def __init__(self, interval: float = FLUSH_SECONDS):
         self.interval = interval
         self._reset()
 
     def _reset(self) -> None:
-        self._counts: dict = {}  # key -> [count, first seen, last seen] (time.time())
-        self._lock = threading.Lock()  # guards _counts: taken by add and by the swap in take
+        self._cells: dict = {}  # key -> (tally, first seen (time.time())), for the life of the process
+        self._retry: dict = {}  # key -> [count, first, last] a busy database did not take yet
+        self._lock = threading.Lock()  # guards the two dicts' membership (never held by a warm ask)
         self._flushing = threading.Lock()  # one write at a time (the thread's and the exit's)
         self._starting = threading.Lock()  # never the one a flush holds: a miss must not wait for a write
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.refused: set = set()  # databases that refused a write (read-only, damaged): not tried again
 
+    def tally(self, key: tuple) -> bytearray | None:
+        """The tally of ``key``, made on its first miss (which starts the writer thread); None once
+        MAX_KEYS problems have one (more are not counted)."""
+        cell = self._cells.get(key)
+        if cell is None:
+            with self._lock:
+                cell = self._cells.get(key)
+                if cell is None:
+                    if len(self._cells) >= MAX_KEYS:
+                        return None
+                    cell = self._cells[key] = (bytearray(), _clock())
+            if self._thread is None:
+                self._start()
+        return cell[0]
+
     def add(self, key: tuple) -> None:
-        """Count one miss of ``key``; starts the writer thread on the first one."""
-        with self._lock:
-            entry = self._counts.get(key)
-            if entry is not None:
-                entry[0] += 1  # last seen: when the counts are taken (within a flush interval), no clock read here
-                return
-            if len(self._counts) < MAX_KEYS:
-                now = _clock()
-                self._counts[key] = [1, now, now]
-        if self._thread is None:  # a new key only: an old one was counted after a start
-            self._start()
+        """Count one miss of ``key`` (the lookup keeps the tally and appends to it itself)."""
+        tally = self.tally(key)
+        if tally is not None:
+            tally.append(1)
 
     def _start(self) -> None:
         with self._starting:
@@ -87,27 +102,28 @@ class Buffer:
 
     def pending(self) -> int:
         """Distinct problems counted and not written yet."""
-        return len(self._counts)
+        return sum(1 for tally, _ in list(self._cells.values()) if tally) + len(self._retry)
 
     def take(self) -> dict:
-        """The counts so far, handed over (the buffer starts again empty): key -> [count, first seen,
-        last seen], last seen being now for a problem asked more than once."""
-        with self._lock:
-            counts, self._counts = self._counts, {}
+        """The counts so far, handed over: key -> [count, first seen, last seen]; last seen is now
+        (the asks were made since the last flush)."""
         now = _clock()
-        for entry in counts.values():
-            if entry[0] > 1:
-                entry[2] = max(entry[2], now)  # asked again since first: seen last by now
+        with self._lock:
+            cells = list(self._cells.items())
+            counts, self._retry = self._retry, {}
+        for key, (tally, first) in cells:
+            n = len(tally)
+            if n:
+                del tally[:n]  # atomic too: an ask appended meanwhile stays for the next flush
+                have = counts.get(key)
+                counts[key] = [n, first, now] if have is None else [have[0] + n, min(have[1], first), now]
         return counts
 
     def _put_back(self, counts: dict) -> None:
         with self._lock:
             for key, (n, first, last) in counts.items():
-                entry = self._counts.get(key)
-                if entry is None:
-                    self._counts[key] = [n, first, last]
-                else:
-                    entry[0], entry[1], entry[2] = entry[0] + n, min(entry[1], first), max(entry[2], last)
+                have = self._retry.get(key)
+                self._retry[key] = [n, first, last] if have is None else [have[0] + n, min(have[1], first), max(have[2], last)]
 
     def flush(self) -> int:
         """Write the counts into their databases; the number of problems written. Never raises."""
@@ -139,15 +155,22 @@ class Buffer:
     def at_exit(self) -> None:
         """Write what is left, waiting at most EXIT_SECONDS (a locked database cannot hold an exit up)."""
         self._stop.set()
-        if not self._counts:
+        if not self.pending():
             return
         last = threading.Thread(target=self.flush, name="tunesvc-demand-exit", daemon=True)
         last.start()
         last.join(EXIT_SECONDS)
 
     def forked(self) -> None:
-        """In a forked child: no counts (the parent writes its own), no thread, fresh locks."""
+        """In a forked child: the parent's counts are the parent's to write, so its tallies start empty
+        (the same objects: the child's memo holds them), with fresh locks and a writer of its own."""
+        cells = self._cells
         self._reset()
+        for tally, _ in cells.values():
+            del tally[:]
+        self._cells = cells
+        if cells:
+            self._start()
 
 
 def _add(path: str, rows: dict) -> None:
