@@ -91,9 +91,11 @@ class StrategySampler(optuna.samplers.BaseSampler):
     """A tunesvc strategy as an Optuna sampler.
 
     ``claim(study, trial, config) -> bool`` is asked before a config is handed out (the study's
-    claims, :mod:`tunesvc.search.claims`; by default every config is free). A caller that wants
-    to know of an exhausted space before a trial exists calls :meth:`propose` first and then
-    ``study.ask(distributions(space))``; ``study.optimize`` works too (the sampler proposes then).
+    claims, :mod:`tunesvc.search.claims`; by default every config is free). Under
+    ``study.optimize`` or ``study.ask`` Optuna calls ``sample_relative``, which proposes; a caller
+    that wants to know of an exhausted space before a trial exists calls :meth:`propose` and then
+    ``study.ask(distributions(space))`` (the proposal is handed out as ``pending``), or writes the
+    trial itself, as :class:`tunesvc.search.live.StudySearch` does (in one transaction).
     """
 
     def __init__(self, strategy: Strategy, claim=None):
