@@ -3,6 +3,7 @@ in the middle of a job. Prints a table: every job done exactly once, no record l
 killed worker's job taken again once its lease ran out.
 
     python benchmarks/fleet.py [--workers 4] [--jobs 20] [--trials 6] [--lease 6]
+    python benchmarks/fleet.py --engines [--records 5000]   # the store on each engine: write, export, import
 
 The server is started as tests/pg_helpers.py starts the tests' (Debian's postgresql on loopback in
 a temporary folder, fsync off); the jobs tune tests/fault_templates/healthy.py (16 configs that all
@@ -131,13 +132,49 @@ def report(ids, jobs, records, outputs, procs, killed_pid, victim, killed_at, le
           f"an idle worker looks every 2 s)")
 
 
+def engines(n_records: int) -> None:
+    """put_many, export and import of the same synthetic records on an SQLite file and on the server."""
+    from db_helpers import make_records
+    from pg_helpers import Server
+    from tunesvc.cache import Store
+    from tunesvc.cache.exchange import export, import_files
+    from tunesvc.types import Fingerprint
+
+    shapes = [(64, 64, 64 * k) for k in range(1, 51)]
+    records = [r for d in range(max(1, n_records // 500)) for r in
+               make_records(fp=Fingerprint("opencl", "AMD", "cpu", "znver3", f"device {d}", "3.0"), shapes=shapes, n=10)]
+    server = Server()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            pairs = {"SQLite file": (f"{tmp}/a.db", f"{tmp}/b.db"),
+                     "PostgreSQL (loopback)": (server.create_database(), server.create_database())}
+            print(f"{'engine':<22} {'records':>7} {'put_many s':>10} {'export s':>8} {'import s':>8}")
+            for name, (src, dst) in pairs.items():
+                store = Store(src)
+                t0 = time.perf_counter()
+                store.put_many(records)
+                t1 = time.perf_counter()
+                store.close()
+                export(f"{tmp}/out.jsonl", db=src)
+                t2 = time.perf_counter()
+                import_files([f"{tmp}/out.jsonl"], db=dst, source="peer")
+                t3 = time.perf_counter()
+                print(f"{name:<22} {len(records):>7} {t1 - t0:>10.2f} {t2 - t1:>8.2f} {t3 - t2:>8.2f}")
+    finally:
+        server.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--jobs", type=int, default=20)
     ap.add_argument("--trials", type=int, default=6)
     ap.add_argument("--lease", type=float, default=6.0)
+    ap.add_argument("--engines", action="store_true", help="measure the store on each engine instead")
+    ap.add_argument("--records", type=int, default=5000)
     args = ap.parse_args()
+    if args.engines:
+        return engines(args.records)
     with tempfile.TemporaryDirectory(prefix="tunesvc-fleet-") as tmp:
         os.environ.setdefault("TUNESVC_CACHE_DIR", str(Path(tmp) / "cache"))  # the template's name, remembered here
         run(args.workers, args.jobs, args.trials, args.lease)
