@@ -4,12 +4,13 @@ A warm lookup of a problem the database answers exactly (``exact``) and of one i
 nearby shape (``nearest_shape``: a miss, counted as demand), with recording on and off
 (``$TUNESVC_DEMAND``), in the same run: each repetition times ``--calls`` lookups in a row per case
 and setting, the settings in alternating order, and the table gives the median over
-``--reps`` repetitions in ns per lookup. The counts go to a buffer that does not write while the
+``--reps`` repetitions in ns per lookup, and the median of the paired differences (on minus off
+within one repetition, which cancels the drift of a shared machine). The counts go to a buffer that does not write while the
 loops run; the write itself is timed apart: one flush of ``--problems`` distinct problems, and
 the first lookup after it (a write by another connection changes the file's data version, so
 each problem's next lookup is resolved again, once per flush).
 
-    .venv/bin/python benchmarks/demand.py [--reps 201] [--calls 5000] [--problems 100]
+    .venv/bin/python benchmarks/demand.py [--reps 601] [--calls 2000] [--problems 100]
 """
 
 from __future__ import annotations
@@ -63,13 +64,24 @@ def setting(on: bool) -> None:
 
 
 def hot_path(db: str, reps: int, calls: int) -> dict:
+    """Per case and setting, the median ns per lookup; and per case the median of the paired
+    differences (on minus off, measured back to back in each repetition: the machine's drift cancels)."""
     times: dict = {(case, on): [] for case in ("exact", "miss") for on in (False, True)}
+    diffs: dict = {"exact": [], "miss": []}
     for rep in range(reps):
+        got = {}
         for on in ((False, True) if rep % 2 == 0 else (True, False)):
             setting(on)
             for case, shape in (("exact", EXACT), ("miss", MISS)):
-                times[case, on].append(warm_ns(shape, db, calls))
-    return {k: statistics.median(v) for k, v in times.items()}
+                got[case, on] = warm_ns(shape, db, calls)
+                times[case, on].append(got[case, on])
+        for case in diffs:
+            diffs[case].append(got[case, True] - got[case, False])
+    out = {k: statistics.median(v) for k, v in times.items()}
+    for case, d in diffs.items():
+        q = statistics.quantiles(d, n=4)
+        out[case, "diff"] = (statistics.median(d), q[0], q[2])
+    return out
 
 
 def add_ns(buffer: Buffer, reps: int, calls: int) -> float:
@@ -104,8 +116,8 @@ def flush_cost(db: str, buffer: Buffer, problems: int, reps: int) -> tuple[float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=201)
-    ap.add_argument("--calls", type=int, default=5000)
+    ap.add_argument("--reps", type=int, default=601)
+    ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--problems", type=int, default=100)
     args = ap.parse_args()
     os.environ["TUNESVC_SHIPPED_DB"] = os.path.join(tempfile.gettempdir(), "tunesvc-bench-no-shipped")
@@ -117,13 +129,15 @@ def main() -> None:
         buffer.take()
         add = add_ns(buffer, args.reps, args.calls)
         flush_ms, first_us = flush_cost(db, buffer, args.problems, max(5, args.reps // 3))
-    print(f"warm lookup, ns per call: median of {args.reps} repetitions of {args.calls} calls, on and off alternating")
-    print("| lookup | recording off | recording on | added |")
-    print("|---|---:|---:|---:|")
+    print(f"warm lookup, ns per call: median of {args.reps} repetitions of {args.calls} calls, on and off alternating;")
+    print("added: the median (and quartiles) of the paired differences, on minus off in each repetition")
+    print("| lookup | recording off | recording on | added | quartiles of added |")
+    print("|---|---:|---:|---:|---:|")
     for case, label in (("exact", "exact hit (64x64x64)"), ("miss", "miss: nearest_shape (100x64x64)")):
         off, on = med[case, False], med[case, True]
-        print(f"| {label} | {off:,.0f} | {on:,.0f} | {on - off:+,.0f} |")
-    print(f"| the count alone (tally.append(1), loop included) | | | {add:+,.0f} |")
+        d, q1, q3 = med[case, "diff"]
+        print(f"| {label} | {off:,.0f} | {on:,.0f} | {d:+,.0f} | {q1:+,.0f} .. {q3:+,.0f} |")
+    print(f"| the count alone (tally.append(1), loop included) | | | {add:+,.0f} | |")
     print()
     print(f"one flush of {args.problems + 1} distinct problems: {flush_ms:.2f} ms (in the writer thread, every 5 s while "
           f"there are misses); the next lookup of a problem after it: {first_us:,.0f} us (resolved again, once per flush)")
