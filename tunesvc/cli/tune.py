@@ -41,7 +41,7 @@ def result_to_dict(r) -> dict:
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds a candidate may take to build, and again to run, before its worker is killed.")
 @click.option("--isolation/--no-isolation", default=True, show_default=True, help="Run candidates in a worker process that a hang or crash cannot take down.")
 @click.option("--build-workers", type=int, default=None, help="Processes compiling upcoming candidates meanwhile (default: 1 for a GPU, 0 for a CPU device).")
-@click.option("--storage", default=None, help="Optuna storage URL of the search state, e.g. postgresql://user@host/db to share one search between machines (default: an SQLite file beside --db).")
+@click.option("--storage", default=None, help="Optuna storage URL of the problem's study, e.g. postgresql://user@host/db to share one search between machines, any strategy (default: an SQLite file beside --db).")
 @db_option
 @json_option
 @library_errors
