@@ -74,7 +74,7 @@ def _submit_demand(ctx, template, shape, device_family, top, trials, time_budget
                        "device_family": family, "asked": d.count})
         if not as_json:
             click.echo(f"job {job_id} queued: {clean(d.template)} {clean(d.shape)} {d.dtype} on {clean(d.device_name)} "
-                       f"(asked {d.count} times)")
+                       f"(asked {d.count} time{'s' if d.count != 1 else ''})")
     if as_json:
         emit_json({"schema_version": JSON_SCHEMA_VERSION, "jobs": queued, "skipped": skipped})
     elif not queued and not skipped:
