@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..cache.jobs import Job, Queue
-from ..errors import TunesvcError, UsageError
+from ..errors import StoreError, TunesvcError, UsageError
 from ..identity import normalise_name
 from ..types import DeviceInfo
 
@@ -75,14 +75,22 @@ class _Lease(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        queue = Queue.open(self.db)
+        queue = None
         try:
             while not self._stop_event.wait(self.lease / 3):
-                if not queue.renew(self.job.id, self.worker, self.lease, self.progress):
-                    self.lost = True
-                    return
+                try:
+                    queue = queue or Queue.open(self.db)
+                    if not queue.renew(self.job.id, self.worker, self.lease, self.progress):
+                        self.lost = True
+                        return
+                except StoreError as e:  # a server restarting, a file locked too long: try again next time
+                    log.warning("job %d: cannot renew its lease (%s); trying again", self.job.id, e)
+                    if queue is not None:
+                        queue.close()
+                    queue = None
         finally:
-            queue.close()
+            if queue is not None:
+                queue.close()
 
     def stop(self) -> None:
         self._stop_event.set()
