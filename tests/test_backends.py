@@ -317,3 +317,15 @@ def test_a_database_of_other_tables_is_refused(postgres_url):
         conn.execute("CREATE TABLE invoices (id INT)")
     with pytest.raises(StoreError, match="not a tuning database"):
         Store(postgres_url)
+
+
+def test_a_database_not_in_utf8_is_refused(postgres_server):
+    import psycopg
+
+    with psycopg.connect(postgres_server.url("postgres"), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE tunesvc_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    url = postgres_server.url("tunesvc_latin1")
+    r = cli("jobs", "--db", url)
+    assert r.returncode == 2 and "encoding LATIN1" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    with psycopg.connect(url, autocommit=True) as conn:  # nothing was made
+        assert conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'").fetchone()[0] == 0

@@ -305,6 +305,10 @@ def migrate_pg(conn, path) -> None:
     (PostgreSQL's DDL is transactional: a failed migration leaves the database as it was)."""
     if _pg_current(conn, path):
         return
+    encoding = conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()").fetchone()
+    if encoding and encoding[0] != "UTF8":  # device names and build logs are any Unicode text
+        raise StoreError(f"tuning database {str(path)!r} has encoding {encoding[0]}; tunesvc stores Unicode text: "
+                         "make the database with createdb -E UTF8 -T template0, or pass another --db")
     conn.execute(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
     have = pg_tables(conn)
     if META in have and _pg_current(conn, path):  # another process migrated it meanwhile
