@@ -52,7 +52,7 @@ def _reader(db) -> Reader:
         path = db_path(db)
         r = _readers.get(path)
         if r is None:
-            r = _readers[path] = Reader(path)
+            r = _readers[path] = Reader(path)  # type: ignore[arg-type]  # a ServerURL makes a ServerReader
         if os.path.isabs(db or name[1] or "/"):  # a relative name means another file in another directory
             _named[name] = r
     return r

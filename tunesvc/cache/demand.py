@@ -247,7 +247,7 @@ def listing(db=None, limit: int | None = 50, include_tuned: bool = False) -> lis
     from .store import Store
 
     path = db_path(db)
-    if not is_server_url(path) and not path.exists():
+    if isinstance(path, Path) and not path.exists():
         return []  # nothing asked of a database that is not there (and none is made to say so)
     store = Store(db, readonly=True)  # read-only: listing never writes (a read-only server, a frozen file)
     try:
@@ -261,7 +261,8 @@ def listing(db=None, limit: int | None = 50, include_tuned: bool = False) -> lis
             return []  # no writer of this version has touched the file: nothing was recorded
     finally:
         store.close()
-    out = [Demand(*key, n, first, last, key in tuned) for key, (n, first, last) in merged.items()]
+    out = [Demand(t, h, dtype, shape, device, n, first, last, (t, h, dtype, shape, device) in tuned)
+           for (t, h, dtype, shape, device), (n, first, last) in merged.items()]
     out = [d for d in out if include_tuned or not d.tuned]
     out.sort(key=lambda d: (d.count, d.last_seen), reverse=True)
     return out if limit is None else out[:limit]
