@@ -278,3 +278,14 @@ def test_dashboard_of_an_untuned_problem_is_one_line(tmp_path, cl_info):
         assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert "tune" in out.stderr and "Traceback" not in out.stderr
         assert not (tmp_path / "none.optuna.db").exists()  # looking made no file
+
+
+def test_dashboard_on_the_tuning_database_itself_is_refused_and_changes_nothing(tmp_path, cl_info):
+    db = tmp_path / "t.db"
+    tune(db, "--trials", "1")
+    tables = lambda: sorted(r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master"))  # noqa: E731
+    before = tables()
+    out = subprocess.run([TUNESVC, "dashboard", HEALTHY, "--shape", "4096", "--storage", f"sqlite:///{db}"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "tune.optuna.db" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert tables() == before  # no Optuna table added to the tuning database

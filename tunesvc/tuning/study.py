@@ -107,8 +107,9 @@ def find_study(problem: Problem, db=None, storage: str | None = None, study: str
     optuna = require("optuna")
     try:
         rdb = optuna.storages.RDBStorage(url, skip_table_creation=True)
-    except Exception as e:  # a file that is not an Optuna storage, a server that is not there
-        raise UsageError(f"cannot open {redact(url)!r} as an Optuna storage: {_first_line(e)}") from None
+    except Exception as e:  # a file that is not an Optuna storage (the tuning database?), a server that is not there
+        raise UsageError(f"cannot open {redact(url)!r} as an Optuna storage ({_first_line(e)[:120]}); a tuning database "
+                         "keeps its studies beside it (tune.db -> tune.optuna.db): pass --db, or the --storage tune used") from None
     try:
         study_id = rdb.get_study_id_from_name(name)
     except KeyError:
