@@ -125,12 +125,14 @@ def evals_to_reach(run: Sequence[float], target: float, budget: int) -> int:
 
 
 # ---- running ------------------------------------------------------------------------------
-def run_once(runner: RecordedRunner, strategy: str, budget: int, seed: int | None = None, seeds: Sequence[Config] = ()) -> ReplayRun:
+def run_once(runner: RecordedRunner, strategy: str, budget: int, seed: int | None = None, seeds: Sequence[Config] = (),
+             options: dict | None = None) -> ReplayRun:
     """One run through the same loop as live tuning, until ``budget`` feasible evaluations or the
-    space is exhausted."""
+    space is exhausted. ``options`` are the strategy's settings (e.g. the ensemble's ``patience``)."""
     runner.reset()
-    strat = search.make(strategy, runner.space, seed)
+    strat = search.make(strategy, runner.space, seed, **(options or {}))
     strat.prefer(seeds)
+    strat.expect(budget)
     times: list[float] = []
 
     def measured(m) -> None:

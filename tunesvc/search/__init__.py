@@ -16,6 +16,7 @@ STRATEGIES = {
     "density": "tunesvc.search.density:DensityStrategy",
     "ensemble": "tunesvc.search.ensemble:EnsembleStrategy",
     "swarm": "tunesvc.search.swarm:SwarmStrategy",
+    "bo": "tunesvc.search.gp:BayesStrategy",
 }
 # Chosen by measurement on the recorded spaces of ../shared/replay (benchmarks/search.py, docs/benchmarks.md).
 DEFAULT_STRATEGY = "ensemble"

@@ -23,6 +23,10 @@ class Strategy(ABC):
     name = ""
     #: whether the strategy keeps its state in an Optuna storage (so several processes can share it)
     keeps_state = False
+    #: whether ``ask`` measures every preferred config before the strategy's own proposals; a
+    #: strategy that weighs seeds against its other techniques (the ensemble) sets it False and
+    #: takes them with ``next_seed`` when it chooses to
+    seeds_first = True
 
     def __init__(self, space: SearchSpace, seed: int | None = None, **options):
         self.space = space
@@ -32,14 +36,32 @@ class Strategy(ABC):
         self.unseen = np.ones(len(space), dtype=bool)
         #: configs to try before the strategy's own proposals (transfer seeds), best first
         self.preferred: list[int] = []
+        #: the feasible evaluations this search may make, where known (``expect``); None when the
+        #: search stops on time or by hand
+        self.budget: int | None = None
+
+    def expect(self, budget: int | None) -> None:
+        """Say how many feasible evaluations the search will get (``--trials``, a replay's
+        budget), before the first ask. Kernel Tuner's strategies get it too (``max_fevals``):
+        a strategy may size its opening and its patience by it."""
+        self.budget = budget if budget is None else max(1, int(budget))
 
     def prefer(self, configs) -> None:
-        """Measure these configs first, in order (e.g. the best known for related problems);
+        """Seeds to measure, best first (e.g. the best known for related problems): before the
+        strategy's own proposals, or, where ``seeds_first`` is False, when the strategy decides;
         configs outside the space are ignored, so a seed can never be an invalid proposal."""
         for c in configs:
             i = self.space.index.get(c)
             if i is not None and i not in self.preferred:
                 self.preferred.append(i)
+
+    def next_seed(self) -> int | None:
+        """Index of the next preferred config not seen yet (taken off the list), or None."""
+        while self.preferred:
+            i = self.preferred.pop(0)
+            if self.unseen[i]:
+                return i
+        return None
 
     @abstractmethod
     def propose(self) -> int:
@@ -49,15 +71,12 @@ class Strategy(ABC):
         """The next config to measure, or None when every config has been seen."""
         if not self.unseen.any():
             return None
-        while self.preferred:
-            i = self.preferred.pop(0)
-            if self.unseen[i]:
-                self.unseen[i] = False
-                return self.space.configs[i]
-        try:
-            i = self.propose()
-        except SpaceExhausted:
-            return None
+        i = self.next_seed() if self.seeds_first else None
+        if i is None:
+            try:
+                i = self.propose()
+            except SpaceExhausted:
+                return None
         self.unseen[i] = False
         return self.space.configs[i]
 

@@ -38,6 +38,8 @@ class DensityModel:
         self.gamma = gamma
         self.max_good = max_good
         self.kernels = [smoothing_matrix(len(d.values)) for d in space.dims]
+        # one contiguous array per parameter: gathering from a column of the codes matrix is strided
+        self.columns = [np.ascontiguousarray(space.codes[:, j], dtype=np.intp) for j in range(len(space.dims))]
 
     def scores(self, obs: Observations) -> np.ndarray:
         """log p_good - log p_rest of every config of the space."""
@@ -50,9 +52,10 @@ class DensityModel:
         n_good = min(self.max_good, max(1, int(math.ceil(self.gamma * len(y)))))
         good, rest = measured[order[:n_good]], measured[order[n_good:]]
         total = np.zeros(len(self.space))
-        for j, kernel in enumerate(self.kernels):
-            codes = self.space.codes[:, j]
-            total += np.log(self._density(codes[good], kernel))[codes] - np.log(self._density(codes[rest], kernel))[codes]
+        for kernel, codes in zip(self.kernels, self.columns):
+            # the ratio per value first (a few numbers), then one gather over the space
+            ratio = np.log(self._density(codes[good], kernel)) - np.log(self._density(codes[rest], kernel))
+            total += ratio[codes]
         return total
 
     @staticmethod

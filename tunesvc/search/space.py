@@ -48,6 +48,22 @@ class SearchSpace:
         default = template.default_config()
         return cls(dims, configs, default)
 
+    def project(self, config) -> Config | None:
+        """``config`` as a config of this space, or None: its values of this space's parameters
+        (extra ones dropped; a missing one filled in only where the parameter has one value),
+        if that is a valid config here. For seeds from a related space (another device's
+        recording of the same kernel with more or fewer parameters)."""
+        values = {}
+        for d in self.dims:
+            if d.name in config:
+                values[d.name] = config[d.name]
+            elif len(d.values) == 1:
+                values[d.name] = d.values[0]
+            else:
+                return None
+        c = Config(values)
+        return c if c in self.index else None
+
     def encode(self, config: Config) -> np.ndarray:
         return self.codes[self.index[config]]
 

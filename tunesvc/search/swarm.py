@@ -52,6 +52,12 @@ class Swarm:
         self.own_value = np.full(self.size, math.inf)
         self.own_pos = self.pos.copy()
 
+    def scatter(self, unseen: np.ndarray) -> None:
+        """A fresh spread that also forgets the swarm's best, so the particles explore instead of
+        flying straight back to the basin the search is stuck in (the stall guard's restart)."""
+        self.best_value, self.best_pos = math.inf, None
+        self.spread(unseen)
+
     def snap(self, k: int) -> int:
         """The valid config nearest to particle ``k`` (rounded indices when valid, else nearest in L1)."""
         i = self.lookup.get(tuple(np.rint(self.pos[k]).astype(np.int64).tolist()))
@@ -114,6 +120,12 @@ class SwarmStrategy(Strategy):
             return int(self.rng.choice(np.flatnonzero(self.unseen)))
         d = steps_from(self.space, self.best_index) + self.swarm.tiebreak
         return int(np.argmin(np.where(self.unseen, d, np.inf)))
+
+    def restart(self) -> None:
+        """Scatter the particles over unseen configs and forget the swarm's best (see Swarm.scatter);
+        each particle's own best goes too, so only what they find from here on pulls them."""
+        if self.unseen.any():
+            self.swarm.scatter(self.unseen)
 
     def observe(self, index: int, m: Measurement) -> None:
         value = math.log(max(m.time, 1e-30)) if m.ok else math.inf

@@ -8,7 +8,10 @@ the same vendor and device type, then any device; within a level, the nearest
 shape in log space. The best configs of each related
 problem are interleaved (closest problem first) so a few seeds cover several
 neighbours. Seeds are only a starting point: the strategy measures them like
-any proposal, and only configs in the current space are used.
+any proposal, and only configs in the current space are used (a seed from a space with more
+or fewer parameters is projected onto this one's, :meth:`SearchSpace.project`). Where the
+strategy weighs seeds against its own techniques (the default ensemble), a bad seed costs an
+evaluation or two, not a detour.
 """
 
 from __future__ import annotations
@@ -36,14 +39,17 @@ def seed_configs(records: Iterable[Record], device: Fingerprint, shape: tuple[in
     search is told about directly, not guesses to try.
     """
     shape = tuple(shape)
-    best: dict[tuple[Fingerprint, tuple], list[tuple[float, Config]]] = {}  # (device, shape) -> (time, config)
+    best: dict[tuple[Fingerprint, tuple], dict[Config, float]] = {}  # (device, shape) -> config -> fastest time
     for r in records:
         m, where = r.measurement, (r.fingerprint, tuple(r.shape))
-        if not m.ok or m.config not in space or (r.fingerprint.key == device.key and where[1] == shape):
+        if not m.ok or (r.fingerprint.key == device.key and where[1] == shape):
             continue
-        best.setdefault(where, []).append((m.time, m.config))
+        config = m.config if m.config in space else space.project(m.config)
+        if config is not None:  # several configs of a larger space can project onto one: keep its fastest
+            times = best.setdefault(where, {})
+            times[config] = min(m.time, times.get(config, m.time))
     ranked = sorted(best, key=lambda p: (_RANK[relation(device, p[0])], shape_distance(p[1], shape), p[0].key))
-    lists = [[c for _, c in sorted(best[p], key=lambda tc: tc[0])[:PER_PROBLEM]] for p in ranked]
+    lists = [sorted(best[p], key=best[p].get)[:PER_PROBLEM] for p in ranked]
     seeds: list[Config] = []
     for rank in range(PER_PROBLEM):
         for configs in lists:
