@@ -136,6 +136,27 @@ def test_a_database_that_refuses_writes_still_answers(tmp_path, buffer):
         subprocess.run(["chattr", "-i", str(db)], capture_output=True)
 
 
+def test_a_lookup_answers_while_another_writer_holds_the_file_and_the_flush_waits_for_it(tmp_path, buffer):
+    import threading
+
+    db = _db(tmp_path / "t.db", make_records(CPU))
+    lookup("matmul", (100, 64, 64), "float32", CPU.key, db)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process's write in progress
+    try:
+        assert lookup("matmul", (100, 64, 64), "float32", CPU.key, db).level == "nearest_shape"  # never waits
+        flushed: list = []
+        writer = threading.Thread(target=lambda: flushed.append(buffer.flush()))
+        writer.start()
+        time.sleep(0.3)
+        assert not flushed  # the write waits for the lock, the lookups do not
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    writer.join(30)
+    assert flushed == [1] and _demand_rows(db) == [("matmul", "100x64x64", "float32", CPU.key, 2)]
+
+
 def test_a_database_that_cannot_be_read_counts_nothing(tmp_path, buffer):
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"not a database at all" * 100)
