@@ -102,6 +102,8 @@ def summary(r) -> str:
     if roof := roofline_line(r):
         lines.append(roof)
     lines.append(f"  stored in {r.db_path}")
+    if getattr(r, "storage", ""):
+        lines.append(f"  Optuna study in {r.storage} ('tunesvc dashboard' opens it)")
     return "\n".join(lines)
 
 
