@@ -160,6 +160,23 @@ def test_same_seed_claims_collide_and_the_loser_moves_on(space, tmp_path):
     assert ca is not None and cb is not None and ca != cb
 
 
+def test_a_claim_is_granted_once_until_released(tmp_path):
+    # The claim alone, without the trials' view: two holders of one study, one config.
+    from tunesvc.search.claims import RDBClaims
+
+    url = f"sqlite:///{tmp_path / 's.optuna.db'}"
+    storage = optuna.storages.RDBStorage(url)
+    optuna.create_study(storage=storage, study_name="p")
+    sid = storage.get_study_id_from_name("p")
+    a, b = RDBClaims(storage, sid), RDBClaims(storage, sid)
+    assert a.claim('{"x":1}') and not b.claim('{"x":1}') and not a.claim('{"x":1}')
+    assert b.claim('{"x":2}')
+    a.release('{"x":1}')
+    assert b.claim('{"x":1}')
+    assert len(a.holders()) == 2
+    storage.engine.dispose()
+
+
 def test_unmeasured_trials_end_pruned_and_free_their_config(space, tmp_path):
     url = f"sqlite:///{tmp_path / 's.optuna.db'}"
     a = StudySearch(search.make("grid", space, 0), url, "p")
