@@ -72,7 +72,6 @@ class StudySearch:
         self.claims.release_dead(self._measured_keys())
         self._end_dead_trials()
         self.open: dict[Config, tuple[int, int]] = {}  # config -> (number, id) of its RUNNING trial
-        self.told: dict[Config, Measurement] = {}  # measured, not recorded in the study yet
         self.first: list[Config] = []
         self.sampler.sync(self.study)
 
@@ -107,13 +106,12 @@ class StudySearch:
         return self._open_trial(config) if config is not None else None
 
     def tell(self, config: Config, m: Measurement) -> None:
-        """The strategy learns at once; the trial ends when :meth:`record` gives the record's id."""
+        """The strategy learns at once; the trial ends when :meth:`record` gives the record's id
+        (after the database stored it: one it could not store stays unmeasured in the study too)."""
         self.strategy.tell(config, m)
-        self.told[config] = m
 
     def record(self, m: Measurement, record_id: int | None = None) -> None:
         """End the trial of a measured (and stored) config: its value in seconds, or failed."""
-        self.told.pop(m.config, None)
         opened = self.open.pop(m.config, None)
         attrs = trial_attrs(m) | ({RECORD: record_id} if record_id is not None else {})
         if opened is None:  # measured without being asked (a caller's own config)
@@ -161,10 +159,8 @@ class StudySearch:
         return True
 
     def close(self) -> None:
-        """End the trials asked for and not measured (the run stopped first): PRUNED, claims released."""
-        for config, m in list(self.told.items()):  # measured but never recorded (a store that failed)
-            if config in self.open:
-                self.record(m)
+        """End the trials asked for and not recorded (the run stopped first, or the database could not
+        store the measurement): PRUNED, claims released, so a later run measures them."""
         for config, (number, trial_id) in list(self.open.items()):
             self.storage.set_trial_user_attr(trial_id, "tunesvc_unmeasured", "the run stopped before measuring it")
             self.sampler.mark_seen(number)
