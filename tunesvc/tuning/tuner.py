@@ -281,6 +281,7 @@ def tune_problem(target: Target, *, db=None, stop: StopRules = StopRules(), sear
         strat.known(known, known_ids(store, p) if known else None)  # told to the strategy, and put in the study where it lacks them
         # Transfer: first try the best configs stored for neighbouring shapes and related devices.
         strat.prefer(transfer.seeds_from_store(store, p, space))
+        strat.expect(stop.trials)  # the strategy may size its opening by it (None: on time or patience)
         state = _Run(target, store, stop, known, on_trial=on_trial, search=strat)
         log.info("tuning %s on %s (%s): %d valid configs, %d measured before; %s; strategy %s", p, target.device.id,
                  target.device.name, len(space), len(known), stop.describe(), search_options.strategy_name)
