@@ -45,7 +45,10 @@ from tunesvc.replay.score import ReplayRun, default_budget, run_once, summarize 
 
 #: the candidate settings of the default strategy (name -> strategy, options); "current" is DEFAULTS
 CANDIDATES: dict[str, tuple[str, dict]] = {
-    "issue7": ("ensemble", {"patience": 0, "arms": ["density", "local", "swarm"]}),  # the default before issue 12
+    # the default before issue 12, spelled out (task_key resolves the rest against today's DEFAULTS)
+    "issue7": ("ensemble", {"patience": 0, "arms": ["density", "local", "swarm"], "start_fraction": 0.0, "design": "random"}),
+    "g50r": ("ensemble", {"patience": 50, "patience_fraction": 0.5, "design": "random", "start_fraction": 0.0}),
+    "sf05r": ("ensemble", {"start_fraction": 0.05, "patience": 50, "patience_fraction": 0.5, "design": "random"}),
     "current": ("ensemble", {}),
     "random": ("random", {}),
     "g50": ("ensemble", {"patience": 50, "patience_fraction": 0.5}),
@@ -137,7 +140,13 @@ def repeats_for(budget: int, repeats: int) -> int:
 
 
 def task_key(strategy: str, options: dict, path: str, seed: int, failures: bool) -> str:
-    return json.dumps([strategy, options, Path(path).name, seed, failures], sort_keys=True)
+    """The cache key of one run: with the ensemble's settings resolved against DEFAULTS, so a run
+    cached before a default changed is never taken for a run under the new one."""
+    if strategy == "ensemble":
+        from tunesvc.search.ensemble import DEFAULTS
+
+        options = {**DEFAULTS, "arms": list(DEFAULTS["arms"]), **options}
+    return json.dumps(["v2", strategy, options, Path(path).name, seed, failures], sort_keys=True)
 
 
 def task(args) -> tuple[str, list[float]]:
