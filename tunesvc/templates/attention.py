@@ -82,7 +82,7 @@ def _local_bytes(c: Config, d: int) -> int:
 
 
 def _fits_work_group(c: Config, x: Context) -> bool:
-    return c["WG"] <= x.device.max_work_group_size and c["WG"] <= x.device.max_work_item_sizes[0]
+    return c["WG"] <= x.known_device.max_work_group_size and c["WG"] <= x.known_device.max_work_item_sizes[0]
 
 
 class Attention(KernelTemplate):
@@ -124,9 +124,9 @@ class Attention(KernelTemplate):
         # MAP=2, 3 keep a block's scores in one OpenCL vector (8 or 16 lanes) and V in chunks of 4 or 8
         Constraint("tiles_in_vectors", lambda c, x: c["MAP"] < 2 or (c["KB"] <= 16 and c["DV"] >= 4 and c["LKV"] == 0)),
         # they are written in OpenCL vectors for CPU compilers; a GPU build of them streams as MAP=1
-        Constraint("tiles_only_on_cpus", lambda c, x: c["MAP"] < 2 or x.device.device_type == "cpu", needs_device=True),
+        Constraint("tiles_only_on_cpus", lambda c, x: c["MAP"] < 2 or x.known_device.device_type == "cpu", needs_device=True),
         Constraint("work_group_size", _fits_work_group, needs_device=True),
-        Constraint("local_memory", lambda c, x: _local_bytes(c, _dims(x)[5]) <= x.device.local_mem_size, needs_device=True),
+        Constraint("local_memory", lambda c, x: _local_bytes(c, _dims(x)[5]) <= x.known_device.local_mem_size, needs_device=True),
     )
 
     def parse_shape(self, shape):
@@ -171,7 +171,7 @@ class Attention(KernelTemplate):
             BufferSpec("scale", (1,), np.float32, "in"),
             BufferSpec("O", (b, hq, q, d), storage, "out"),
         ]
-        ins = ("Q", Offset("Q"), "K", Offset("K"), "V", Offset("V"), "scale", Offset("scale"))
+        ins: tuple[str | Offset, ...] = ("Q", Offset("Q"), "K", Offset("K"), "V", Offset("V"), "scale", Offset("scale"))
         launches, cwg = [], 64
         if config["MAP"] == 2:  # K packed into blocks of KB keys first (timed too)
             slots = bh * ceil_div(kv, config["KB"]) * config["KB"]

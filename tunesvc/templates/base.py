@@ -68,6 +68,13 @@ class Context:
     dtype: str
     device: DeviceInfo | None = None  # None: check only what holds on every device
 
+    @property
+    def known_device(self) -> DeviceInfo:
+        """The device, for a constraint with ``needs_device`` (only ever checked with one)."""
+        if self.device is None:
+            raise ValueError("this constraint needs a device: the context has none")
+        return self.device
+
 
 @dataclass(frozen=True)
 class Constraint:
@@ -212,7 +219,8 @@ class KernelTemplate(ABC):
         out = []
         for values in itertools.product(*(p.values for p in self.params)):
             d = dict(zip(names, values))
-            if all(check(d, ctx) for check in checks):
+            # a plain dict stands in for the Config: constraints only index it, and this is the hot loop
+            if all(check(d, ctx) for check in checks):  # type: ignore[arg-type]
                 out.append(Config(d))
         return out
 

@@ -83,7 +83,7 @@ def _local_bytes(c: Config, shape) -> int:
 
 def _fits_work_group(c: Config, x: Context) -> bool:
     wg = _work_items(c)
-    return wg <= x.device.max_work_group_size and wg <= x.device.max_work_item_sizes[0]
+    return wg <= x.known_device.max_work_group_size and wg <= x.known_device.max_work_item_sizes[0]
 
 
 def _both_units_busy(c: Config, x: Context) -> bool:
@@ -109,10 +109,10 @@ def _constraints(zero_points: bool) -> tuple[Constraint, ...]:
         Constraint("registers_bounded", lambda c, x: c["RPW"] * x.shape[0] * _run(c, x.shape[3]) <= 256),
         Constraint("both_units_busy", _both_units_busy),
         Constraint("work_group_size", _fits_work_group, needs_device=True),
-        Constraint("local_memory", lambda c, x: _local_bytes(c, x.shape) <= x.device.local_mem_size, needs_device=True),
+        Constraint("local_memory", lambda c, x: _local_bytes(c, x.shape) <= x.known_device.local_mem_size, needs_device=True),
         # a CPU streams a row best in one work-item: shared rows measured 2-5x slower on both CPU
         # drivers (runs too short to vectorise, a local-memory sum per row), so they are not searched
-        Constraint("whole_rows_on_cpus", lambda c, x: c["WPR"] == 1 or x.device.device_type != "cpu", needs_device=True),
+        Constraint("whole_rows_on_cpus", lambda c, x: c["WPR"] == 1 or x.known_device.device_type != "cpu", needs_device=True),
     )
 
 

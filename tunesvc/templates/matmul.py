@@ -19,8 +19,8 @@ def _local_bytes(c) -> int:
 
 def _fits_work_group(c, ctx: Context) -> bool:
     tn, tm = c["NDIM"], c["MDIM"]
-    sizes = ctx.device.max_work_item_sizes
-    return tn * tm <= ctx.device.max_work_group_size and tn <= sizes[0] and tm <= sizes[1]
+    sizes = ctx.known_device.max_work_item_sizes
+    return tn * tm <= ctx.known_device.max_work_group_size and tn <= sizes[0] and tm <= sizes[1]
 
 
 class Matmul(KernelTemplate):
@@ -57,7 +57,7 @@ class Matmul(KernelTemplate):
         Constraint("block_within_shape", lambda c, x: c["LOCAL"] == 1 or (
             c["WPTM"] <= x.shape[0] and (c["WPTN"] if c["PACKB"] else _tile(c)[1]) <= x.shape[1])),
         Constraint("work_group_size", _fits_work_group, needs_device=True),
-        Constraint("local_memory", lambda c, x: _local_bytes(c) <= x.device.local_mem_size, needs_device=True),
+        Constraint("local_memory", lambda c, x: _local_bytes(c) <= x.known_device.local_mem_size, needs_device=True),
     )
 
     def plan(self, config: Config, shape, dtype: str) -> Plan:

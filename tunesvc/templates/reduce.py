@@ -55,7 +55,7 @@ class Reduce(KernelTemplate):
         Constraint("rows_per_group_not_beyond_rows", lambda c, x: c["RPG"] == 1 or c["RPG"] <= x.shape[0]),
         Constraint("split_not_beyond_row", lambda c, x: c["SPLIT"] == 1 or x.shape[1] >= c["SPLIT"] * c["VW"] * 64),
         Constraint("threads_have_work", _no_idle_threads),
-        Constraint("work_group_size", lambda c, x: c["WG"] <= x.device.max_work_group_size and c["WG"] <= x.device.max_work_item_sizes[0], needs_device=True),
+        Constraint("work_group_size", lambda c, x: c["WG"] <= x.known_device.max_work_group_size and c["WG"] <= x.known_device.max_work_item_sizes[0], needs_device=True),
     )
 
     def plan(self, config: Config, shape, dtype: str) -> Plan:
