@@ -31,6 +31,7 @@ families on recorded spaces (benchmarks/cv_search.py, docs/benchmarks.md).
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 import numpy as np
 
@@ -46,10 +47,30 @@ from .space import SearchSpace
 from .swarm import SwarmStrategy
 
 ARMS = ("density", "local", "swarm", "random", "hop", "gp")
+
+
+class Defaults(TypedDict):
+    """The ensemble's default settings, each typed as its parameter is."""
+
+    start: int
+    discount: float
+    top: float
+    spread: int
+    arms: tuple[str, ...]
+    patience: int
+    patience_fraction: float
+    burst: int
+    start_fraction: float
+    patience_budget: float
+    design: str
+    far_pool: int
+    respread: str
+
+
 #: the settings used unless told otherwise: chosen by cross-validation (docs/benchmarks.md, issue 12)
-DEFAULTS = dict(start=8, discount=0.95, top=0.1, spread=1, arms=("density", "local", "swarm", "hop"),
-                patience=50, patience_fraction=0.5, burst=5, start_fraction=0.05, patience_budget=0.0,
-                design="far", far_pool=0, respread="random")
+DEFAULTS = Defaults(start=8, discount=0.95, top=0.1, spread=1, arms=("density", "local", "swarm", "hop"),
+                    patience=50, patience_fraction=0.5, burst=5, start_fraction=0.05, patience_budget=0.0,
+                    design="far", far_pool=0, respread="random")
 DEFAULT_ARMS = DEFAULTS["arms"]
 
 
@@ -64,6 +85,7 @@ class _Ring:
     def nearest(self, center: int, unseen: np.ndarray) -> int:
         if center != self.center:  # the distances change only when the centre does
             self.center, self.steps = center, steps_from(self.space, center) + self.tiebreak
+        assert self.steps is not None  # set with the centre
         return int(np.argmin(np.where(unseen, self.steps, np.inf)))
 
 
@@ -168,14 +190,17 @@ class EnsembleStrategy(Strategy):
             hi = np.maximum(self.space.codes.max(axis=0), 1).astype(np.float64)
             self._far_codes = self.space.codes / hi
             self._far_dist = np.full(len(self.space), np.inf)
+        codes, dist = self._far_codes, self._far_dist
+        assert dist is not None  # set with the codes
         for i in self.obs.index[self._far_seen:]:
-            self._far_dist = np.minimum(self._far_dist, np.abs(self._far_codes - self._far_codes[i]).sum(axis=1))
+            dist = np.minimum(dist, np.abs(codes - codes[i]).sum(axis=1))
+        self._far_dist = dist
         self._far_seen = len(self.obs.index)
         if self.far_pool:  # Mitchell's best candidate: the farthest of a few random unseen configs,
             # spread out without being pushed into the corners of the space
             pool = self.rng.choice(np.flatnonzero(self.unseen), size=min(self.far_pool, int(self.unseen.sum())), replace=False)
-            return int(pool[np.argmax(self._far_dist[pool])])
-        d = np.where(self.unseen, self._far_dist + self.tiebreak, -np.inf)
+            return int(pool[np.argmax(dist[pool])])
+        d = np.where(self.unseen, dist + self.tiebreak, -np.inf)
         return int(np.argmax(d))
 
     def _random(self) -> int:
@@ -187,6 +212,7 @@ class EnsembleStrategy(Strategy):
         return self._far() if self.respread == "far" else self._random()
 
     def _swarm(self) -> int:
+        assert self.swarm is not None  # the arm exists only with its swarm
         return self.swarm.propose()
 
     def _transfer(self) -> int:
@@ -204,13 +230,16 @@ class EnsembleStrategy(Strategy):
         return int(self.rng.choice(top))
 
     def _gp(self) -> int:
+        assert self.gp is not None  # the arm exists only with its model
         i = self.gp.best_unseen(self.unseen)
         return self._random() if i is None else i
 
     def _local(self) -> int:
+        assert self.obs.best_index is not None  # the bandit's arms pick only once something ran
         return self._local_ring.nearest(self.obs.best_index, self.unseen)
 
     def _hop(self) -> int:
+        assert self._hop_best is not None  # the arm is active only with a best since the restart
         return self._hop_ring.nearest(self._hop_best[1], self.unseen)
 
     # ---- learning -----------------------------------------------------------------------
