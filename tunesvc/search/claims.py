@@ -121,6 +121,7 @@ def reflect_trial(rdb, trial_id: int, value: float | None, attrs: dict, first_va
 
     with orm.Session(rdb.engine) as session, session.begin():
         trial = session.get(models.TrialModel, trial_id)
+        assert trial is not None, f"trial {trial_id} is not in the study"
         row = session.query(models.TrialValueModel).filter_by(trial_id=trial_id, objective=0).one_or_none()
         if value is None:
             trial.state = TrialState.FAIL

@@ -118,7 +118,7 @@ class Posterior:
         if best == self.lengthscale:
             return
         pairs = list(zip(self.index, self.y))
-        self.__init__(self.x, best, self.noise)
+        type(self).__init__(self, self.x, best, self.noise)
         for i, y in pairs:
             self.add(i, y)
 
@@ -183,9 +183,10 @@ class Model:
                  clip: float = 0.5):
         n = len(space)
         self.subset = None if n <= MAX_CONFIGS else np.sort(rng.choice(n, MAX_CONFIGS, replace=False))
-        self.position = None if self.subset is None else np.full(n, -1, dtype=np.int64)
+        self.position: np.ndarray | None = None
         if self.subset is not None:
-            self.position[self.subset] = np.arange(MAX_CONFIGS)
+            self.position = position = np.full(n, -1, dtype=np.int64)
+            position[self.subset] = np.arange(MAX_CONFIGS)
         self.gp = Posterior(space.unit(self.subset), lengthscale)
         self.fit, self.clip = fit, clip  # fit: choose the lengthscale by marginal likelihood as outcomes come in
         self.tiebreak = rng.random(len(self.gp.x)) * 1e-9

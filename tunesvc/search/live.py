@@ -92,7 +92,7 @@ class StudySearch:
     def measure_first(self, config: Config | None) -> None:
         """Measure ``config`` (the template's default) before the strategy's proposals, unless known."""
         i = self.space.index.get(config) if config is not None else None
-        if i is not None and self.strategy.unseen[i]:
+        if config is not None and i is not None and self.strategy.unseen[i]:
             self.strategy.unseen[i] = False  # so the strategy does not propose it again
             self.first.append(config)
 
@@ -102,8 +102,8 @@ class StudySearch:
             config = self.first.pop(0)
             if self._claim(self.study, None, config):
                 return self._open_trial(config)
-        config = self.sampler.propose(self.study)  # the strategy's choice, claimed
-        return self._open_trial(config) if config is not None else None
+        proposed = self.sampler.propose(self.study)  # the strategy's choice, claimed
+        return self._open_trial(proposed) if proposed is not None else None
 
     def tell(self, config: Config, m: Measurement) -> None:
         """The strategy learns at once; the trial ends when :meth:`record` gives the record's id

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 from ..errors import require
 from ..types import Config, Measurement, Timing
@@ -52,7 +53,7 @@ def trial_attrs(m: Measurement) -> dict:
     attrs = {CONFIG: config_key(m.config), MEASURED: True, "status": m.status}
     if m.reason:
         attrs["reason"] = m.reason[:2000]
-    details = {}
+    details: dict[str, Any] = {}
     if m.timing is not None:
         t = m.timing
         details.update(time_min_s=t.min, time_max_s=t.max, time_iqr_s=t.iqr, runs=t.count)
@@ -87,7 +88,11 @@ def measurement_of(trial) -> tuple[Config, Measurement] | None:
                                compile_seconds=d.get("compile_s", 0.0))
 
 
-class StrategySampler(optuna.samplers.BaseSampler):
+#: Optuna is imported at run time (require), so mypy sees its sampler base as Any
+_BaseSampler: Any = optuna.samplers.BaseSampler
+
+
+class StrategySampler(_BaseSampler):
     """A tunesvc strategy as an Optuna sampler.
 
     ``claim(study, trial, config) -> bool`` is asked before a config is handed out (the study's

@@ -49,7 +49,7 @@ def seed_configs(records: Iterable[Record], device: Fingerprint, shape: tuple[in
             times = best.setdefault(where, {})
             times[config] = min(m.time, times.get(config, m.time))
     ranked = sorted(best, key=lambda p: (_RANK[relation(device, p[0])], shape_distance(p[1], shape), p[0].key))
-    lists = [sorted(best[p], key=best[p].get)[:PER_PROBLEM] for p in ranked]
+    lists = [sorted(best[p], key=best[p].__getitem__)[:PER_PROBLEM] for p in ranked]
     seeds: list[Config] = []
     for rank in range(PER_PROBLEM):
         for configs in lists:
