@@ -44,14 +44,19 @@ def drive(strategy, runner: Runner, should_stop: Callable[[], str | None], on_me
         on_measured(m)
 
 
+def _interval(m: Measurement) -> tuple[float, float]:
+    assert m.timing is not None, "an ok measurement is timed"
+    return interval(m.timing)
+
+
 def confirm_leaders(runner: Runner, candidates: Iterable[Measurement], method) -> list[Measurement]:
     """Re-measure the leaders interleaved when their intervals (widened by ``method.drift``)
     overlap the best's; [] if they don't."""
     leaders = sorted((m for m in candidates if m.ok), key=lambda m: m.time)[: max(method.confirm, 0)]
     if len(leaders) < 2:
         return []
-    best_hi = interval(leaders[0].timing)[1] * (1 + method.drift)
-    close = [leaders[0]] + [m for m in leaders[1:] if interval(m.timing)[0] <= best_hi]
+    best_hi = _interval(leaders[0])[1] * (1 + method.drift)
+    close = [leaders[0]] + [m for m in leaders[1:] if _interval(m)[0] <= best_hi]
     if len(close) < 2:
         return []
     fresh = runner.compare([m.config for m in close])

@@ -160,6 +160,7 @@ class Evaluator:
         except CandidateError as e:
             return Measurement(config, e.reason, str(e), compile_seconds=time.perf_counter() - t0)
         if hopeless:
+            assert best is not None  # only a best so far makes a timing hopeless
             m = self._measurement(config, samples, compile_seconds, abandoned=True)
             why = f"{ABANDONED}: first launch {m.time / best:.1f}x the best so far ({m.time:.3g} s vs {best:.3g} s)"
             return replace(m, reason=why)
@@ -224,7 +225,7 @@ class Evaluator:
                 out[c] = Measurement(c, e.reason, str(e))
                 continue
             ready.append((c, program, plan, sets))
-        samples = {c: [] for c, *_ in ready}
+        samples: dict[Config, list[float]] = {c: [] for c, *_ in ready}
         for r in range(rounds if ready else 0):
             # Rotate the order every round: no config always runs right after the same neighbour.
             for c, program, plan, sets in ready[r % len(ready):] + ready[: r % len(ready)]:

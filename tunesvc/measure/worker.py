@@ -224,6 +224,7 @@ class Worker:
         return self._proc
 
     def _lose(self) -> None:
+        assert self._proc is not None  # lost only after _process started one
         self._proc.kill()
         self._proc = None
         self.replaced += 1
