@@ -67,7 +67,7 @@ def _redacted(url: str) -> str:
     return f"{scheme}://{auth}{at}{host}"
 
 
-def default_db_path() -> Path:
+def default_db_path() -> "Path | ServerURL":
     """The database used when none is named: :func:`db_path` of None."""
     return db_path(None)
 

@@ -89,6 +89,7 @@ class Store:
     def _check_file(self) -> None:
         """Refuse what is not a regular file (a device node, a directory): SQLite would read /dev/null
         as an empty database and write over /dev/full; a read-only store needs the file to exist."""
+        assert isinstance(self.path, Path), "only a SQLite store has a file"
         exists = self.path.exists()
         if exists and not self.path.is_file():
             raise cannot_open(self.path, "not a regular file")
@@ -357,6 +358,7 @@ class Staging:
         (about 800 bytes each with their indexes, and as much again in the write-ahead log)."""
         if str(self.store.path) == MEMORY or self.engine is not sqlite_engine:  # a server minds its own disk
             return
+        assert isinstance(self.store.path, Path), "a SQLite store is a file"
         need = new_rows * 1600 + (4 << 20)
         free = shutil.disk_usage(self.store.path.parent).free
         if free < need:
