@@ -24,7 +24,7 @@ from .schema import DEVICE, EXPORT_FIELDS, MEASURED, PROBLEM, TIMES
 try:  # 3-5x faster than json.loads; only ever trusted where its answer equals the strict parser's (fast_parse)
     from orjson import loads as _fast_loads
 except ImportError:  # pragma: no cover - orjson is a dependency; the stdlib parser is the same contract, slower
-    _fast_loads = json.loads
+    _fast_loads = json.loads  # type: ignore[assignment]  # the same contract on str and bytes
 
 #: the longest line read; a record is a few hundred bytes, a long build log a few KiB
 MAX_LINE = 64 * 1024
@@ -268,7 +268,7 @@ def _config(tpl, obj: dict, checks: Checks) -> str:
     if not isinstance(values, dict):
         raise Rejected(f"config must be an object of parameter values, not {type(values).__name__}")
     # the types belong to the key: 8.0 == 8 and True == 1 in Python, but only 8 is valid
-    key = (tpl.name, tuple(values.items()), tuple(map(type, values.values())))
+    key: tuple | None = (tpl.name, tuple(values.items()), tuple(map(type, values.values())))
     try:
         hit = checks.configs.get(key)
     except TypeError:  # a nested value: not cacheable, and check_config will reject it

@@ -132,7 +132,7 @@ def quantize(w, bits: int = 4, group_size: int = 32, zero_points: bool = False, 
     if not np.all(np.isfinite(w)):
         raise UsageError("quantize: the matrix holds NaN or infinite values")
     ng = groups(k, group_size)
-    wg = np.full((n, ng * group_size), np.nan)
+    wg: np.ndarray = np.full((n, ng * group_size), np.nan)
     wg[:, :k] = w
     wg = wg.reshape(n, ng, group_size)
     top = (1 << bits) - 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .. import search, templates
 from ..cache import Store
@@ -25,6 +25,9 @@ from ..templates.base import Context, KernelTemplate
 from ..types import DeviceInfo, Measurement, Problem, Record, shape_str
 from .options import RunOptions, SearchOptions, StopRules, from_keywords
 from .study import make_strategy, redact, storage_for, study_attrs, study_name
+
+if TYPE_CHECKING:  # for the annotation only: the study search (and Optuna) are imported when used
+    from ..search.live import StudySearch
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +182,7 @@ class _Run:
     replaced: int = 0  # workers lost and replaced
     builders: int = 0
     device_stored: bool = False  # the device's description, remembered for lookups by id
-    search: object = None  # the StudySearch: each stored measurement ends its trial
+    search: StudySearch | None = None  # the StudySearch: each stored measurement ends its trial
 
     def __post_init__(self):
         self.best = min((m for m in self.known.values() if m.ok), key=lambda m: m.time, default=None)
