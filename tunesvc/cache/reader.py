@@ -15,12 +15,16 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import MissingDependencyError
 from ..identity import VENDORS, normalise_vendor
 from ..settings import ServerURL
 from ..types import DeviceInfo, Fingerprint, Problem, parse_shape
 from .schema import DATA_VERSION, DEVICE_COLUMNS, DEVICE_INFO, META, RECORD_DEVICES, RECORD_SHAPES, TABLE, not_a_database
+
+if TYPE_CHECKING:  # the lookup stays light: Store (sqlite-utils) is imported only when shipped files load
+    from .store import Store
 
 _PROBLEM = "template = ? AND template_hash = ? AND dtype = ? AND status = 'ok' AND device_key = ?"
 # The distinct shapes of one device, one index seek per shape (a loose index scan) instead of
@@ -51,7 +55,8 @@ class Reader:
     :class:`ServerReader` for a PostgreSQL server's database)."""
 
     #: what a failed read raises; the LIMIT that means none
-    errors, no_limit = (sqlite3.DatabaseError,), -1
+    errors = (sqlite3.DatabaseError,)
+    no_limit: int | None = -1
 
     def __new__(cls, path=None):
         return super().__new__(ServerReader if cls is Reader and isinstance(path, ServerURL) else cls)
@@ -103,6 +108,7 @@ class Reader:
         return version
 
     def _check_tables(self) -> None:
+        assert self.conn is not None  # checked just after connecting
         names = [r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         why = not_a_database(self.path, names)
         if why:
@@ -116,6 +122,7 @@ class Reader:
         return None
 
     def _execute(self, sql: str, args) -> list:
+        assert self.conn is not None  # _query asks only while open
         return self.conn.execute(sql, args).fetchall()
 
     def _query(self, sql: str, args) -> list:
@@ -201,7 +208,7 @@ def _busy(e: sqlite3.Error) -> bool:
     return any(w in str(e) for w in ("locked", "busy"))
 
 
-def _missing(e: sqlite3.Error) -> bool:
+def _missing(e: Exception) -> bool:
     """An error of a file older than this schema (a table or column it does not have yet)."""
     return any(w in str(e) for w in ("no such table", "no such column"))
 
@@ -220,7 +227,8 @@ def _fingerprint(row: tuple) -> Fingerprint:
         if len(_fingerprints) > 65536:
             _fingerprints.clear()
         key, *hardware = row
-        fp = _fingerprints[key] = Fingerprint(*hardware, key[len("|".join(hardware)) + 1:])
+        # the hardware columns, then the driver: mypy cannot count a starred list
+        fp = _fingerprints[key] = Fingerprint(*hardware, key[len("|".join(hardware)) + 1:])  # type: ignore[call-arg]
     return fp
 
 
@@ -291,7 +299,7 @@ class Shipped(Reader):
 
     def __init__(self, folder: Path):
         super().__init__(folder)
-        self.store = None
+        self.store: Store | None = None
         self.loaded = False
         self.problems: list[str] = []  # files that could not be read, for explain
 
@@ -322,6 +330,7 @@ class Shipped(Reader):
         return store
 
     def _execute(self, sql: str, args) -> list:
+        assert self.store is not None  # _query asks only while loaded
         return self.store.read(sql, args).fetchall()
 
     def close(self) -> None:
