@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -78,6 +79,27 @@ def test_lookup_over_http_answers_as_the_library_does(server):
     assert body["time_s"] == here.time and body["schema_version"] == 1 and body["explain"] == list(here.explain)
     status, near = get(f"{base}/v1/lookup?template=matmul&shape=70x64x64&device={urllib.request.quote(CPU.key)}")
     assert status == 200 and near["level"] == "nearest_shape" and near["tuned_shape"] == "64x64x64"
+
+
+def test_a_repeated_lookup_answers_alike_on_the_fast_path_and_is_counted(server):
+    """The second and later asks of one query string are answered before Starlette (FastLookup):
+    the same bytes as the first, counted in /metrics like any lookup; a bad query repeated still
+    gets its error."""
+    base, _ = server
+    url = f"{base}/v1/lookup?template=matmul&shape=256x256x256&device={urllib.request.quote(CPU.key)}"
+
+    def exact_count() -> int:
+        text = get(f"{base}/metrics")[1]
+        return int(re.search(r'tunesvc_lookups_total\{level="exact"\} (\d+)', text).group(1))
+
+    first = get(url)
+    before = exact_count()
+    again = [get(url) for _ in range(3)]
+    assert all(a == first for a in again) and first[0] == 200 and first[1]["level"] == "exact"
+    assert exact_count() == before + 3
+    for _ in range(2):
+        got, body = get(f"{base}/v1/lookup?template=nosuch&shape=64")
+        assert got == 404 and "unknown template 'nosuch'" in body["error"]
 
 
 @pytest.mark.parametrize("path, status, says", [

@@ -200,6 +200,26 @@ class Service:
             hit = self._encoded[key] = (result, orjson.dumps(lookup_answer(result, explain)))
         return Response(hit[1], media_type=JSON)
 
+    def fast_lookup(self, raw: bytes) -> bytes | None:
+        """The encoded answer for a query string checked before, or None (the full route answers)."""
+        fields = self._queries.get(raw)
+        if fields is None:
+            return None
+        from ..lookup import lookup
+
+        start = time.perf_counter()
+        template, shape, dtype, device, explain = fields
+        try:
+            result = lookup(template, shape, dtype, device, self.db)
+        except TunesvcError:
+            return None  # the full route answers it, with its status and message
+        hit = self._encoded.get((id(result), explain))
+        if hit is None or hit[0] is not result:
+            return None  # a new answer: the full route encodes and keeps it
+        self.metrics.levels[result.level] = self.metrics.levels.get(result.level, 0) + 1
+        self.metrics.count("lookup", 200, time.perf_counter() - start)
+        return hit[1]
+
     async def records(self, request: Request) -> Response:
         from ..cache import Store
         from ..types import shape_str
@@ -261,7 +281,7 @@ class Service:
         return _json(document())
 
 
-def create_app(db=None, token: str | None = None, extra_routes=()) -> Starlette:
+def create_app(db=None, token: str | None = None, extra_routes=()) -> "FastLookup":
     """The ASGI app over the tuning database ``db``; writes need ``token`` (none: read-only)."""
     s = Service(db, token)
     routes = [
@@ -277,7 +297,27 @@ def create_app(db=None, token: str | None = None, extra_routes=()) -> Starlette:
         routes.append(Route(path, s.route(name, lambda request, h=handler: h(s, request), writes=writes), methods=[method]))
     app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed}, lifespan=_lifespan)
     app.state.service = s
-    return app
+    return FastLookup(app, s)
+
+
+class FastLookup:
+    """The ASGI app: a repeated ``GET /v1/lookup`` whose query string was seen and checked before
+    is answered here, before Starlette's middleware, router and Request object (about half of a warm
+    request's time, benchmarks/serve.py); everything else, and any lookup that raises, goes to the
+    Starlette app, which answers errors as every route does."""
+
+    def __init__(self, app: Starlette, service: Service):
+        self.app, self.service, self.state = app, service, app.state
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/lookup" and scope["method"] == "GET":
+            body = self.service.fast_lookup(scope.get("query_string", b""))
+            if body is not None:
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 @contextlib.asynccontextmanager
