@@ -160,13 +160,14 @@ def _check_target(path: Path) -> None:
 def _temporary(path: Path) -> Path:
     """A new file beside ``path`` under a short name (the real name may already be as long as a name
     can be), created with the permissions a plain open() gives."""
-    for attempt in itertools.count():
+    attempt = 0
+    while True:
         tmp = path.with_name(f".tunesvc-export-{os.getpid()}-{attempt}.tmp")
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp
         except FileExistsError:
-            continue
+            attempt += 1
 
 
 def _export(store: Store, path: Path, device, template, best_only: bool) -> ExportSummary:
@@ -468,9 +469,8 @@ class _Merger:
                 else:
                     self.seen.add(h)
                     return None
-        group = self.groups.get(key[:-1], False)
-        if group is False:
-            group = self._group(key[:-1])
+        prefix = key[:-1]
+        group = self.groups[prefix] if prefix in self.groups else self._group(prefix)
         if group is not None:
             return group.get(key[-1])
         self.writer.wait()  # one connection: never query while the writer thread uses it
@@ -486,12 +486,12 @@ class _Merger:
         if len(self.groups) >= _GROUPS:
             self.groups.clear()
         self.writer.wait()
-        group = {}
+        group: dict = {}
         for select in self.select_group:
             rows = self.store.read(select, prefix).fetchall()
             if len(rows) > _GROUP_MAX:
-                group = None
-                break
+                self.groups[prefix] = None
+                return None
             group.update((r[0], r[1:]) for r in rows)
         self.groups[prefix] = group
         return group
