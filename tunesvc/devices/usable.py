@@ -78,6 +78,14 @@ def check_in_process(device) -> Verdict:
     """Build, run and verify the trivial kernel on an opened device."""
     from ..errors import TunesvcError
 
+    if "PoCL 3.0-rc" in device.info.fingerprint.driver:
+        # Where it builds at all (Zen 4; on Zen 3 it knows no target CPU), this release candidate
+        # drops a built program's kernels (INVALID_KERNEL_NAME for one gemv_q config) and aborts the
+        # process when it releases its compiler with programs alive ("can't release LLVM context"):
+        # a long tuning or test process dies with SIGABRT. PoCL 3.1 and Intel's runtime do neither.
+        return Verdict(False, "PoCL 3.0-rc2 (pip's pocl-binary-distribution 3.0) drops kernels and aborts long "
+                              "processes; install Debian's PoCL (apt-get install pocl-opencl-icd) or "
+                              "pip install 'tunesvc[intel]'")
     try:
         program = device.build(_SOURCES[device.dialect], {}, ("ts_check",))
         buf = device.alloc(_N * 4)
