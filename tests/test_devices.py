@@ -50,7 +50,10 @@ def test_verdicts_are_remembered_per_driver(tmp_path, cl_infos):
     r = run_cli("devices", "--json", env=env)
     assert r.returncode == 0, r.stderr
     verdicts = json.loads((tmp_path / "c" / "drivers.json").read_text())
-    assert len(verdicts) >= len(cl_infos) and all(v["usable"] for v in verdicts.values())
+    # every usable device earned its verdict; others (pip's PoCL 3.0) may be remembered as unusable
+    unusable_at_first = {d["id"] for d in json.loads(r.stdout)["unusable"]}
+    assert len(verdicts) >= len(cl_infos) and sum(v["usable"] for v in verdicts.values()) >= len(cl_infos)
+    assert not unusable_at_first & {d.id for d in cl_infos}
     # a remembered verdict is what discovery believes: it never checks again (until --recheck)
     first = sorted(verdicts)[0]
     verdicts[first] = {"usable": False, "reason": "error: remembered verdict"}
@@ -59,7 +62,7 @@ def test_verdicts_are_remembered_per_driver(tmp_path, cl_infos):
     data = json.loads(r.stdout)
     assert [d["reason"] for d in data["unusable"]] and "remembered verdict" in data["unusable"][0]["reason"]
     r = run_cli("devices", "--json", "--recheck", env=env)
-    assert json.loads(r.stdout)["unusable"] == []
+    assert {d["id"] for d in json.loads(r.stdout)["unusable"]} == unusable_at_first
 
 
 def test_a_driver_that_cannot_build_is_listed_apart_never_default_and_refused(broken_pocl_env, cl_infos):
@@ -73,7 +76,8 @@ def test_a_driver_that_cannot_build_is_listed_apart_never_default_and_refused(br
     usable_now = [d for d in cl_infos if not d.fingerprint.driver.startswith("PoCL")]
     if usable_now:
         assert r.returncode == 0
-        assert {d["id"] for d in listed["unusable"]} == set(pocl_ids(cl_infos))
+        got = {d["id"] for d in listed["unusable"]}  # the broken PoCLs, and any driver unusable anyway
+        assert set(pocl_ids(cl_infos)) <= got and not (got - set(pocl_ids(cl_infos))) & {d.id for d in cl_infos}
         assert all(not d["fingerprint"]["driver"].startswith("PoCL") for d in listed["devices"])
         assert next(d for d in listed["devices"] if d["default"])["id"] not in pocl_ids(cl_infos)
     else:  # nothing usable: say so and what to install, non-zero
