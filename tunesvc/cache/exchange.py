@@ -21,9 +21,7 @@ import gzip
 import itertools
 import json
 import math
-import os
 import queue
-import stat
 import threading
 import zlib
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from pathlib import Path
 from .. import templates
 from .._version import __version__
 from ..errors import ImportFileError, UsageError, clip
+from .output import cannot_write, check_target, replace, temporary
 from .interop import load_recorded, looks_like_json_object, recorded_records
 from .schema import CEILINGS, EXPORT_FIELDS, KEY, MEASURED, PROVENANCE, SCHEMA_VERSION, TABLE, record_filter
 from .store import Store
@@ -134,7 +133,7 @@ def export(path: str | Path, db=None, device: str | None = None, template: str |
     """Write the matching records of the database ``db`` to ``path`` (gzip when it ends in .gz): a new
     file, or one that replaces a regular file; never a device node (/dev/full) or anything else."""
     path = Path(path)
-    _check_target(path)
+    check_target(path)
     store = db if isinstance(db, Store) else Store(db, readonly=True)
     try:
         # the key order visits table pages at random: mapped pages and a large cache read them ~1.5x faster
@@ -145,31 +144,6 @@ def export(path: str | Path, db=None, device: str | None = None, template: str |
             store.close()
 
 
-def _check_target(path: Path) -> None:
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise UsageError(f"cannot write {str(path)!r}: {e.strerror or e}; choose another path") from None
-    if not stat.S_ISREG(mode):
-        raise UsageError(f"{str(path)!r} is not a regular file; export writes a new file or replaces a regular one: "
-                         "choose another path")
-
-
-def _temporary(path: Path) -> Path:
-    """A new file beside ``path`` under a short name (the real name may already be as long as a name
-    can be), created with the permissions a plain open() gives."""
-    attempt = 0
-    while True:
-        tmp = path.with_name(f".tunesvc-export-{os.getpid()}-{attempt}.tmp")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:
-            attempt += 1
-
-
 def _export(store: Store, path: Path, device, template, best_only: bool) -> ExportSummary:
     sql, args = _export_query(device, template, best_only)
     empty = TABLE not in store.table_names()  # an empty file: a database without records yet
@@ -178,7 +152,7 @@ def _export(store: Store, path: Path, device, template, best_only: bool) -> Expo
               "created_at": newest or "1970-01-01T00:00:00+00:00"}  # the data's time, so re-exports are identical
     tmp, count = None, 0
     try:
-        tmp = _temporary(path)
+        tmp = temporary(path, "export")
         with open(tmp, "wb") as raw:
             gz = path.suffix == ".gz"
             out = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL) if gz else raw
@@ -191,10 +165,9 @@ def _export(store: Store, path: Path, device, template, best_only: bool) -> Expo
                     count += len(chunk)
             if out is not raw:
                 out.close()
-        _check_target(path)  # made a device node or a folder meanwhile: leave it be
-        os.replace(tmp, path)  # never leave a half-written export under the real name
+        replace(tmp, path)  # never leave a half-written export under the real name
     except OSError as e:
-        raise UsageError(f"cannot write {str(path)!r}: {e.strerror or e}; choose another path") from None
+        raise cannot_write(path, e) from None
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)

@@ -24,7 +24,9 @@ from .. import templates
 from .._version import __version__
 from ..errors import ImportFileError, UsageError, clip
 from ..types import Timing, shape_str
+from .output import write_atomically
 from .validate import MAX_REASON, Checks, Rejected, validate
+
 
 def looks_like_json_object(path: Path) -> bool:
     """Whether a file (gunzipped if need be) starts with '{' — a candidate Kernel Tuner or T4 file."""
@@ -190,7 +192,7 @@ def export_kerneltuner(path: str | Path, db=None, device: str | None = None, tem
     text = _cache_text(first, tune_params, written)
     path = Path(path)
     data = text.encode()
-    _write_atomically(path, gzip.compress(data, mtime=0) if path.name.endswith(".gz") else data)
+    write_atomically(path, gzip.compress(data, mtime=0) if path.name.endswith(".gz") else data, "kerneltuner")
     return KernelTunerExport(str(path), first.template, tuple(first.shape), first.dtype, first.fingerprint.key,
                              len(written), sum(not r.measurement.ok for r in written), len(records) - len(written),
                              path.stat().st_size)
@@ -272,45 +274,3 @@ def _entry(record, params: dict) -> dict:
         entry["tunesvc_reason"] = m.reason
     return dict(entry, time=t.median * MS_PER_S, benchmark_time=t.median * t.count * MS_PER_S,
                 time_min=t.min * MS_PER_S, time_max=t.max * MS_PER_S, time_iqr=t.iqr * MS_PER_S, runs=t.count, **rates)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """The whole file or none: written beside ``path`` and renamed over it; ``path`` is a new name or a
-    regular file (never a device node such as /dev/full, nor a folder)."""
-    import itertools
-    import os
-
-    _check_target(path)
-    for attempt in itertools.count():  # a short name: the real one may be as long as a name can be
-        tmp = path.with_name(f".tunesvc-kerneltuner-{os.getpid()}-{attempt}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:
-            continue
-        except OSError as e:  # no such folder, not writable: said of the path the user gave
-            raise UsageError(f"cannot write {str(path)!r}: {e.strerror or e}; choose another path") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        _check_target(path)  # made a device node or a folder meanwhile: leave it be
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UsageError(f"cannot write {str(path)!r}: {e.strerror or e}; choose another path") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _check_target(path: Path) -> None:
-    import os
-    import stat
-
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise UsageError(f"cannot write {str(path)!r}: {e.strerror or e}; choose another path") from None
-    if not stat.S_ISREG(mode):
-        raise UsageError(f"{str(path)!r} is not a regular file; export writes a new file or replaces a regular one: "
-                         "choose another path")
