@@ -34,7 +34,6 @@ spaces where that expectation is at least 10).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gzip
 import multiprocessing
 import os
@@ -50,27 +49,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from tunesvc.replay.runner import RecordedRunner  # noqa: E402
 from tunesvc.replay.score import ReplayRun, default_budget, run_once, summarize  # noqa: E402
-from cv_search import distinct, family, repeats_for  # noqa: E402
+from cv_search import distinct, family, repeats_for, runner  # noqa: E402
 
 OURS = ("ensemble", "random")
 #: the reference rows of issue 12; genetic_algorithm, greedy_ils, dual_annealing and random_sample also run
 KT = ("pso", "diff_evo", "simulated_annealing")
 
-_devices: dict[tuple[str, bool], RecordedRunner] = {}
 _kt_files: dict[str, str] = {}
-
-
-def device(path: str, failures: bool = True) -> RecordedRunner:
-    """The recorded file as a device; without ``failures``, its failed configs are dropped
-    from the space, as Kernel Tuner's replay drops them."""
-    if (path, failures) not in _devices:
-        dev = RecordedRunner(path)
-        if not failures:
-            dev = RecordedRunner(dataclasses.replace(dev.recorded, configs=dev.recorded.valid))
-        _devices[(path, failures)] = dev
-    return _devices[(path, failures)]
 
 
 def kt_cache_file(path: str) -> str:
@@ -95,7 +81,7 @@ def kt_run(path: str, strategy: str, budget: int, seed: int) -> list[float]:
 
     random.seed(seed)
     np.random.seed(seed)
-    names = device(path).space.names
+    names = runner(path).space.names
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results, _ = kernel_tuner.tune_cache(kt_cache_file(path), strategy=strategy,
@@ -116,7 +102,7 @@ def task(args) -> tuple:
     if impl == "kt":
         times = kt_run(path, strategy, budget, seed)
     else:
-        times = list(run_once(device(path, failures=impl == "ours"), strategy, budget, seed).times)
+        times = list(run_once(runner(path, failures=impl == "ours"), strategy, budget, seed).times)
     return path, impl, strategy, seed, times, time.perf_counter() - t0
 
 
@@ -138,12 +124,12 @@ def main() -> None:
         print("kernel_tuner is not installed: our strategies only (see the docstring)", file=sys.stderr)
         kt = []
     files = distinct(args.files)
-    budgets = {f: default_budget(device(f).recorded.times) for f in files}
+    budgets = {f: default_budget(runner(f).recorded.times) for f in files}
     seeds = {f: range(args.seed, args.seed + min(args.max_repeats, repeats_for(budgets[f], args.repeats))) for f in files}
     rows = [("ours", s) for s in args.ours.split(",") if s] + [("ours-ok", s) for s in args.same_info.split(",") if s]
     rows += [("kt", s) for s in kt]
     tasks = [(f, impl, s, budgets[f], seed) for impl, s in rows for f in files for seed in seeds[f]
-             if impl != "kt" or device(f).recorded.format == "kerneltuner"]
+             if impl != "kt" or runner(f).recorded.format == "kerneltuner"]
     t0 = time.perf_counter()
     with multiprocessing.Pool(args.jobs) as pool:
         done = pool.map(task, tasks, chunksize=1)
@@ -160,14 +146,14 @@ def report(done, files, budgets) -> None:
         seconds[(impl, strategy)] = seconds.get((impl, strategy), 0.0) + sec
     rows = {}
     for (impl, strategy, path), rs in runs.items():
-        rows.setdefault((impl, strategy), {})[path] = summarize(path, strategy, budgets[path], device(path).recorded.times, rs)
+        rows.setdefault((impl, strategy), {})[path] = summarize(path, strategy, budgets[path], runner(path).recorded.times, rs)
     short = {f: Path(f).name.split(".")[0].replace("convolution", "conv").replace("dedispersion", "dedisp")[:18] for f in files}
     print("score (Willemsen et al. 2024; 0 = random sampling, 1 = optimum at once) and "
           "median evaluations to within 5% of the optimum / random search's expectation\n")
     head = f"{'strategy':30s} {'fam':>6s} {'mean*':>6s} {'<0':>3s} {'1/5':>5s} " + " ".join(f"{short[f]:>18s}" for f in files) + "  cpu s"
     print(head)
     print("-" * len(head))
-    kt_files = [f for f in files if device(f).recorded.format == "kerneltuner"]
+    kt_files = [f for f in files if runner(f).recorded.format == "kerneltuner"]
     ordered = sorted(rows, key=lambda k: -family_mean(rows[k]))
     for key in ordered:
         print(row_line(key, rows[key], files, kt_files) + f"  {seconds[key]:.0f}")
