@@ -175,8 +175,6 @@ class Service:
         return _json({"schema_version": SCHEMA_VERSION, "status": "ok", "version": __version__})
 
     async def lookup(self, request: Request) -> Response:
-        from ..lookup import lookup
-
         # A framework asks the same few questions over and over: the parsed and checked fields of a
         # query string are kept by its raw bytes, so a repeated one skips parsing (about half of a
         # warm request's time in the handler, measured with benchmarks/serve.py).
@@ -189,6 +187,13 @@ class Service:
             if len(self._queries) > 4096:
                 self._queries.clear()
             self._queries[raw] = fields
+        return Response(self._answer(fields), media_type=JSON)
+
+    def _answer(self, fields: tuple) -> bytes:
+        """The encoded answer to checked lookup fields; a warm lookup returns the very LookupResult it
+        returned before, so its JSON is kept with it and a repeated request costs no encoding."""
+        from ..lookup import lookup
+
         template, shape, dtype, device, explain = fields
         result = lookup(template, shape, dtype, device, self.db)
         self.metrics.levels[result.level] = self.metrics.levels.get(result.level, 0) + 1
@@ -198,27 +203,21 @@ class Service:
             if len(self._encoded) > 4096:
                 self._encoded.clear()
             hit = self._encoded[key] = (result, orjson.dumps(lookup_answer(result, explain)))
-        return Response(hit[1], media_type=JSON)
+        return hit[1]
 
     def fast_lookup(self, raw: bytes) -> bytes | None:
-        """The encoded answer for a query string checked before, or None (the full route answers)."""
+        """The answer for a query string checked before, or None: a new one, or a lookup that raises,
+        goes the full route, which answers errors as every route does."""
         fields = self._queries.get(raw)
         if fields is None:
             return None
-        from ..lookup import lookup
-
         start = time.perf_counter()
-        template, shape, dtype, device, explain = fields
         try:
-            result = lookup(template, shape, dtype, device, self.db)
+            body = self._answer(fields)
         except TunesvcError:
-            return None  # the full route answers it, with its status and message
-        hit = self._encoded.get((id(result), explain))
-        if hit is None or hit[0] is not result:
-            return None  # a new answer: the full route encodes and keeps it
-        self.metrics.levels[result.level] = self.metrics.levels.get(result.level, 0) + 1
+            return None
         self.metrics.count("lookup", 200, time.perf_counter() - start)
-        return hit[1]
+        return body
 
     async def records(self, request: Request) -> Response:
         from ..cache import Store
