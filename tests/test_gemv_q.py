@@ -55,12 +55,6 @@ def test_configs_covering_every_parameter_value_are_correct(each_cl_device):
         m = Evaluator(each_cl_device, templates.get(name), shape, dtype, FAST, seed=1).evaluate(c)
         if not m.ok:
             bad.append((name, shape, dtype, dict(c), m.status, m.reason))
-    if each_cl_device.info.fingerprint.driver.startswith("PoCL 3.0-rc2"):
-        # pip's PoCL 3.0-rc2 (where it builds at all: Zen 4 here) drops the kernel of one float16-scale
-        # config from a program it reports built (clCreateKernel: INVALID_KERNEL_NAME); PoCL 3.1 and
-        # Intel's runtime build the same source. Tuning records it as a build failure with that reason,
-        # as it must; a wrong result, or any other failure, still fails here.
-        bad = [b for b in bad if not (b[4] == "build" and "INVALID_KERNEL_NAME" in b[5] and b[2] == "float16")]
     assert not bad
 
 
