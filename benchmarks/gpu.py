@@ -12,7 +12,7 @@ re-timed, and the reference is measured in the same process with CUDA events:
 * prefill attention against torch.nn.functional.scaled_dot_product_attention
   in float32.
 
-Needs torch, pycuda (tools/gpu_wheels.sh builds it where there is no network)
+Needs torch and a CUDA binding: cuda-python (tunesvc[cuda], binary wheels; the GPU image has it) or pycuda (tools/gpu_wheels.sh builds it where there is no network)
 and an NVIDIA GPU. Prints one table; ``--export`` writes the best configs of
 this GPU as tunesvc export files for tuning_db/.
 """

@@ -98,7 +98,7 @@ class StoreError(TunesvcError):
 _HINTS = {
     "optuna": "pip install optuna",
     "pyopencl": "pip install pyopencl (and a driver: pip install 'tunesvc[intel]' for the CPU)",
-    "pycuda": "pip install 'tunesvc[cuda]' on a machine with an NVIDIA GPU and the CUDA toolkit",
+    "pycuda": "pip install 'tunesvc[pycuda]' on a machine with an NVIDIA GPU and the CUDA toolkit",
     "uvicorn": "pip install 'tunesvc[service]'",
     "matplotlib": "pip install 'tunesvc[plot]'",
     "starlette": "pip install 'tunesvc[service]'",

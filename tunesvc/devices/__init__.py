@@ -1,7 +1,7 @@
 """Device discovery and selection across backends.
 
-Backends are imported lazily: listing CUDA devices must not break where pycuda
-is absent, and ``import tunesvc`` must not touch any driver.
+Backends are imported lazily: listing CUDA devices must not break where no CUDA
+binding is installed, and ``import tunesvc`` must not touch any driver.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def select_device(spec: str | DeviceInfo | None = None) -> DeviceInfo:
         for d, why in found.unusable:  # named, but it cannot build: say so, not "no such device"
             if spec in (d.id, d.fingerprint.key):
                 raise DeviceUnusableError(f"device {d.id} ({d.name}, {d.fingerprint.driver}) cannot build kernels: {why}") from None
-        # "cuda:0" where pycuda is missing: say why the backend has no devices, not only that none matched.
+        # "cuda:0" where no CUDA binding is installed: say why the backend has no devices, not only that none matched.
         backend = str(spec or "").split(":")[0]
         if backend in found.unavailable:
             raise DeviceNotFoundError(f"{e}; {backend}: {found.unavailable[backend]}") from None

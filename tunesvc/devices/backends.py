@@ -1,6 +1,6 @@
 """The backends: which modules list and open devices, imported only when asked.
 
-Listing CUDA devices must not break where pycuda is absent, and ``import tunesvc`` must not
+Listing CUDA devices must not break where no CUDA binding is installed, and ``import tunesvc`` must not
 touch any driver; so each backend is a module name here, imported on first use.
 """
 
@@ -12,9 +12,10 @@ from ..errors import MissingDependencyError, TunesvcError
 from ..types import DeviceInfo
 from .base import Device
 
-#: backend name -> module with ``list_devices()``, ``forget()`` and a Device subclass named in DEVICE_CLASSES
+#: backend name -> module with ``list_devices()``, ``forget()`` and the opener named in OPENERS
 BACKENDS = {"opencl": "tunesvc.devices.opencl", "cuda": "tunesvc.devices.cuda"}
-DEVICE_CLASSES = {"opencl": "OpenCLDevice", "cuda": "CUDADevice"}
+#: backend name -> what opens a listed device (a Device subclass, or a function choosing one)
+OPENERS = {"opencl": "OpenCLDevice", "cuda": "open_device"}
 
 _open: dict[str, Device] = {}
 
@@ -44,5 +45,5 @@ def open_info(info: DeviceInfo) -> Device:
     if dev is None:
         backend = info.fingerprint.backend
         module = importlib.import_module(BACKENDS[backend])
-        dev = _open[info.id] = getattr(module, DEVICE_CLASSES[backend])(info)
+        dev = _open[info.id] = getattr(module, OPENERS[backend])(info)
     return dev

@@ -1,48 +1,71 @@
-"""CUDA backend on pycuda (the optional extra ``tunesvc[cuda]``).
+"""CUDA backend: NVIDIA GPUs through one of two Python bindings, from the same template sources.
 
-Templates are the same sources as for OpenCL, rendered with dialect/cuda.h and
-compiled by nvcc through pycuda's SourceModule for the device's own
-architecture. A launch's global size counts work-items as in OpenCL; the grid
-is global / local per dimension. Kernel times come from CUDA events.
+- **cuda-python** (``pip install 'tunesvc[cuda]'``): NVIDIA's ``cuda-bindings`` for the driver
+  API and NVRTC from PyPI's ``nvidia-cuda-nvrtc`` wheel. Binary wheels only: no CUDA toolkit,
+  no compiler; the NVIDIA driver is all a machine needs (``cuda_nvrtc.py``).
+- **pycuda** (``pip install 'tunesvc[pycuda]'``): builds from source against an installed CUDA
+  toolkit and compiles kernels with its nvcc (``cuda_pycuda.py``).
+
+Where both are installed cuda-python is used; ``TUNESVC_CUDA_BINDING=pycuda`` (or
+``cuda-python``) chooses. Either way a template is rendered with dialect/cuda.h, a launch's
+global size counts work-items as in OpenCL (the grid is global / local per dimension), kernel
+times come from CUDA events, and a device's fingerprint is the same, so results tuned through
+one binding answer lookups through the other.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import time
-import warnings
-from contextlib import contextmanager
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from types import ModuleType
+from typing import Sequence
 
-import numpy as np
-
-from ..errors import require
-from ..errors import BackendError, BuildError, LaunchError, MissingDependencyError
-from ..types import DeviceInfo, Fingerprint
-from .base import Device, Program, first_error_line, format_defines
+from ..errors import BackendError, LaunchError, MissingDependencyError
+from ..types import DeviceInfo
+from .base import Device
 
 _NVIDIA_VERSION_FILE = Path("/proc/driver/nvidia/version")
 
+#: binding name -> (module that must be importable, tunesvc module using it), in order of preference
+BINDINGS = {"cuda-python": ("cuda.bindings", "tunesvc.devices.cuda_nvrtc"),
+            "pycuda": ("pycuda", "tunesvc.devices.cuda_pycuda")}
+CHOOSE = "TUNESVC_CUDA_BINDING"
+INSTALL = ("pip install 'tunesvc[cuda]' (NVIDIA's cuda-python and NVRTC as binary wheels: "
+           "the NVIDIA driver is all it needs), or 'tunesvc[pycuda]' where the CUDA toolkit is installed")
 
-def _driver():
-    """pycuda.driver, initialised; one-line errors say why there is no CUDA device."""
-    if importlib.util.find_spec("pycuda") is None:
-        raise MissingDependencyError("pycuda is not installed: pip install 'tunesvc[cuda]' on a machine with an NVIDIA GPU and the CUDA toolkit")
+
+def _installed(module: str) -> bool:
     try:
-        cuda = importlib.import_module("pycuda.driver")
-    except ImportError as e:  # installed, but libcuda.so (the driver) cannot be loaded
-        raise BackendError(f"pycuda is installed but cannot load the NVIDIA driver ({' '.join(str(e).split())}); install the NVIDIA driver") from None
-    try:
-        cuda.init()
-    except cuda.Error as e:
-        raise BackendError(f"the CUDA driver found no usable GPU: {' '.join(str(e).split())}") from None
-    return cuda
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package that is absent or cannot be imported
+        return False
 
 
-def _version(v: int) -> str:
+def binding_name() -> str:
+    """The binding this process uses: the one ``$TUNESVC_CUDA_BINDING`` names, else the first
+    installed; a one-line error says what to install where there is none."""
+    chosen = os.environ.get(CHOOSE, "").strip()
+    if chosen:
+        if chosen not in BINDINGS:
+            raise BackendError(f"{CHOOSE}={chosen!r} names no CUDA binding: expected one of {', '.join(BINDINGS)}")
+        if not _installed(BINDINGS[chosen][0]):
+            raise MissingDependencyError(f"{CHOOSE}={chosen} but {BINDINGS[chosen][0]} is not installed: {INSTALL}")
+        return chosen
+    for name, (module, _) in BINDINGS.items():
+        if _installed(module):
+            return name
+    raise MissingDependencyError(f"no CUDA binding is installed: {INSTALL}")
+
+
+def binding() -> ModuleType:
+    """The tunesvc module of the binding in use (``list_devices()`` and ``CUDADevice``)."""
+    return importlib.import_module(BINDINGS[binding_name()][1])
+
+
+def version_text(v: int) -> str:
     """CUDA's integer version (12040) as text (12.4)."""
     return f"{v // 1000}.{(v % 1000) // 10}"
 
@@ -61,62 +84,6 @@ def kernel_module_version(path: Path = _NVIDIA_VERSION_FILE) -> str:
     return ""
 
 
-def describe(cuda, index: int) -> DeviceInfo:
-    """A DeviceInfo for CUDA device ``index`` from pycuda.driver's attribute queries."""
-    dev = cuda.Device(index)
-    attr = cuda.device_attribute
-    get = dev.get_attribute
-    major, minor = dev.compute_capability()
-    api = _version(cuda.get_driver_version())
-    built = ".".join(str(x) for x in cuda.get_version()[:2])
-    total = int(dev.total_memory())
-    fp = Fingerprint(
-        backend="cuda",
-        vendor="NVIDIA",
-        device_type="gpu",
-        architecture=f"sm_{major}{minor}",
-        name=" ".join(dev.name().split()),
-        driver=kernel_module_version() or f"CUDA {api}",
-    )
-    return DeviceInfo(
-        id=f"cuda:{index}",
-        fingerprint=fp,
-        platform="CUDA",
-        version=f"CUDA {api} driver API, pycuda built for CUDA {built}",
-        c_version=f"compute capability {major}.{minor}",
-        compute_units=int(get(attr.MULTIPROCESSOR_COUNT)),
-        max_work_group_size=int(get(attr.MAX_THREADS_PER_BLOCK)),
-        max_work_item_sizes=(int(get(attr.MAX_BLOCK_DIM_X)), int(get(attr.MAX_BLOCK_DIM_Y)), int(get(attr.MAX_BLOCK_DIM_Z))),
-        # Templates declare shared memory statically: 48 KiB per block is the static limit, which
-        # is what this attribute reports (more needs dynamic shared memory and an opt-in).
-        local_mem_size=int(get(attr.MAX_SHARED_MEMORY_PER_BLOCK)),
-        local_mem_type="local",
-        preferred_vector_width_float=1,
-        fp16=(major, minor) >= (5, 3),
-        fp64=True,
-        global_mem_size=total,
-        max_alloc_size=total,
-    )
-
-
-@lru_cache(maxsize=1)
-def _devices() -> tuple[DeviceInfo, ...]:
-    cuda = _driver()
-    count = cuda.Device.count()
-    if count == 0:
-        raise BackendError("the CUDA driver is loaded but sees no GPU")
-    return tuple(describe(cuda, i) for i in range(count))
-
-
-def list_devices() -> list[DeviceInfo]:
-    return list(_devices())
-
-
-def forget() -> None:
-    """List the GPUs again on the next call (``discover(refresh=True)``)."""
-    _devices.cache_clear()
-
-
 def grid_of(global_size: Sequence[int], local_size: Sequence[int]) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """(grid, block) in CUDA's terms for an OpenCL-style launch, padded to three dimensions.
     As in OpenCL 1.2, the global size must be a multiple of the local size in every dimension."""
@@ -129,85 +96,24 @@ def grid_of(global_size: Sequence[int], local_size: Sequence[int]) -> tuple[tupl
     return (g[0] // b[0], g[1] // b[1], g[2] // b[2]), (b[0], b[1], b[2])
 
 
-class CUDADevice(Device):
-    dialect = "cuda"
+@lru_cache(maxsize=1)
+def _devices() -> tuple[DeviceInfo, ...]:
+    found = tuple(binding().list_devices())
+    if not found:
+        raise BackendError("the CUDA driver is loaded but sees no GPU")
+    return found
 
-    def __init__(self, info: DeviceInfo):
-        super().__init__(info)
-        cuda = self._cuda = _driver()
-        self._arch = info.fingerprint.architecture
-        # The primary context is the one PyTorch and the runtime API use, so buffers and
-        # timings share a context with them in one process (benchmarks/gpu.py).
-        self._ctx = cuda.Device(int(info.id.split(":")[1])).retain_primary_context()
 
-    @contextmanager
-    def _current(self):
-        """Make this device's context current for one operation (more than one device may be open)."""
-        self._ctx.push()
-        try:
-            yield
-        finally:
-            self._cuda.Context.pop()
+def list_devices() -> list[DeviceInfo]:
+    return list(_devices())
 
-    def build(self, source: str, defines: Mapping[str, Any], kernel_names: Sequence[str]) -> Program:
-        compiler = require("pycuda.compiler")
-        t0 = time.perf_counter()
-        with self._current():
-            try:
-                # no_extern_c: the prelude includes headers and marks kernels extern "C" itself.
-                with warnings.catch_warnings():
-                    # pycuda warns with nvcc's remarks whenever nvcc prints anything; those are
-                    # not failures, and a warning must not turn into one under -W error.
-                    warnings.simplefilter("ignore")
-                    module = compiler.SourceModule(source, options=format_defines(defines), arch=self._arch, no_extern_c=True)
-                kernels = {name: module.get_function(name) for name in kernel_names}
-            except self._cuda.CompileError as e:
-                raise BuildError(first_error_line(getattr(e, "stderr", "") or e, "nvcc failed")) from None
-            except self._cuda.Error as e:
-                raise BuildError(first_error_line(e, "nvcc failed")) from None
-        return Program(module, kernels, time.perf_counter() - t0)
 
-    def alloc(self, nbytes: int):
-        with self._current():
-            try:
-                return self._cuda.mem_alloc(max(int(nbytes), 4))
-            except self._cuda.Error as e:
-                raise LaunchError(f"cannot allocate {nbytes} bytes: {e}") from None
+def forget() -> None:
+    """List the GPUs again on the next call (``discover(refresh=True)``)."""
+    _devices.cache_clear()
 
-    def write(self, buf, array: np.ndarray) -> None:
-        with self._current():
-            self._cuda.memcpy_htod(buf, np.ascontiguousarray(array))
 
-    def read(self, buf, out: np.ndarray) -> None:
-        with self._current():
-            self._cuda.memcpy_dtoh(out, buf)
-
-    def fill(self, buf, nbytes: int, byte: int) -> None:
-        with self._current():
-            self._cuda.memset_d8(buf, int(byte), int(nbytes))
-            self._cuda.Context.synchronize()
-
-    def run(self, program: Program, launches: Sequence, buffers: Mapping[str, Any]) -> float:
-        cuda = self._cuda
-        with self._current():
-            try:
-                marks = []
-                for launch in launches:
-                    grid, block = grid_of(launch.global_size, launch.local_size)
-                    args = [buffers[a] if isinstance(a, str) else a for a in launch.args]
-                    # BLOCKING_SYNC: waiting on the event sleeps instead of spinning a core.
-                    start, end = cuda.Event(cuda.event_flags.BLOCKING_SYNC), cuda.Event(cuda.event_flags.BLOCKING_SYNC)
-                    start.record()
-                    program.kernels[launch.kernel](*args, block=block, grid=grid)
-                    end.record()
-                    marks.append((start, end))
-                marks[-1][1].synchronize()
-                return sum(end.time_since(start) for start, end in marks) * 1e-3
-            except cuda.Error as e:
-                # A fault (e.g. an illegal address) leaves the context unusable; say so once here.
-                raise LaunchError(" ".join(str(e).split())[:300]) from None
-
-    def close(self) -> None:
-        with self._current():
-            self._cuda.Context.synchronize()
-        self._ctx.detach()
+def open_device(info: DeviceInfo) -> Device:
+    """The opened device, through the binding that listed it."""
+    device: Device = binding().CUDADevice(info)
+    return device
