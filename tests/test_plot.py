@@ -50,8 +50,46 @@ def test_convergence_svg_shows_best_so_far_and_random_expectation(tmp_path, cl_i
     r = run("convergence", EXAMPLE, "--shape", "4099", "--db", db, "-o", out)
     assert r.exit_code == 0, r.output
     svg = out.read_text()
-    assert "best so far" in svg and "random search (expected)" in svg and "wall time (s)" in svg
+    assert "best so far" in svg and "random search (expected)" in svg and "wall time since the first measurement (s)" in svg
     assert f"saxpy 4099 float32 on {cl_info.name}" in svg and n > 10
+
+
+def test_wall_time_counts_from_the_first_measurement_in_the_order_of_the_stamps():
+    """A leader measured again at the end is stamped last: by time it counts there, never before 0."""
+    from tunesvc.report.plots import Trial, convergence_series
+
+    trials = [Trial(3.0, "2026-01-01T00:00:09+00:00"), Trial(5.0, "2026-01-01T00:00:01+00:00"),
+              Trial(None, "2026-01-01T00:00:02+00:00"), Trial(4.0, "2026-01-01T00:00:05+00:00")]
+    index, by_index, seconds, by_seconds = convergence_series(trials)
+    assert index == [1, 2, 3, 4] and by_index == [3.0, 3.0, 3.0, 3.0]
+    assert seconds == [0.0, 1.0, 4.0, 8.0] and by_seconds == [5.0, 5.0, 4.0, 3.0]
+
+
+def test_convergence_follows_the_study_of_a_real_tune(tmp_path, cl_info, monkeypatch):
+    """After a real tune the plot reads the Optuna study beside the database: its trials, in order."""
+    import optuna
+
+    from tunesvc import tune
+    from tunesvc.cli.plot import _study_trials
+    from tunesvc.tuning.tuner import resolve
+
+    monkeypatch.setenv("TUNESVC_CACHE_DIR", str(tmp_path / "cache"))
+    db = tmp_path / "t.db"
+    tune(EXAMPLE, (4099,), "float32", cl_info, db=db, trials=5, seed=3)
+    problem = resolve(EXAMPLE, "4099", "float32", cl_info.id).problem
+    trials = _study_trials(problem, db)
+    studies = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 't.optuna.db'}")
+    assert trials is not None and len(trials) == studies[0].n_trials >= 5
+    assert all(t.time is None or t.time > 0 for t in trials)
+    assert min(convergence_series_seconds(trials)) == 0.0
+    r = run("convergence", EXAMPLE, "--shape", "4099", "--db", db, "-o", tmp_path / "c.png")
+    assert r.exit_code == 0, r.output
+
+
+def convergence_series_seconds(trials):
+    from tunesvc.report.plots import convergence_series
+
+    return convergence_series(trials)[2]
 
 
 def test_convergence_png_has_a_picture(tmp_path, cl_info):

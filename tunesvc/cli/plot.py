@@ -30,6 +30,29 @@ def _one_device(records, what: str) -> str:
     return keys[0] if keys else ""
 
 
+def _study_trials(problem, db):
+    """The search's own record where tune left its Optuna study beside the database: trials in
+    the order the strategy asked for them, each with the time it had then (``first_time_s`` of a
+    leader measured again) and the moment it finished; None where there is no study."""
+    from ..errors import MissingDependencyError, UsageError, require
+    from ..report.plots import Trial
+    from ..tuning.study import find_study
+
+    try:
+        url, name, _ = find_study(problem, db)
+    except (UsageError, MissingDependencyError):
+        return None
+    optuna = require("optuna")
+    out = []
+    for t in optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False):
+        stamp = t.datetime_complete or t.datetime_start
+        if stamp is None or t.state.name not in ("COMPLETE", "FAIL", "PRUNED"):
+            continue  # asked for and never measured (a run cut short)
+        first = t.user_attrs.get("first_time_s", t.value)
+        out.append(Trial(float(first) if t.state.name == "COMPLETE" and first is not None else None, stamp.isoformat()))
+    return out or None
+
+
 @plot.command()
 @click.argument("template")
 @click.option("--shape", required=True, help="Problem shape, e.g. 1024x1024x1024.")
@@ -61,7 +84,9 @@ def convergence(template, shape, dtype, device, db, output):
     finally:
         store.close()
     size = len(SearchSpace.from_template(tpl, Context(shape, dtype, info))) if info else None
-    trials = [plots.Trial(r.measurement.time if r.measurement.ok else None, r.created_at) for r in history]
+    trials = _study_trials(Problem(tpl.name, tpl.source_hash, shape, dtype, fp), db) if fp else None
+    if trials is None:  # records imported, or tuned before studies were kept: the database's order
+        trials = [plots.Trial(r.measurement.time if r.measurement.ok else None, r.created_at) for r in history]
     title = f"{tpl.name} {shape_str(shape)} {dtype} on {fp.name if fp else '?'} [{fp.driver if fp else ''}]"
     click.echo(f"wrote {plots.convergence(trials, output, title, size)}")
 

@@ -68,6 +68,16 @@ def best_so_far(trials: Sequence[Trial]) -> list[float | None]:
     return out
 
 
+def convergence_series(trials: Sequence[Trial]) -> tuple[list[int], list[float | None], list[float], list[float | None]]:
+    """(trial numbers, best so far by trial, seconds since the first measurement, best so far by
+    time). By time the trials are in the order they were stamped: a leader measured again at the
+    end of a run is stamped last, after configs the search tried after it."""
+    stamped = sorted(trials, key=lambda t: datetime.fromisoformat(t.created_at))
+    start = datetime.fromisoformat(stamped[0].created_at)
+    seconds = [(datetime.fromisoformat(t.created_at) - start).total_seconds() for t in stamped]
+    return list(range(1, len(trials) + 1)), best_so_far(trials), seconds, best_so_far(stamped)
+
+
 def convergence(trials: Sequence[Trial], path: str | Path, title: str, space_size: int | None = None) -> Path:
     """Best time so far against trials and wall time; random search's expectation when every
     config of a space of ``space_size`` has a measurement (then the draw is exactly known)."""
@@ -77,14 +87,11 @@ def convergence(trials: Sequence[Trial], path: str | Path, title: str, space_siz
     path = check_output(path)
     if not trials:
         raise UsageError(f"{title}: no measurements to plot; tune the problem first")
-    best = best_so_far(trials)
-    index = list(range(1, len(trials) + 1))
-    start = datetime.fromisoformat(trials[0].created_at)
-    seconds = [(datetime.fromisoformat(t.created_at) - start).total_seconds() for t in trials]
+    index, by_index, seconds, by_seconds = convergence_series(trials)
     fig, (by_trial, by_time) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, x, label in ((by_trial, index, "trials"), (by_time, seconds, "wall time (s)")):
+    for ax, x, best in ((by_trial, index, by_index), (by_time, seconds, by_seconds)):
         ax.step(x, [b if b is not None else float("nan") for b in best], where="post", label="best so far")
-        ax.set_xlabel(label)
+        ax.set_xlabel("trials" if ax is by_trial else "wall time since the first measurement (s)")
         ax.set_ylabel("best kernel time (s)")
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
