@@ -55,15 +55,20 @@ def test_configs_covering_every_parameter_value_are_correct(each_cl_device):
 
 
 @pytest.mark.parametrize("config", [
-    dict(QPG=2, KB=8, DV=1, WG=16, LKV=1, SPLIT=2, MAP=0),
-    dict(QPG=8, KB=16, DV=8, WG=128, LKV=0, SPLIT=1, MAP=0),
+    dict(QPG=2, KB=8, DV=1, WG=16, LKV=1, SPLIT=2, MAP=0, PVO=0),
+    dict(QPG=8, KB=16, DV=8, WG=128, LKV=0, SPLIT=1, MAP=0, PVO=0),
     # one work-item per row block: partial groups (WG=4), DV=8 partial sums of a dot product over
     # 40 = 32 + 8 (the tree folds the tail first), rows past the end in a block
-    dict(QPG=2, KB=16, DV=8, WG=4, LKV=0, SPLIT=2, MAP=1),
-    dict(QPG=4, KB=16, DV=1, WG=1, LKV=0, SPLIT=1, MAP=1),
+    dict(QPG=2, KB=16, DV=8, WG=4, LKV=0, SPLIT=2, MAP=1, PVO=0),
+    dict(QPG=4, KB=16, DV=1, WG=1, LKV=0, SPLIT=1, MAP=1, PVO=0),
     # tiles: K packed (2) or read in place (3), a block of 8 keys past a 9-key split, 3 splits
-    dict(QPG=4, KB=8, DV=4, WG=1, LKV=0, SPLIT=2, MAP=2),
-    dict(QPG=8, KB=16, DV=8, WG=1, LKV=0, SPLIT=1, MAP=3),
+    dict(QPG=4, KB=8, DV=4, WG=1, LKV=0, SPLIT=2, MAP=2, PVO=0),
+    dict(QPG=8, KB=16, DV=8, WG=1, LKV=0, SPLIT=1, MAP=3, PVO=0),
+    # P·V by key (V row by row) and by chunk with V prefetched, on both tiles, split and not
+    dict(QPG=4, KB=8, DV=4, WG=1, LKV=0, SPLIT=2, MAP=2, PVO=1),
+    dict(QPG=2, KB=16, DV=8, WG=1, LKV=0, SPLIT=1, MAP=2, PVO=2),
+    dict(QPG=8, KB=8, DV=8, WG=1, LKV=0, SPLIT=2, MAP=3, PVO=1),
+    dict(QPG=4, KB=8, DV=4, WG=1, LKV=0, SPLIT=2, MAP=3, PVO=2),
 ])
 def test_block_sizes_vector_widths_and_work_groups(cl_device, config):
     # Causal with Q = KV and two query heads per KV head: the first query sees one key; blocks
@@ -82,7 +87,8 @@ def test_a_kernel_that_drops_the_last_key_is_caught(cl_device):
     # K and V keep their real row stride only when TS_KV is right, so this reads a wrong layout too;
     # the point is that nothing of the kind passes verification.
     tpl = DropsLast()
-    for config in (tpl.default_config(), Config(QPG=2, KB=8, DV=4, WG=1, LKV=0, SPLIT=1, MAP=2)):
+    for config in (tpl.default_config(), Config(QPG=2, KB=8, DV=4, WG=1, LKV=0, SPLIT=1, MAP=2, PVO=0),
+                   Config(QPG=2, KB=8, DV=4, WG=1, LKV=0, SPLIT=1, MAP=3, PVO=1)):
         m = Evaluator(cl_device, tpl, (1, 2, 1, 2, 33, 8), "float32", FAST).evaluate(config)
         assert m.status == "wrong_result"
 
@@ -91,10 +97,21 @@ def test_float16_storage_accumulates_in_float32(each_cl_device):
     if not each_cl_device.info.fp16:
         pytest.skip(f"{each_cl_device.info.name} has no float16 support (cl_khr_fp16)")
     ev = Evaluator(each_cl_device, templates.get("attention"), (1, 4, 1, 1, 300, 32), "float16", FAST)
-    for config in (dict(QPG=4, KB=32, DV=4, WG=32, LKV=0, SPLIT=4, MAP=0), dict(QPG=4, KB=16, DV=4, WG=1, LKV=0, SPLIT=4, MAP=1),
-                   dict(QPG=4, KB=16, DV=8, WG=1, LKV=0, SPLIT=2, MAP=3), dict(QPG=4, KB=8, DV=8, WG=1, LKV=0, SPLIT=1, MAP=2)):
+    for config in (dict(QPG=4, KB=32, DV=4, WG=32, LKV=0, SPLIT=4, MAP=0, PVO=0), dict(QPG=4, KB=16, DV=4, WG=1, LKV=0, SPLIT=4, MAP=1, PVO=0),
+                   dict(QPG=4, KB=16, DV=8, WG=1, LKV=0, SPLIT=2, MAP=3, PVO=0), dict(QPG=4, KB=8, DV=8, WG=1, LKV=0, SPLIT=1, MAP=2, PVO=0),
+                   dict(QPG=4, KB=8, DV=8, WG=1, LKV=0, SPLIT=2, MAP=3, PVO=1), dict(QPG=2, KB=16, DV=4, WG=1, LKV=0, SPLIT=1, MAP=3, PVO=2),
+                   dict(QPG=4, KB=8, DV=4, WG=1, LKV=0, SPLIT=1, MAP=2, PVO=1)):
         m = ev.evaluate(Config(config))
         assert m.ok, (config, m.reason)
+
+
+def test_value_order_is_a_parameter_of_the_tiles_only(cl_device):
+    # PVO orders the tiles' P·V; the shared and streamed mappings have one order, so one value
+    ctx = Context((1, 32, 8, 1, 4096, 128), "float32", cl_device.info)
+    tpl = templates.get("attention")
+    base = dict(QPG=4, KB=8, DV=8, WG=1, LKV=0, SPLIT=8)
+    assert "value_order_only_tiled" in tpl.violations(Config(base, MAP=1, PVO=1), ctx)
+    assert "value_order_only_tiled" not in tpl.violations(Config(base, MAP=3, PVO=2), ctx)
 
 
 def test_counts_of_causal_and_grouped_work():

@@ -75,6 +75,9 @@
 #ifndef MAP
 #define MAP 0
 #endif
+#ifndef PVO
+#define PVO 0
+#endif
 
 #define TS_ROWS (TS_Q * TS_GQ)                                         /* query rows per KV head */
 #define NQB ((TS_ROWS + QPG - 1) / QPG)                                /* row blocks per KV head */
@@ -157,7 +160,11 @@ KERNEL void attention(ATTENTION_INPUTS KT_INPUT, GLOBAL real* RESTRICT O)
        K twice) takes one dot product per row and key over K's own rows, DV lanes at a time.
        The online softmax then works on whole vectors (one max, one exp of KB lanes, one
        rescale per row and block, not per key), and P·V adds each V row, DV lanes at a time,
-       into QPG output vectors kept in registers. Causal blocks past a tile's last row are
+       into QPG x TS_D / DV output vectors. PVO orders P·V: 0 takes one head-dim chunk of
+       the QPG outputs at a time (in registers) across the block's keys, so V is read down its
+       columns, which the CPUs' stream prefetchers do not follow (decode then ran at a third of
+       the read bandwidth); 1 takes V row by row as it lies (the outputs live in L1); 2 is 0
+       with the block's V rows prefetched before its scores are computed. Causal blocks past a tile's last row are
        never visited; the blocks they straddle are masked lane by lane. */
     AT_OFFSETS();
     const int u = GRP(0) * WG + LID(0); /* (KV head, row block, split), split fastest */
@@ -198,6 +205,10 @@ KERNEL void attention(ATTENTION_INPUTS KT_INPUT, GLOBAL real* RESTRICT O)
     const GLOBAL real* vh = V + (long)bh * TS_KV * TS_D;
     for (int k0 = kbeg; k0 < kend; k0 += KB) {
         floatk sc[QPG];
+#if PVO == 2
+        /* the block's V rows, asked for now so they arrive while the scores are computed */
+        for (int j = 0; j < KB; j++) prefetch(vh + (long)TS_IMIN(k0 + j, TS_KV - 1) * TS_D, TS_D);
+#endif
 #if MAP == 2
         UNROLL_ALL for (int qi = 0; qi < QPG; qi++) sc[qi] = 0.0f;
         const GLOBAL float* kb = kt + (long)(k0 / KB) * TS_D * KB;
@@ -236,16 +247,28 @@ KERNEL void attention(ATTENTION_INPUTS KT_INPUT, GLOBAL real* RESTRICT O)
             TS_CAT(vstore, KB)(p, 0, pr[qi]);
             UNROLL_ALL for (int c = 0; c < TS_D / DV; c++) acc[qi][c] *= a;
         }
+        /* a key past the end has p = 0; its row is read from within the buffer */
+#if PVO == 1
+        for (int j = 0; j < KB; j++) {
+            const GLOBAL real* vr = vh + (long)TS_IMIN(k0 + j, TS_KV - 1) * TS_D;
+            float pj[QPG];
+            UNROLL_ALL for (int qi = 0; qi < QPG; qi++) pj[qi] = pr[qi][j];
+            UNROLL_ALL for (int c = 0; c < TS_D / DV; c++) {
+                const floatd vv = VLOAD_D(vr + c * DV);
+                UNROLL_ALL for (int qi = 0; qi < QPG; qi++) acc[qi][c] = mad((floatd)(pj[qi]), vv, acc[qi][c]);
+            }
+        }
+#else
         for (int c = 0; c < TS_D / DV; c++) {
             floatd o[QPG];
             UNROLL_ALL for (int qi = 0; qi < QPG; qi++) o[qi] = acc[qi][c];
             UNROLL_ALL for (int j = 0; j < KB; j++) {
-                /* a key past the end has p = 0; its row is read from within the buffer */
                 const floatd vv = VLOAD_D(vh + (long)TS_IMIN(k0 + j, TS_KV - 1) * TS_D + c * DV);
                 UNROLL_ALL for (int qi = 0; qi < QPG; qi++) o[qi] = mad((floatd)(pr[qi][j]), vv, o[qi]);
             }
             UNROLL_ALL for (int qi = 0; qi < QPG; qi++) acc[qi][c] = o[qi];
         }
+#endif
     }
     UNROLL_ALL for (int qi = 0; qi < QPG; qi++) {
         if (q0 + qi < TS_ROWS) {

@@ -108,6 +108,8 @@ class Attention(KernelTemplate):
         Param("MAP", (0, 1, 2, 3), 0, "0: a work-group shares a query block (GPUs); 1: one work-item streams the keys of QPG "
               "rows (CPUs); 2, 3: one work-item holds QPG x KB scores in vectors, K packed first (2: prefill) or read in "
               "place (3: decode) (CPUs)"),
+        Param("PVO", (0, 1, 2), 0, "MAP=2, 3: order of P·V, 0: by head-dim chunk (V down its columns), 1: by key (V row by "
+              "row), 2: as 0 with the block's V rows prefetched"),
     )
     constraints = (
         Constraint("vector_divides_head_dim", lambda c, x: _dims(x)[5] % c["DV"] == 0),
@@ -124,6 +126,7 @@ class Attention(KernelTemplate):
         # MAP=2, 3 keep a block's scores in one OpenCL vector (8 or 16 lanes) and V in chunks of 4 or 8
         Constraint("tiles_in_vectors", lambda c, x: c["MAP"] < 2 or (c["KB"] <= 16 and c["DV"] >= 4 and c["LKV"] == 0)),
         # they are written in OpenCL vectors for CPU compilers; a GPU build of them streams as MAP=1
+        Constraint("value_order_only_tiled", lambda c, x: c["MAP"] >= 2 or c["PVO"] == 0),
         Constraint("tiles_only_on_cpus", lambda c, x: c["MAP"] < 2 or x.known_device.device_type == "cpu", needs_device=True),
         Constraint("work_group_size", _fits_work_group, needs_device=True),
         Constraint("local_memory", lambda c, x: _local_bytes(c, _dims(x)[5]) <= x.known_device.local_mem_size, needs_device=True),
