@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Carry pycuda (and what tunesvc needs beside it) to a GPU machine that has no network.
+# Carry what tunesvc needs to a GPU machine that has no network, and pycuda if asked.
+#
+# The GPU image already holds NVIDIA's cuda-python (cuda-bindings) and NVRTC, which tunesvc's
+# CUDA backend uses first; pycuda is built there only with PYCUDA=1 (minutes of device time).
 #
 # pycuda publishes no wheels: it is built from its source archive against the
 # machine's CUDA toolkit. The GPU machine (Python 3.12, CUDA toolkit, torch,
@@ -56,6 +59,12 @@ fetch() {
 install() {
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHL"/*.whl
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+    # The image's own cuda-bindings (NVIDIA's cuda-python) and NVRTC serve tunesvc's CUDA backend
+    # as they are: pycuda is built only when asked for (PYCUDA=1), to test that binding too.
+    if [ "${PYCUDA:-0}" != 1 ] && python3 -c "import cuda.bindings.driver, cuda.bindings.nvrtc" 2>/dev/null; then
+        echo "cuda-python: the image's $(python3 -c 'import cuda.bindings; print(cuda.bindings.__version__)'); pycuda not built (PYCUDA=1 builds it)"
+        return
+    fi
     if python3 -c "import pycuda.driver" 2>/dev/null; then
         echo "pycuda: installed from a carried wheel"
         return
