@@ -9,7 +9,9 @@ cl_khr_fp16), and the four causal queries of 8 heads that the issue measured at 
 little, so its ceiling is the read bandwidth (the copy fraction beside it). Prefill is per head,
 1024x1024x64 (4 heads) and 4096x4096x128 (one; --no-big leaves it out), causal and not; the line
 under the table gives each causal case's speedup over its own non-causal time (it skips half the
-pairs). numpy's prefill runs in child processes, native and with the pinned OpenBLAS environment
+pairs). Under the decode table, each tiled winner is measured again with each order of its P·V
+(PVO; 0 is the order before that parameter existed), interleaved in the same rounds. numpy's
+prefill runs in child processes, native and with the pinned OpenBLAS environment
 (see reference.py); the ratio is against the native median. The machine may be shared: timings
 are noisy, and the ceilings are probed again after the cases, the fractions being of the higher probe.
 """
@@ -20,8 +22,11 @@ import argparse
 
 import reference  # benchmarks/ is the script's folder
 from reduce import bandwidth_cells, ceilings, ceilings_header, failed_row, reprobe
+from tunesvc import templates
 from tunesvc.devices import open_device
+from tunesvc.measure.evaluator import Evaluator, Method
 from tunesvc.tuning.tuner import tune
+from tunesvc.types import Config
 
 DECODE = [("attention", (1, 32, 8, 1, 32768, 128)), ("attention_causal", (1, 8, 8, 4, 32768, 128))]
 PREFILL = [("attention", (1, 4, 4, 1024, 1024, 64)), ("attention_causal", (1, 4, 4, 1024, 1024, 64))]
@@ -62,6 +67,24 @@ def print_decode(decode, c) -> None:
         print(f"{name:<17} {fmt(shape):<20} {dtype:<8} {bandwidth_cells(r, c)}  {config(r)}")
 
 
+def value_order_lines(decode, device) -> list[str]:
+    """Each tiled decode winner against itself with P·V by head-dim chunk (PVO=0, the order before
+    PVO existed), interleaved round by round so a busy spell of the machine is shared."""
+    lines = []
+    for name, shape, dtype, r in decode:
+        if not (r.best and r.best.ok) or r.best.config["MAP"] < 2:
+            continue
+        tuned = r.best.config
+        others = [Config({**tuned, "PVO": o}) for o in (0, 1, 2) if o != tuned["PVO"]]
+        ev = Evaluator(device, templates.get(name), shape, dtype, Method.plain(1))
+        ok = [cfg for cfg in [tuned, *others] if ev.evaluate(cfg).ok]
+        got = {m.config["PVO"]: m.gbps for m in ev.compare(ok, rounds=9) if m.ok}
+        cells = ", ".join(f"PVO={o} {g:.2f}" for o, g in sorted(got.items()))
+        lines.append(f"{name} {fmt(shape)} {dtype}, the tuned config with each PVO, interleaved: {cells} GB/s"
+                     + (f" (tuned/PVO=0 {got[tuned['PVO']] / got[0]:.2f}x)" if 0 in got and tuned["PVO"] in got else ""))
+    return lines
+
+
 def print_prefill(prefill, c) -> None:
     print("prefill (compute-bound)")
     print(f"{'template':<17} {'shape':<20} {'default GFLOP/s':>15} {'tuned GFLOP/s':>13} {'numpy native med/best':>21} "
@@ -97,9 +120,11 @@ def main() -> None:
     device = open_device(args.device)
     before = ceilings(args.db, device)
     decode, prefill = run(args, device)
+    orders = value_order_lines(decode, device)
     c = reprobe(device, before)
     print(ceilings_header(device, c, args.trials))
     print_decode(decode, c)
+    print("\n".join(orders))
     print_prefill(prefill, c)
 
 
