@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidShapeError
+from ..identity import platform_label
 from ..types import Config
 from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Offset, Param, Plan, ceil_div, pow2_ceil
 
@@ -81,6 +82,14 @@ def _local_bytes(c: Config, d: int) -> int:
     return 4 * (c["QPG"] * d + c["QPG"] * c["KB"] + 3 * c["QPG"] + (2 * c["KB"] * d if c["LKV"] else 0))
 
 
+#: platforms whose prefetch() compiles to nothing (measured: PVO=2 times as PVO=0 on PoCL 3.1, every run)
+NO_PREFETCH = ("PoCL",)
+
+
+def _prefetch_acts(c: Config, x: Context) -> bool:
+    return c["PVO"] != 2 or platform_label(x.known_device.platform) not in NO_PREFETCH
+
+
 def _fits_work_group(c: Config, x: Context) -> bool:
     return c["WG"] <= x.known_device.max_work_group_size and c["WG"] <= x.known_device.max_work_item_sizes[0]
 
@@ -127,6 +136,8 @@ class Attention(KernelTemplate):
         Constraint("tiles_in_vectors", lambda c, x: c["MAP"] < 2 or (c["KB"] <= 16 and c["DV"] >= 4 and c["LKV"] == 0)),
         # they are written in OpenCL vectors for CPU compilers; a GPU build of them streams as MAP=1
         Constraint("value_order_only_tiled", lambda c, x: c["MAP"] >= 2 or c["PVO"] == 0),
+        # PVO=2 where prefetch() does nothing is PVO=0 again: a duplicate a short search can spend itself on
+        Constraint("prefetch_where_it_acts", _prefetch_acts, needs_device=True),
         Constraint("tiles_only_on_cpus", lambda c, x: c["MAP"] < 2 or x.known_device.device_type == "cpu", needs_device=True),
         Constraint("work_group_size", _fits_work_group, needs_device=True),
         Constraint("local_memory", lambda c, x: _local_bytes(c, _dims(x)[5]) <= x.known_device.local_mem_size, needs_device=True),
