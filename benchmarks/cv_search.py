@@ -43,6 +43,9 @@ sys.path.insert(0, str(ROOT))
 from tunesvc.replay.runner import RecordedRunner  # noqa: E402
 from tunesvc.replay.score import ReplayRun, default_budget, run_once, summarize  # noqa: E402
 
+#: the default of issue 12's first round (far05g50), every setting the second round varies spelled out
+PREV = {"start_fraction": 0.05, "patience": 50, "patience_fraction": 0.5, "design": "far", "lead": 0, "short_budget": 0,
+        "bandwidth": 1.0, "respread": "random"}
 #: the candidate settings of the default strategy (name -> strategy, options); "current" is DEFAULTS
 CANDIDATES: dict[str, tuple[str, dict]] = {
     # the default before issue 12, spelled out (task_key resolves the rest against today's DEFAULTS)
@@ -100,6 +103,22 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "farC": ("ensemble", {"start_fraction": 0.05, "patience": 50, "patience_fraction": 0.5, "design": "far", "respread": "far", "burst": 10}),
     "farD": ("ensemble", {"start_fraction": 0.05, "patience": 30, "patience_fraction": 0.25, "design": "far", "respread": "far", "burst": 10}),
     "s3p2g": ("ensemble", {"patience": 50, "patience_fraction": 0.5, "scatter": "keep", "start": 3, "prior": {"density": 2}}),
+    # issue 12, second round, each spelled out against the default of the first round (PREV), so that
+    # changing DEFAULTS changes none of their cache keys: the model leads after the opening (``lead``
+    # picks by the first arm) or starts with pseudo-wins (``prior``); on a short known budget the
+    # model makes every pick after the opening (``short_budget``); a sharper density model
+    "prev": ("ensemble", PREV),
+    "ld10": ("ensemble", {**PREV, "lead": 10}),
+    "ld20": ("ensemble", {**PREV, "lead": 20}),
+    "ld40": ("ensemble", {**PREV, "lead": 40}),
+    "pd2": ("ensemble", {**PREV, "prior": {"density": 2}}),
+    "pd4": ("ensemble", {**PREV, "prior": {"density": 4}}),
+    "ld20pd2": ("ensemble", {**PREV, "lead": 20, "prior": {"density": 2}}),
+    "sb50": ("ensemble", {**PREV, "short_budget": 50}),
+    "sb200": ("ensemble", {**PREV, "short_budget": 200}),
+    "bw05": ("ensemble", {**PREV, "bandwidth": 0.5}),
+    "sb50bw05": ("ensemble", {**PREV, "short_budget": 50, "bandwidth": 0.5}),
+    "sb50pd2": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}}),
 }
 
 _runners: dict[tuple[str, bool], RecordedRunner] = {}
@@ -146,6 +165,8 @@ def task_key(strategy: str, options: dict, path: str, seed: int, failures: bool)
         from tunesvc.search.ensemble import DEFAULTS
 
         options = {**DEFAULTS, "arms": list(DEFAULTS["arms"]), **options}
+        for k in ("transfer", "seed_picks"):  # how seeds steer: no run here has seeds
+            options.pop(k, None)
     return json.dumps(["v2", strategy, options, Path(path).name, seed, failures], sort_keys=True)
 
 
@@ -221,10 +242,16 @@ def group_mean(scores: dict[str, float], groups: dict[str, str], keep) -> float:
 
 
 def cross_validate(table: dict[str, dict[str, float]], groups: dict[str, str], eligible: list[str]) -> dict[str, tuple[str, float]]:
-    """For each group: (the eligible candidate best on the other groups, its mean score on the group)."""
+    """For each group: (the eligible candidate best on the other groups, its mean score on the group).
+    Candidates that tie on the other groups (a setting that changes nothing there, e.g. one for short
+    budgets when no other group has one) go to the first in ``eligible``'s order, and are printed."""
     out = {}
     for g in sorted(set(groups.values())):
-        chosen = max(eligible, key=lambda c: group_mean(table[c], groups, lambda h: h != g))
+        train = {c: group_mean(table[c], groups, lambda h: h != g) for c in eligible}
+        chosen = max(eligible, key=train.__getitem__)
+        tied = [c for c in eligible if c != chosen and train[c] == train[chosen]]
+        if tied:
+            print(f"  {g}: {chosen} ties with {', '.join(tied)} on the other groups; the first listed is taken")
         out[g] = (chosen, group_mean(table[chosen], groups, lambda h: h == g))
     return out
 

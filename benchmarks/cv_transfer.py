@@ -4,13 +4,15 @@ For each target file and each other file of its family (the source: another
 device's recording), the default strategy replays the target seeded by the
 source's best configs (tunesvc.search.transfer.seed_configs, as ``tunesvc replay
 --transfer`` does; a source with more or fewer parameters is projected onto the
-target's), and the same runs without seeds. Seeds are the ensemble's transfer
-arm by default (the first seed first, the rest while they pay); ``--mode first``
-measures every seed before anything else, the behaviour before issue 12, for
-comparison. Cells: median evaluations to within 5% of the optimum, seeded vs
-unseeded, and the score; the cost of a bad seed shows as seeded > unseeded.
+target's), and the same runs without seeds. ``--mode`` names the ensemble's
+transfer modes to compare (tunesvc.search.ensemble.TRANSFER: "near", the
+default, "probe", "soft", "arm", "first"); mode "null" runs no seeds with other
+run seeds, so its column shows how far two unseeded medians differ by chance,
+the floor against which a seeded pair's cost is read. Cells: median evaluations
+to within 5% of the optimum, seeded vs unseeded, and the score; the cost of a
+bad seed shows as seeded > unseeded.
 
-    .venv/bin/python benchmarks/cv_transfer.py --repeats 10 --jobs 2
+    .venv/bin/python benchmarks/cv_transfer.py --repeats 10 --mode near,probe,arm,null
 """
 
 from __future__ import annotations
@@ -45,9 +47,15 @@ def seeds(target: str, source: str) -> list:
 
 def task(args) -> tuple:
     target, source, mode, budget, seed = args
+    if mode == "null":  # no seeds, other run seeds: how far two unseeded medians differ by chance alone
+        return args, list(run_once(runner(target), "ensemble", budget, seed + 1000 * (1 + _order(source))).times)
     options = {"transfer": mode} if source else {}
     s = seeds(target, source) if source else ()
     return args, list(run_once(runner(target), "ensemble", budget, seed, s, options=options).times)
+
+
+def _order(source: str) -> int:
+    return sorted(p.name for p in Path(source).parent.glob("*.json*")).index(Path(source).name)
 
 
 def main() -> None:
@@ -56,10 +64,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--jobs", type=int, default=1)
-    ap.add_argument("--mode", default="arm", help="arm (default), first, or both")
+    ap.add_argument("--mode", default="near", help="comma-separated transfer modes of the ensemble (probe, soft, arm, "
+                    "first; 'both' is arm,first), and 'null': no seeds, other run seeds, the noise floor of a pair")
     args = ap.parse_args()
     files = distinct(args.files)
-    modes = ["arm", "first"] if args.mode == "both" else [args.mode]
+    modes = ["arm", "first"] if args.mode == "both" else args.mode.split(",")
     tasks = []
     for t in files:
         budget = default_budget(runner(t).recorded.times)
@@ -94,7 +103,8 @@ def report(done, files, modes) -> None:
     for m in modes:
         d_evals, d_score = zip(*deltas[m])
         print(f"\n{m}: over {len(d_evals)} pairs, median change in evaluations to 5% {statistics.median(d_evals):+.1f}, "
-              f"worst {max(d_evals):+.0f}; mean change in score {statistics.mean(d_score):+.3f}, worst {min(d_score):+.3f}")
+              f"mean {statistics.mean(d_evals):+.1f}, worst {max(d_evals):+.0f}, pairs worse by more than 5: "
+              f"{sum(d > 5 for d in d_evals)}; mean change in score {statistics.mean(d_score):+.3f}, worst {min(d_score):+.3f}")
 
 
 if __name__ == "__main__":

@@ -199,3 +199,106 @@ def test_default_far_ahead_of_random_with_failures_visible(path):
     rnd = replay(path, "random", repeats=16, seed=11)
     assert rep.score >= 0.7 and rep.score >= rnd.score + 0.4, (rep.score, rnd.score)
     assert rep.median_evals_to_5pct <= 0.6 * rep.expected_random_evals_to_5pct, rep.median_evals_to_5pct
+
+
+# ---- seeds that steer nothing, and a short budget led by the model --------------------------------
+def slope_with_a_lone_fast_seed(c: Config) -> float:
+    """Fastest at the seed (0, 0, 0), which is a lone spike; elsewhere a slope down towards (8, 8)."""
+    if c == Config(x=0, y=0, z=0):
+        return 0.5
+    return 1.0 + 0.01 * (abs(c["x"] - 8) + abs(c["y"] - 8))
+
+
+def first_local_pick(transfer: str) -> tuple[EnsembleStrategy, Config]:
+    space = grid()
+    strat = EnsembleStrategy(space, 5, arms=("local", "swarm"), transfer=transfer, patience=0)
+    strat.prefer([Config(x=0, y=0, z=0)])
+    strat.expect(40)
+    while True:
+        c = strat.ask()
+        strat.tell(c, ok(c, slope_with_a_lone_fast_seed(c)))
+        if strat.techniques[-1] == "local":
+            return strat, c
+
+
+def steps(a: Config, b: Config) -> int:
+    return sum(abs(a[k] - b[k]) for k in ("x", "y", "z"))
+
+
+@pytest.mark.parametrize("transfer", ["probe", "soft", "near"])
+def test_a_seed_that_is_kept_from_steering_is_no_centre(transfer):
+    """The seed is measured first and is the fastest config, but with ``probe`` or ``soft`` the local
+    search still starts beside the best of the search's own picks, the opening is not shortened by
+    the seed, and the guard and the swarm never hear of it; with ``arm`` local starts beside the seed."""
+    seed = Config(x=0, y=0, z=0)
+    strat, c = first_local_pick(transfer)
+    assert strat.techniques[0] == "transfer" and strat.techniques[1:3] == ["swarm", "far"]
+    own = min((i for i in strat.obs.index[:-1] if strat.space.configs[i] != seed),  # before the local pick
+              key=lambda i: slope_with_a_lone_fast_seed(strat.space.configs[i]))
+    assert steps(c, strat.space.configs[own]) == 1 and steps(c, seed) > 1
+    assert strat.guard.best > 0.5 and strat.swarm.swarm.best_value > math.log(0.5)
+    assert (strat.space.index[seed] in strat.obs.index) == (transfer == "soft")  # soft: the density model sees it
+    armed, c = first_local_pick("arm")
+    assert steps(c, seed) == 1
+
+
+def test_on_a_short_budget_the_model_makes_every_pick_after_the_opening():
+    space = grid()
+    short = EnsembleStrategy(space, 2, short_budget=50)
+    short.expect(30)
+    long = EnsembleStrategy(space, 2, short_budget=50)
+    long.expect(200)
+    for strat in (short, long):
+        for _ in range(30):
+            c = strat.ask()
+            strat.tell(c, ok(c, deceptive(c)))
+    assert short.techniques[:2] == ["swarm", "far"] and set(short.techniques[2:]) == {"density"}
+    assert len(set(long.techniques[long.opening():])) > 1  # a budget of 200: the bandit weighs the arms
+
+
+def bowl(c: Config) -> float:
+    return 1.0 + 0.05 * (abs(c["x"] - 10) + abs(c["y"] - 9)) + 0.05 * c["z"]
+
+
+def evals_to_optimum(seeds: list[Config], s: int, n: int = 100) -> tuple[int, EnsembleStrategy, list[Config]]:
+    space = grid()
+    strat = EnsembleStrategy(space, s, transfer="near", seed_picks=6)
+    strat.prefer(seeds)
+    strat.expect(n)
+    asked = []
+    for _ in range(n):
+        c = strat.ask()
+        strat.tell(c, ok(c, bowl(c)))
+        asked.append(c)
+    best = Config(x=10, y=9, z=0)
+    return (asked.index(best) + 1 if best in asked else n), strat, asked
+
+
+def test_near_seeds_search_beside_the_best_seed_for_a_bounded_number_of_picks():
+    """``near``: a seed one step from the optimum; the transfer arm then measures the configs beside
+    it, so the optimum comes sooner than without the seed (median of 6 runs); the arm never takes
+    more than ``seed_picks`` evaluations in all, and none of its picks reaches the techniques."""
+    seed = Config(x=10, y=8, z=0)
+    seeded, unseeded = [], []
+    for s in range(6):
+        n, strat, asked = evals_to_optimum([seed], s)
+        picks = [c for c, t in zip(asked, strat.techniques) if t == "transfer"]
+        assert len(picks) <= 6 and picks[0] == seed
+        assert not {strat.space.index[c] for c in picks} & set(strat.obs.index)  # hidden from the techniques
+        seeded.append(n)
+        unseeded.append(evals_to_optimum([], s)[0])
+    assert np.median(seeded) < np.median(unseeded), (seeded, unseeded)
+
+
+def test_bad_near_seeds_stop_at_the_first(pnpoly):
+    """The slowest configs as seeds: the first does not rank among the opening's best, so neither
+    the other seeds nor any config beside them is taken."""
+    worst = [c.config for c in sorted(pnpoly.recorded.valid, key=lambda c: -c.time)[:5]]
+    for seed in range(4):
+        pnpoly.reset()
+        strat = EnsembleStrategy(pnpoly.space, seed, transfer="near")
+        strat.prefer(worst)
+        for _ in range(80):
+            c = strat.ask()
+            strat.tell(c, pnpoly.evaluate(c))
+        assert strat.techniques.count("transfer") == 1, strat.techniques.count("transfer")

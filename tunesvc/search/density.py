@@ -22,10 +22,12 @@ from .observed import Observations
 from .space import SearchSpace
 
 
-def smoothing_matrix(n_values: int) -> np.ndarray:
-    """Row-normalised Gaussian weights over value indices (bandwidth ~ a tenth of the range, at least one step)."""
+def smoothing_matrix(n_values: int, floor: float = 1.0) -> np.ndarray:
+    """Row-normalised Gaussian weights over value indices (bandwidth ~ a tenth of the range, at least
+    ``floor`` steps: with a floor of one step a neighbour gets 0.6 of a value's weight, which blurs a
+    parameter of three or four unrelated choices into one; half a step keeps them apart)."""
     idx = np.arange(n_values, dtype=np.float64)
-    width = max(1.0, n_values / 10.0)
+    width = max(floor, n_values / 10.0)
     k = np.exp(-0.5 * ((idx[:, None] - idx[None, :]) / width) ** 2)
     return k / k.sum(axis=1, keepdims=True)
 
@@ -33,11 +35,11 @@ def smoothing_matrix(n_values: int) -> np.ndarray:
 class DensityModel:
     """Per-parameter good/rest densities over a space's value indices."""
 
-    def __init__(self, space: SearchSpace, gamma: float = 0.15, max_good: int = 25):
+    def __init__(self, space: SearchSpace, gamma: float = 0.15, max_good: int = 25, bandwidth: float = 1.0):
         self.space = space
         self.gamma = gamma
         self.max_good = max_good
-        self.kernels = [smoothing_matrix(len(d.values)) for d in space.dims]
+        self.kernels = [smoothing_matrix(len(d.values), bandwidth) for d in space.dims]
         # one contiguous array per parameter: gathering from a column of the codes matrix is strided
         self.columns = [np.ascontiguousarray(space.codes[:, j], dtype=np.intp) for j in range(len(space.dims))]
 

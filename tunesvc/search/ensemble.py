@@ -21,8 +21,19 @@ so every technique gets a fresh chance from the new starting points.
 
 Transfer seeds are one arm among the others, not a prefix: the first seed is
 measured first (one evaluation); the rest only while the bandit finds that
-seeds pay, so bad seeds cost a few evaluations and good ones steer the local
-techniques at once (the best seed becomes the best so far).
+seeds pay. How far a seed may steer is ``transfer`` (``TRANSFER``): with "arm"
+the best seed becomes the best so far, which every technique steers by; a seed
+that is good without being the best then draws the search into its basin, and
+that cost more than the seed itself on some device pairs (issue 12: +105
+evaluations). With "probe" and "near" a seed is a result (it counts as found)
+but no technique is told of it, so the search runs as it would unseeded, a few
+evaluations later; "near" also measures the configs beside the best seed,
+``seed_picks`` transfer evaluations in all at most, so a seed one step from a
+fast config still pays. The cost of bad seeds is bounded by construction.
+
+On a short known budget (at most ``short_budget`` evaluations) the bandit is
+not worth its learning: the model (the first arm) makes every pick after the
+opening (:meth:`EnsembleStrategy.leading`).
 
 The default settings (``DEFAULTS``) were chosen by cross-validation over kernel
 families on recorded spaces (benchmarks/cv_search.py, docs/benchmarks.md).
@@ -47,6 +58,12 @@ from .space import SearchSpace
 from .swarm import SwarmStrategy
 
 ARMS = ("density", "local", "swarm", "random", "hop", "gp")
+#: how far transfer seeds steer the search: "first" (every seed before anything else), "arm" (the
+#: best seed steers every technique), "soft" (only the density model sees seeds), "probe" (seeds
+#: are measured and count as results, but no technique is told about them), "near" (probes, then
+#: the configs nearest the best seed, ``seed_picks`` in all at most, none told to the techniques)
+TRANSFER = ("first", "arm", "soft", "probe", "near")
+HIDDEN = ("probe", "near")  # the transfer modes whose picks no technique learns from
 
 
 class Defaults(TypedDict):
@@ -65,12 +82,19 @@ class Defaults(TypedDict):
     design: str
     far_pool: int
     respread: str
+    bandwidth: float
+    lead: int
+    short_budget: int
+    transfer: str
+    seed_picks: int
+    prior: dict[str, float]
 
 
 #: the settings used unless told otherwise: chosen by cross-validation (docs/benchmarks.md, issue 12)
 DEFAULTS = Defaults(start=8, discount=0.95, top=0.1, spread=1, arms=("density", "local", "swarm", "hop"),
                     patience=50, patience_fraction=0.5, burst=5, start_fraction=0.05, patience_budget=0.0,
-                    design="far", far_pool=0, respread="random")
+                    design="far", far_pool=0, respread="random", bandwidth=1.0, lead=0,
+                    short_budget=50, transfer="near", seed_picks=8, prior={"density": 2})
 DEFAULT_ARMS = DEFAULTS["arms"]
 
 
@@ -97,11 +121,14 @@ class EnsembleStrategy(Strategy):
                  discount: float = DEFAULTS["discount"], top: float = DEFAULTS["top"], spread: int = DEFAULTS["spread"],
                  arms: tuple[str, ...] = DEFAULT_ARMS, patience: int = DEFAULTS["patience"],
                  patience_fraction: float = DEFAULTS["patience_fraction"], burst: int = DEFAULTS["burst"],
-                 scatter: str = "forget", reset_bandit: bool = True, prior: dict | None = None,
-                 transfer: str = "arm", lengthscale: float = 0.5, fit: bool = False, lead: int = 0,
+                 scatter: str = "forget", reset_bandit: bool = True, prior: dict | None = DEFAULTS["prior"],
+                 transfer: str = DEFAULTS["transfer"], lengthscale: float = 0.5, fit: bool = False,
+                 lead: int = DEFAULTS["lead"],
                  clip: float = 1.0, start_fraction: float = DEFAULTS["start_fraction"],
                  patience_budget: float = DEFAULTS["patience_budget"], design: str = DEFAULTS["design"],
-                 far_pool: int = DEFAULTS["far_pool"], respread: str = DEFAULTS["respread"], **options):
+                 far_pool: int = DEFAULTS["far_pool"], respread: str = DEFAULTS["respread"],
+                 bandwidth: float = DEFAULTS["bandwidth"], short_budget: int = DEFAULTS["short_budget"],
+                 seed_picks: int = DEFAULTS["seed_picks"], **options):
         super().__init__(space, seed)
         self.seeds_first = transfer == "first"  # "first": every seed before anything else (the old way)
         if not arms or set(arms) - set(ARMS):
@@ -112,10 +139,11 @@ class EnsembleStrategy(Strategy):
         if self.swarm is not None:
             self.swarm.unseen = self.unseen
         self.obs = Observations(space)
-        self.model = DensityModel(space)
+        self.model = DensityModel(space, bandwidth=bandwidth)
         self.gp = Model(space, self.rng, lengthscale, fit, clip) if "gp" in arms else None
         self.start, self.discount, self.top, self.spread, self.burst = start, discount, top, spread, burst
-        self.lead = lead  # after the opening, this many picks by the first arm alone (the model, on small budgets)
+        self.lead = lead  # after the opening, this many picks by the first arm alone (the model)
+        self.short_budget = short_budget
         self.guard = StallGuard(patience, patience_fraction)
         self.start_fraction, self.patience_budget = start_fraction, patience_budget
         self.far_pool = far_pool
@@ -137,6 +165,16 @@ class EnsembleStrategy(Strategy):
         self._first_seed_done = False
         self._seeds_pay = True  # until a seed fails to rank among the best measured
         self._first_seed: int | None = None
+        if transfer not in TRANSFER:
+            raise UsageError(f"ensemble transfer must be one of {', '.join(TRANSFER)}; got {transfer!r}")
+        self.transfer = transfer
+        self._seed_log: dict[int, float] = {}  # seed index -> log time (inf: failed), every seed measured
+        self._own_best: tuple[float, int] | None = None  # (time, index) of the best the techniques steer by
+        self._seeds_in_obs = 0  # seeds in the shared record that do not count towards the opening
+        self._judged = False
+        self.seed_picks = seed_picks
+        self._transfer_picks = 0
+        self._seed_ring = _Ring(space, self.tiebreak)
         #: the technique behind each proposal, in order ("restart" for the stall guard's random picks)
         self.techniques: list[str] = []
 
@@ -157,14 +195,14 @@ class EnsembleStrategy(Strategy):
         if self._burst_left > 0:
             self._burst_left -= 1
             return "restart"
-        if len(self.obs) < self.opening() or self.obs.best_index is None:
-            if self.design == "far" and len(self.obs):
+        if self._opened() < self.opening() or self._own_best is None:
+            if self.design == "far" and self._opened():
                 return "far"
             return "swarm" if self.swarm is not None else "random"
-        if len(self.obs) < self.opening() + self.lead and not self.guard.restarts:
+        if self._opened() < self.opening() + self.leading() and not self.guard.restarts:
             return self.arms[0]
         active = np.array([a != "hop" or self._hop_best is not None for a in self.arms])
-        active[-1] = self._seeds_pay and any(self.unseen[i] for i in self.preferred)
+        active[-1] = self._seeds_pay and (any(self.unseen[i] for i in self.preferred) or self._near_left())
         draw = np.where(active, self.rng.beta(self.wins + 1.0, self.losses + 1.0), -1.0)
         return self.arms[int(np.argmax(draw))]
 
@@ -175,6 +213,16 @@ class EnsembleStrategy(Strategy):
         if self.budget is None or not self.start_fraction:
             return self.start
         return int(min(self.start, max(2, math.ceil(self.start_fraction * self.budget))))
+
+    def leading(self) -> int:
+        """Picks after the opening made by the first arm (the model) alone: ``lead``, or the whole
+        budget where it is known and at most ``short_budget``. A bandit over four arms needs a few
+        picks of each before its choice means anything; on a budget of a dozen or thirty that
+        learning is most of the budget, spent on arms picked at random, and the model alone does
+        better (issue 12: dedispersion's budgets of 11 to 31)."""
+        if self.budget is not None and self.budget <= self.short_budget:
+            return self.budget
+        return self.lead
 
     def expect(self, budget: int | None) -> None:
         super().expect(budget)
@@ -219,7 +267,13 @@ class EnsembleStrategy(Strategy):
         i = self.next_seed()
         if self._first_seed is None:
             self._first_seed = i
+        self._transfer_picks += 1
+        if i is None and self._near_left():  # the seeds are spent: beside the best of them
+            return self._seed_ring.nearest(min(self._seed_log, key=self._seed_log.__getitem__), self.unseen)
         return self._random() if i is None else i
+
+    def _near_left(self) -> bool:
+        return self.transfer == "near" and bool(self._seed_log) and self._transfer_picks < self.seed_picks
 
     def _density(self) -> int:
         # one of the few best-scoring configs, not always the very best: the model is rough,
@@ -235,8 +289,8 @@ class EnsembleStrategy(Strategy):
         return self._random() if i is None else i
 
     def _local(self) -> int:
-        assert self.obs.best_index is not None  # the bandit's arms pick only once something ran
-        return self._local_ring.nearest(self.obs.best_index, self.unseen)
+        assert self._own_best is not None  # the bandit's arms pick only once something ran
+        return self._local_ring.nearest(self._own_best[1], self.unseen)
 
     def _hop(self) -> int:
         assert self._hop_best is not None  # the arm is active only with a best since the restart
@@ -244,37 +298,61 @@ class EnsembleStrategy(Strategy):
 
     # ---- learning -----------------------------------------------------------------------
     def observe(self, index: int, m: Measurement) -> None:
-        y = self.obs.values() if len(self.obs) >= self.opening() else None
-        self.obs.add(index, m)
-        if self.swarm is not None:
-            self.swarm.observe(index, m)
-        if self.gp is not None:
-            self.gp.tell(index, m)
-        self.guard.observe(m.ok, m.time)
-        if m.ok and self.guard.restarts and (self._hop_best is None or m.time < self._hop_best[0]):
-            self._hop_best = (m.time, index)
         arm = self._asked.pop(index, None)
-        if arm is not None and y is not None:  # told from outside (an earlier run): no technique to credit
-            value = math.log(max(m.time, 1e-30)) if m.ok else math.inf
+        seed = arm == len(self.arms) - 1  # measured by the transfer arm
+        value = math.log(max(m.time, 1e-30)) if m.ok else math.inf
+        y = self.obs.values() if self._opened() >= self.opening() else None
+        if seed:
+            self._seed_log[index] = value
+        if not (seed and self.transfer in HIDDEN):  # a probe is a result, not something to learn from
+            self._learn(index, m, seed)
+        if arm is not None and y is not None and len(y):  # told from outside (an earlier run): no technique to credit
             k = int(self.top * (len(y) - 1))
             won = value <= np.partition(y, k)[k]
             self.wins *= self.discount
             self.losses *= self.discount
             self.wins[arm] += won
             self.losses[arm] += not won
-            if self.arms[arm] == "transfer" and not won:
+            if seed and not won:
                 self._seeds_pay = False  # one seed that does not pay ends the transfer: bad seeds cost a few picks
-        if len(self.obs) == self.opening() and self._first_seed is not None:
+        if self._first_seed is not None and not self._judged and self._opened() >= self.opening():
             self._judge_first_seed()
         if self.guard.stalled:
             self._respread()
 
+    def _learn(self, index: int, m: Measurement, seed: bool) -> None:
+        """Tell the techniques about one outcome. With ``transfer`` "soft", a seed reaches only the
+        shared record (the density model, the bandit's ranking), never the swarm, the guard or the
+        local search's centre: a good seed in the wrong basin must not draw the search into it."""
+        self.obs.add(index, m)
+        steer = not seed or self.transfer in ("arm", "first")
+        if seed and not steer:
+            self._seeds_in_obs += 1
+        if self.swarm is not None and steer:
+            self.swarm.observe(index, m)
+        if self.gp is not None:
+            self.gp.tell(index, m)
+        if steer:
+            self.guard.observe(m.ok, m.time)
+            if m.ok and (self._own_best is None or m.time < self._own_best[0]):
+                self._own_best = (m.time, index)
+            if m.ok and self.guard.restarts and (self._hop_best is None or m.time < self._hop_best[0]):
+                self._hop_best = (m.time, index)
+
+    def _opened(self) -> int:
+        """Outcomes that count towards the opening: with seeds kept from steering, the search's own."""
+        return len(self.obs) - self._seeds_in_obs
+
     def _judge_first_seed(self) -> None:
         """The first seed is measured before there is anything to compare it with: once the opening
-        is done, it must rank among the ``top`` fraction of it, or the other seeds are not taken."""
+        is done, it must rank among the ``top`` fraction of what was measured, or the other seeds
+        are not taken."""
+        self._judged = True
+        first = math.inf if self._first_seed is None else self._seed_log.get(self._first_seed, math.inf)
         y = self.obs.values()
+        if self.transfer in HIDDEN:  # the seed is not in the record: rank it among it
+            y = np.append(y, first)
         k = int(self.top * (len(y) - 1))
-        first = y[self.obs.index.index(self._first_seed)] if self._first_seed in self.obs.index else math.inf
         if first > np.partition(y, k)[k]:
             self._seeds_pay = False
 
