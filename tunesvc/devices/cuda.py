@@ -21,10 +21,10 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..errors import BackendError, LaunchError, MissingDependencyError
-from ..types import DeviceInfo
+from ..types import DeviceInfo, Fingerprint
 from .base import Device
 
 _NVIDIA_VERSION_FILE = Path("/proc/driver/nvidia/version")
@@ -94,6 +94,35 @@ def grid_of(global_size: Sequence[int], local_size: Sequence[int]) -> tuple[tupl
     if any(x < 1 for x in g + b) or any(gi % bi for gi, bi in zip(g, b)):
         raise LaunchError(f"global size {tuple(global_size)} is not a positive multiple of local size {tuple(local_size)}")
     return (g[0] // b[0], g[1] // b[1], g[2] // b[2]), (b[0], b[1], b[2])
+
+
+def gpu_info(index: int, name: str, capability: tuple[int, int], api: str, version: str,
+             attribute: Callable[[str], int], total_memory: int) -> DeviceInfo:
+    """A CUDA device's DeviceInfo, the same whichever binding asked: ``attribute`` answers the
+    driver's device attributes by their CUDA names (MULTIPROCESSOR_COUNT, ...). One fingerprint
+    for both bindings, so results tuned through one are found through the other."""
+    major, minor = capability
+    fp = Fingerprint(backend="cuda", vendor="NVIDIA", device_type="gpu", architecture=f"sm_{major}{minor}",
+                     name=" ".join(name.split()), driver=kernel_module_version() or f"CUDA {api}")
+    return DeviceInfo(
+        id=f"cuda:{index}",
+        fingerprint=fp,
+        platform="CUDA",
+        version=version,
+        c_version=f"compute capability {major}.{minor}",
+        compute_units=attribute("MULTIPROCESSOR_COUNT"),
+        max_work_group_size=attribute("MAX_THREADS_PER_BLOCK"),
+        max_work_item_sizes=tuple(attribute(f"MAX_BLOCK_DIM_{d}") for d in "XYZ"),
+        # Templates declare shared memory statically: 48 KiB per block is the static limit, which
+        # is what this attribute reports (more needs dynamic shared memory and an opt-in).
+        local_mem_size=attribute("MAX_SHARED_MEMORY_PER_BLOCK"),
+        local_mem_type="local",
+        preferred_vector_width_float=1,
+        fp16=(major, minor) >= (5, 3),
+        fp64=True,
+        global_mem_size=total_memory,
+        max_alloc_size=total_memory,
+    )
 
 
 @lru_cache(maxsize=1)

@@ -23,9 +23,9 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..errors import BackendError, BuildError, LaunchError, MissingDependencyError
-from ..types import DeviceInfo, Fingerprint
+from ..types import DeviceInfo
 from .base import Device, Program, first_error_line, format_defines
-from .cuda import grid_of, kernel_module_version, version_text
+from .cuda import gpu_info, grid_of, version_text
 
 #: what NVRTC reads for ``#include <math.h>`` and ``<float.h>``: the names the templates use
 HEADERS = {
@@ -90,28 +90,11 @@ def describe(driver, index: int) -> DeviceInfo:
     major, minor = (_attribute(driver, dev, f"COMPUTE_CAPABILITY_{p}") for p in ("MAJOR", "MINOR"))
     api = version_text(int(check(driver, driver.cuDriverGetVersion(), "cuDriverGetVersion")))
     name = check(driver, driver.cuDeviceGetName(256, dev), "cuDeviceGetName")
-    name = " ".join(name.split(b"\0", 1)[0].decode(errors="replace").split())
+    name = name.split(b"\0", 1)[0].decode(errors="replace")
     total = int(check(driver, driver.cuDeviceTotalMem(dev), "cuDeviceTotalMem"))
-    fp = Fingerprint(backend="cuda", vendor="NVIDIA", device_type="gpu", architecture=f"sm_{major}{minor}",
-                     name=name, driver=kernel_module_version() or f"CUDA {api}")
-    return DeviceInfo(
-        id=f"cuda:{index}",
-        fingerprint=fp,
-        platform="CUDA",
-        version=f"CUDA {api} driver API, cuda-python {_package_version()}, NVRTC {nvrtc_version()}",
-        c_version=f"compute capability {major}.{minor}",
-        compute_units=_attribute(driver, dev, "MULTIPROCESSOR_COUNT"),
-        max_work_group_size=_attribute(driver, dev, "MAX_THREADS_PER_BLOCK"),
-        max_work_item_sizes=tuple(_attribute(driver, dev, f"MAX_BLOCK_DIM_{d}") for d in "XYZ"),
-        # Templates declare shared memory statically: 48 KiB per block is the static limit.
-        local_mem_size=_attribute(driver, dev, "MAX_SHARED_MEMORY_PER_BLOCK"),
-        local_mem_type="local",
-        preferred_vector_width_float=1,
-        fp16=(major, minor) >= (5, 3),
-        fp64=True,
-        global_mem_size=total,
-        max_alloc_size=total,
-    )
+    return gpu_info(index, name, (major, minor), api,
+                    f"CUDA {api} driver API, cuda-python {_package_version()}, NVRTC {nvrtc_version()}",
+                    lambda attr: _attribute(driver, dev, attr), total)
 
 
 def _package_version() -> str:

@@ -17,9 +17,9 @@ import numpy as np
 
 from ..errors import require
 from ..errors import BackendError, BuildError, LaunchError, MissingDependencyError
-from ..types import DeviceInfo, Fingerprint
+from ..types import DeviceInfo
 from .base import Device, Program, first_error_line, format_defines
-from .cuda import grid_of, kernel_module_version, version_text
+from .cuda import gpu_info, grid_of, version_text
 
 
 def _driver():
@@ -45,34 +45,8 @@ def describe(cuda, index: int) -> DeviceInfo:
     major, minor = dev.compute_capability()
     api = version_text(cuda.get_driver_version())
     built = ".".join(str(x) for x in cuda.get_version()[:2])
-    total = int(dev.total_memory())
-    fp = Fingerprint(
-        backend="cuda",
-        vendor="NVIDIA",
-        device_type="gpu",
-        architecture=f"sm_{major}{minor}",
-        name=" ".join(dev.name().split()),
-        driver=kernel_module_version() or f"CUDA {api}",
-    )
-    return DeviceInfo(
-        id=f"cuda:{index}",
-        fingerprint=fp,
-        platform="CUDA",
-        version=f"CUDA {api} driver API, pycuda built for CUDA {built}",
-        c_version=f"compute capability {major}.{minor}",
-        compute_units=int(get(attr.MULTIPROCESSOR_COUNT)),
-        max_work_group_size=int(get(attr.MAX_THREADS_PER_BLOCK)),
-        max_work_item_sizes=(int(get(attr.MAX_BLOCK_DIM_X)), int(get(attr.MAX_BLOCK_DIM_Y)), int(get(attr.MAX_BLOCK_DIM_Z))),
-        # Templates declare shared memory statically: 48 KiB per block is the static limit, which
-        # is what this attribute reports (more needs dynamic shared memory and an opt-in).
-        local_mem_size=int(get(attr.MAX_SHARED_MEMORY_PER_BLOCK)),
-        local_mem_type="local",
-        preferred_vector_width_float=1,
-        fp16=(major, minor) >= (5, 3),
-        fp64=True,
-        global_mem_size=total,
-        max_alloc_size=total,
-    )
+    return gpu_info(index, dev.name(), (major, minor), api, f"CUDA {api} driver API, pycuda built for CUDA {built}",
+                    lambda name: int(get(getattr(attr, name))), int(dev.total_memory()))
 
 
 def list_devices() -> list[DeviceInfo]:
