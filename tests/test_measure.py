@@ -137,8 +137,9 @@ def test_leaders_are_remeasured_only_when_their_intervals_overlap(cl_device, mat
 
 
 # ---- early abandon of hopeless candidates ----------------------------------------------------
-def test_a_hopeless_config_is_abandoned_after_its_warmup(cl_device, matmul):
-    """Told a best time far below its own, a config is verified, launched once more, and timed no further."""
+def test_a_hopeless_config_is_abandoned_on_its_verification_launch(cl_device, matmul):
+    """Told a best time far below its own, a config is verified and timed no further: the
+    verification launch (timed by device events like any other) is its one sample."""
     from tunesvc.measure.evaluator import abandoned
 
     dev = Recording(cl_device)
@@ -147,8 +148,46 @@ def test_a_hopeless_config_is_abandoned_after_its_warmup(cl_device, matmul):
     m = ev.evaluate(matmul.default_config(), best=1e-12)
     assert m.ok and abandoned(m) and m.extra["abandoned"] is True
     assert m.reason.startswith("abandoned: first launch") and "x the best so far" in m.reason
-    assert len(dev.runs) == 1 + 1 and m.timing.count == 1  # verification, then the warm-up launch as its one sample
+    assert len(dev.runs) == 1 and m.timing.count == 1  # the verification launch, nothing more
     assert m.gflops is not None and m.time > 0
+
+
+class SlowAfterFirst(Recording):
+    """The real device, whose every launch after the first reports ``factor`` times its time
+    (a config whose verification launch looked fine and whose warm-up does not)."""
+
+    def __init__(self, device, factor: float):
+        super().__init__(device)
+        self.factor = factor
+
+    def run(self, program, launches, buffers):
+        t = super().run(program, launches, buffers)
+        return t if len(self.runs) == 1 else t * self.factor
+
+
+def test_a_slow_warmup_still_abandons_after_a_fair_verification_launch(cl_device, matmul):
+    from tunesvc.measure.evaluator import abandoned
+
+    # A 16³ launch takes microseconds: 1 s is far above the verification launch, and 1e7 times any
+    # launch is far above 3 s.
+    dev = SlowAfterFirst(cl_device, 1e7)
+    ev = Evaluator(dev, matmul, SHAPE, "float32", Method(warmup=1, runs=5, max_runs=9, precision=0.0, max_seconds=60))
+    ev._warm = True
+    m = ev.evaluate(matmul.default_config(), best=1.0)
+    assert abandoned(m) and len(dev.runs) == 2 and m.timing.count == 1 and m.time > 3.0
+
+
+def test_the_verification_case_is_made_once_and_shared(cl_device, matmul):
+    """Inputs and float64 reference (and its error scale) are made for the first candidate and kept:
+    the next one is checked against the same arrays, its outputs poisoned afresh."""
+    ev = Evaluator(cl_device, matmul, SHAPE, "float32", Method.plain(1))
+    a, b = valid_configs(cl_device, matmul, 2)
+    assert ev.evaluate(a).ok
+    inputs, ref = ev._case()
+    scale = ref.derived(("scale", "C"), lambda: None)
+    assert scale is not None and scale.shape == ref["C"].shape  # the check remembered it
+    assert ev.evaluate(b).ok
+    assert ev._case()[0] is inputs and ev._case()[1] is ref
 
 
 def test_a_config_near_the_best_is_timed_in_full(cl_device, matmul):
@@ -170,9 +209,9 @@ def test_a_config_near_the_best_is_timed_in_full(cl_device, matmul):
 def test_without_a_warmup_the_first_timed_launch_decides(cl_device, matmul):
     from tunesvc.measure.evaluator import abandoned
 
-    dev = Recording(cl_device)
+    dev = SlowAfterFirst(cl_device, 1e7)
     ev = Evaluator(dev, matmul, SHAPE, "float32", Method(warmup=0, runs=5, max_runs=9, precision=0.0))
-    m = ev.evaluate(matmul.default_config(), best=1e-12)
+    m = ev.evaluate(matmul.default_config(), best=1.0)
     assert abandoned(m) and m.timing.count == 1 and len(dev.runs) == 1 + 1
 
 

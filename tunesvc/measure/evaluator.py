@@ -1,8 +1,11 @@
 """The evaluator: build a config, verify it against the float64 reference, then time it.
 
-Every candidate runs first on fresh random inputs with its outputs poisoned
-(all bytes 0xFF, a NaN pattern), so a kernel that skips elements cannot pass
-on leftovers. Only a verified config is timed, by the method in ``Method``:
+Every candidate runs first on random inputs with its outputs poisoned (all
+bytes 0xFF, a NaN pattern), so a kernel that skips elements cannot pass on
+leftovers. The inputs and their float64 reference are made once per evaluator
+and shared by its candidates (at matmul 2048³ making them cost 0.75 s, a
+quarter of a hopeless candidate's whole cost). Only a verified config is
+timed, by the method in ``Method``:
 
 * warm-up launches are discarded (first-touch, lazy JIT and clock ramp-up);
 * launches are timed by device events until the median is known to
@@ -14,9 +17,10 @@ on leftovers. Only a verified config is timed, by the method in ``Method``:
 * ``compare`` re-measures a few configs interleaved (round-robin), so a drift
   in the machine's speed hits every one of them alike; the tuner uses it when
   the leaders' intervals, widened by ``drift``, overlap;
-* told the best time so far, a config whose first timed launch (the warm-up,
-  after verification) takes more than ``abandon`` times that is timed no
-  further: it cannot become the best, and timing it properly would cost the
+* told the best time so far, a config whose verification launch (timed by
+  device events like any other; on both CPU drivers the event excludes the
+  first-launch compile, measured) or first warm-up launch takes more than
+  ``abandon`` times that is timed no further: it cannot become the best, and timing it properly would cost the
   minimum number of launches, each slow (issue 12: 40 trials of matmul 2048³
   took 517 s, most of it timing hopeless candidates). It is recorded as what it
   is, a correct config with a rough time: status ``ok``, ``extra["abandoned"]``,
@@ -35,7 +39,7 @@ import numpy as np
 
 from ..devices.base import Device
 from ..errors import CandidateError, WrongResultError
-from ..templates.base import Context, KernelTemplate
+from ..templates.base import Context, Expected, KernelTemplate
 from ..types import Config, Measurement, Timing
 
 POISON_BYTE = 0xFF
@@ -109,6 +113,7 @@ class Evaluator:
         self._rng = np.random.default_rng(seed)
         self._sets: list[dict[tuple[str, int], object]] = [{}]
         self._timing_inputs: dict[str, np.ndarray] | None = None
+        self._check_case: tuple[dict[str, np.ndarray], Expected] | None = None
         self._warm = False
 
     # ---- buffers ------------------------------------------------------------------------
@@ -155,8 +160,8 @@ class Evaluator:
             compile_seconds = time.perf_counter() - t0
             if on_built:
                 on_built(compile_seconds)
-            self._verify(program, plan, self._buffers(plan))
-            samples, hopeless = self._time(program, plan, best)
+            first = self._verify(program, plan, self._buffers(plan))
+            samples, hopeless = self._time(program, plan, best, first)
         except CandidateError as e:
             return Measurement(config, e.reason, str(e), compile_seconds=time.perf_counter() - t0)
         if hopeless:
@@ -184,10 +189,12 @@ class Evaluator:
         limit = self.method.abandon
         return bool(launches) and best is not None and limit > 0 and min(launches) > limit * best
 
-    def _time(self, program, plan, best: float | None = None) -> tuple[list[float], bool]:
+    def _time(self, program, plan, best: float | None = None, first: float | None = None) -> tuple[list[float], bool]:
         """(timed launches, whether the config was abandoned as hopeless; then the launches are the
-        warm-up's, or the first timed one without a warm-up)."""
+        verification launch's (``first``), the warm-up's, or the first timed one without a warm-up)."""
         m = self.method
+        if first is not None and self._hopeless([first], best):
+            return [first], True
         sets = [self._buffers(plan, i) for i in range(self._set_count(plan))]
         # The first config a process times also wakes the driver's thread pool and the clocks:
         # give it a longer warm-up, or the default (always timed first) looks slower than it is.
@@ -244,22 +251,31 @@ class Evaluator:
         """Nothing to release: the opened device is shared by the process (devices.open_device)."""
 
     # ---- verification -------------------------------------------------------------------
-    def _verify(self, program, plan, buffers) -> None:
-        inputs = self.template.make_inputs(self.shape, self.dtype, self._rng)
-        if self._timing_inputs is None:
-            self._timing_inputs = inputs
+    def _case(self) -> tuple[dict[str, np.ndarray], Expected]:
+        """The verification inputs and their float64 reference, made on first use and kept."""
+        if self._check_case is None:
+            inputs = self.template.make_inputs(self.shape, self.dtype, self._rng)
+            if self._timing_inputs is None:
+                self._timing_inputs = inputs
+            self._check_case = (inputs, Expected(self.template.reference(inputs, self.shape)))
+        return self._check_case
+
+    def _verify(self, program, plan, buffers) -> float:
+        """Run the config once on the verification inputs, outputs poisoned; raise WrongResultError
+        unless every output matches the reference. Returns the launch's time (device events)."""
+        inputs, ref = self._case()
         for spec in plan.buffers:
             if spec.role == "in":
                 self.device.write(buffers[spec.name], inputs[spec.name])
             else:
                 self.device.fill(buffers[spec.name], spec.nbytes, POISON_BYTE)
-        self.device.run(program, plan.launches, buffers)
+        seconds = self.device.run(program, plan.launches, buffers)
         outputs = {}
         for spec in plan.buffers:
             if spec.role == "out":
                 outputs[spec.name] = np.empty(spec.shape, dtype=spec.dtype)
                 self.device.read(buffers[spec.name], outputs[spec.name])
-        ref = self.template.reference(inputs, self.shape)
         problem = self.template.check(outputs, inputs, ref, self.shape, self.dtype)
         if problem:
             raise WrongResultError(problem)
+        return seconds
