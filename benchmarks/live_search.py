@@ -11,9 +11,10 @@ measured a config within 5% of that. Each strategy's own time per evaluation
 (its ask and tell, timed around the calls) is reported beside it, and how many
 configs were abandoned as hopeless (docs/benchmarks.md, issue 12).
 
-``--abandon`` instead tunes matmul 2048³ twice with the same seed and trials, with
-the early abandon of hopeless configs and without it (``Method(abandon=0)``), and
-prints both wall times and best configs. With ``--abandon-strategy random`` (the
+``--abandon`` instead tunes matmul 2048³ three times with the same seed and trials:
+with the early abandon of hopeless configs, without it (``Method(abandon=0)``), and
+without it or the time cap on re-measuring the leaders (``confirm_seconds=inf``),
+and prints the wall times and best configs. With ``--abandon-strategy random`` (the
 default) both runs measure the same configs in the same order, so any difference
 is the abandon's; the default strategy's path depends on the times it is told.
 
@@ -132,21 +133,31 @@ def report(runs: list[Run]) -> None:
 
 
 def abandon_check(trials: int, seed: int, strategy: str, device, folder: Path, side: int = 2048) -> None:
-    """matmul 2048³ with and without the early abandon: same seed, same trials, fresh databases."""
+    """matmul 2048³ with and without the early abandon: same seed, same trials, fresh databases.
+    Three runs: the default method; without the abandon (``abandon=0``); and without the abandon
+    or the time cap on the leaders' re-measurement (``confirm_seconds=inf``: 31 rounds whatever
+    they cost), the method as it was before either."""
+    import math
+
     shape = (side, side, side)
     out = {}
-    for label, method in (("abandon", Method()), ("no abandon", Method(abandon=0.0))):
+    runs = (("abandon", Method()), ("no abandon", Method(abandon=0.0)),
+            ("neither", Method(abandon=0.0, confirm_seconds=math.inf)))
+    for label, method in runs:
         t0 = time.perf_counter()
         r = tunesvc.tune("matmul", shape, device=device, db=folder / f"mm2048-{label.replace(' ', '')}.db", trials=trials,
                          seed=seed, strategy=strategy, method=method)
         out[label] = (time.perf_counter() - t0, r)
         n_ab = sum(abandoned(m) for m in r.measured)
-        print(f"matmul 2048^3 {label:10s}: {out[label][0]:7.1f} s wall, {len(r.measured)} trials ({n_ab} abandoned), "
+        print(f"matmul {side}^3 {label:10s}: {out[label][0]:7.1f} s wall, {len(r.measured)} trials ({n_ab} abandoned), "
               f"best {r.best.time * 1e3:.2f} ms {' '.join(f'{k}={v}' for k, v in r.best.config.items())}", flush=True)
-    (ta, ra), (tn, rn) = out["abandon"], out["no abandon"]
-    same = ra.best.config == rn.best.config
-    print(f"wall time cut {tn / ta:.2f}x; same best config: {'yes' if same else 'no'}; "
-          f"configs measured in the same order: {'yes' if [m.config for m in ra.measured] == [m.config for m in rn.measured] else 'no'}")
+    ta, ra = out["abandon"]
+    for label in ("no abandon", "neither"):
+        tn, rn = out[label]
+        same = ra.best.config == rn.best.config
+        order = [m.config for m in ra.measured] == [m.config for m in rn.measured]
+        print(f"against '{label}': wall time cut {tn / ta:.2f}x; same best config: {'yes' if same else 'no'}; "
+              f"configs measured in the same order: {'yes' if order else 'no'}")
 
 
 def main() -> None:

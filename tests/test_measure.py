@@ -6,6 +6,7 @@ A thin proxy around the real device counts what the evaluator asks of it; every 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -175,6 +176,54 @@ def test_a_slow_warmup_still_abandons_after_a_fair_verification_launch(cl_device
     ev._warm = True
     m = ev.evaluate(matmul.default_config(), best=1.0)
     assert abandoned(m) and len(dev.runs) == 2 and m.timing.count == 1 and m.time > 3.0
+
+
+class Scripted(Recording):
+    """The real device running every launch, reporting the times of a script instead (the last
+    one again once the script is spent): the launch times that decide are then exact."""
+
+    def __init__(self, device, times):
+        super().__init__(device)
+        self.times = list(times)
+
+    def run(self, program, launches, buffers):
+        super().run(program, launches, buffers)
+        return self.times[min(len(self.runs), len(self.times)) - 1]
+
+
+def test_two_launches_both_half_again_slower_stop_the_timing(cl_device, matmul):
+    """Verification 2.0 s and warm-up 2.0 s against a best of 1.0: under the 3x of one launch,
+    over the 1.5x of two, so it stops there; a warm-up back near the best is timed in full."""
+    from tunesvc.measure.evaluator import abandoned
+
+    method = Method(warmup=1, runs=5, max_runs=9, precision=0.0, max_seconds=60)
+    dev = Scripted(cl_device, [2.0, 2.0])
+    ev = Evaluator(dev, matmul, SHAPE, "float32", method)
+    ev._warm = True
+    m = ev.evaluate(matmul.default_config(), best=1.0)
+    assert abandoned(m) and len(dev.runs) == 2 and m.timing.count == 2 and m.time == 2.0
+    assert m.reason.startswith("abandoned: first 2 launches 2.0x the best so far")
+    dev = Scripted(cl_device, [2.0, 1.2])
+    ev = Evaluator(dev, matmul, SHAPE, "float32", method)
+    ev._warm = True
+    m = ev.evaluate(matmul.default_config(), best=1.0)
+    assert not abandoned(m) and m.timing.count >= 5  # the full timing (identical times: precise at 5)
+    dev = Scripted(cl_device, [2.0, 2.0])
+    ev = Evaluator(dev, matmul, SHAPE, "float32", dataclasses.replace(method, abandon_two=0.0))
+    ev._warm = True
+    assert not abandoned(ev.evaluate(matmul.default_config(), best=1.0))  # the rule off
+
+
+def test_compare_takes_fewer_rounds_where_they_would_be_long(cl_device, matmul):
+    """Two leaders of 1 s a launch, confirm_seconds 4: rounds stop at max(runs, 4 s / 2 s)."""
+    configs = valid_configs(cl_device, matmul, 2)
+    dev = Scripted(cl_device, [1.0])
+    ev = Evaluator(dev, matmul, SHAPE, "float32", Method(warmup=1, runs=3, confirm_rounds=31, confirm_seconds=4.0))
+    out = ev.compare(configs)
+    assert all(m.ok and m.timing.count == 3 for m in out)
+    dev = Scripted(cl_device, [1e-6])  # short launches: every round
+    ev = Evaluator(dev, matmul, SHAPE, "float32", Method(warmup=1, runs=3, confirm_rounds=31, confirm_seconds=4.0))
+    assert all(m.timing.count == 31 for m in ev.compare(configs))
 
 
 def test_the_verification_case_is_made_once_and_shared(cl_device, matmul):

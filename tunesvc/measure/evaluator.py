@@ -16,11 +16,15 @@ timed, by the method in ``Method``:
   by the run before (which would flatter it against a larger one);
 * ``compare`` re-measures a few configs interleaved (round-robin), so a drift
   in the machine's speed hits every one of them alike; the tuner uses it when
-  the leaders' intervals, widened by ``drift``, overlap;
+  the leaders' intervals, widened by ``drift``, overlap; ``confirm_rounds``
+  rounds, or fewer where they would take more than about ``confirm_seconds``
+  (never fewer than ``runs``);
 * told the best time so far, a config whose verification launch (timed by
   device events like any other; on both CPU drivers the event excludes the
   first-launch compile, measured) or first warm-up launch takes more than
-  ``abandon`` times that is timed no further: it cannot become the best, and timing it properly would cost the
+  ``abandon`` times that, or whose verification and warm-up launches both take
+  more than ``abandon_two`` times that, is timed no further: it cannot become
+  the best, and timing it properly would cost the
   minimum number of launches, each slow (issue 12: 40 trials of matmul 2048³
   took 517 s, most of it timing hopeless candidates). It is recorded as what it
   is, a correct config with a rough time: status ``ok``, ``extra["abandoned"]``,
@@ -66,17 +70,25 @@ class Method:
     # between spells by more than that. Intervals are widened by this fraction before the
     # overlap test, so leaders measured minutes apart are compared side by side.
     drift: float = 0.15
-    confirm_rounds: int = 31  # interleaved rounds of that re-measurement
-    # A first launch this many times slower than the best so far stops the timing (0: never).
+    confirm_rounds: int = 31  # interleaved rounds of that re-measurement, at most
+    # ... and about this many seconds of it, at least ``runs`` rounds (at matmul 2048³ on PoCL,
+    # 31 rounds of two leaders took 53 s of a 178 s tuning run)
+    confirm_seconds: float = 10.0
+    # A first launch this many times slower than the best so far stops the timing (0: never, nor
+    # the two-launch rule below).
     # Several times, not a little: one launch on a busy machine can be slow by a fair margin.
     abandon: float = 3.0
+    # Two launches (verification, warm-up) both this many times slower than the best so far stop
+    # it too (0: never): slower by half in both is beyond the machine's noise (~30%), and timing
+    # such a config in full at 2048³ costs several seconds for a rank it cannot take.
+    abandon_two: float = 1.5
 
     @classmethod
     def plain(cls, runs: int = 5) -> "Method":
         """The naive method: one warm-up, a fixed number of runs, one buffer set, no confirmation,
         no early abandon."""
         return cls(warmup=1, runs=runs, max_runs=runs, precision=math.inf, max_seconds=math.inf, rotate_bytes=0, confirm=0,
-                   abandon=0.0)
+                   abandon=0.0, abandon_two=0.0)
 
 
 def interval(t: Timing) -> tuple[float, float]:
@@ -167,7 +179,8 @@ class Evaluator:
         if hopeless:
             assert best is not None  # only a best so far makes a timing hopeless
             m = self._measurement(config, samples, compile_seconds, abandoned=True)
-            why = f"{ABANDONED}: first launch {m.time / best:.1f}x the best so far ({m.time:.3g} s vs {best:.3g} s)"
+            what = "first launch" if len(samples) == 1 else f"first {len(samples)} launches"
+            why = f"{ABANDONED}: {what} {m.time / best:.1f}x the best so far ({m.time:.3g} s vs {best:.3g} s)"
             return replace(m, reason=why)
         return self._measurement(config, samples, compile_seconds)
 
@@ -184,10 +197,15 @@ class Evaluator:
             extra=extra,
         )
 
-    def _hopeless(self, launches: list[float], best: float | None) -> bool:
-        """Whether even the fastest launch so far is ``abandon`` times the best time so far."""
-        limit = self.method.abandon
+    def _hopeless(self, launches: list[float], best: float | None, limit: float | None = None) -> bool:
+        """Whether even the fastest of ``launches`` is ``limit`` (``abandon``) times the best time so far."""
+        limit = self.method.abandon if limit is None else limit
         return bool(launches) and best is not None and limit > 0 and min(launches) > limit * best
+
+    def _slow_pair(self, first: float | None, launch: float, best: float | None) -> bool:
+        """Whether the verification launch and the next one are both ``abandon_two`` times the best
+        (never with ``abandon`` 0: no early abandon at all)."""
+        return first is not None and self.method.abandon > 0 and self._hopeless([first, launch], best, self.method.abandon_two)
 
     def _time(self, program, plan, best: float | None = None, first: float | None = None) -> tuple[list[float], bool]:
         """(timed launches, whether the config was abandoned as hopeless; then the launches are the
@@ -205,12 +223,16 @@ class Evaluator:
         self._warm = True
         if self._hopeless(warm, best):
             return warm, True
+        if warm and self._slow_pair(first, warm[0], best):
+            return [first, warm[0]], True
         samples: list[float] = []
         start = time.perf_counter()
         while len(samples) < m.max_runs:
             samples.append(self.device.run(program, plan.launches, sets[len(samples) % len(sets)]))
             if not warm and len(samples) == 1 and self._hopeless(samples, best):
                 return samples, True
+            if not warm and len(samples) == 1 and self._slow_pair(first, samples[0], best):
+                return [first, samples[0]], True
             if len(samples) >= m.runs and (precise_enough(samples, m) or time.perf_counter() - start >= m.max_seconds):
                 break
         return samples, False
@@ -221,17 +243,20 @@ class Evaluator:
         A config that now fails is returned with its failure."""
         rounds = rounds or self.method.confirm_rounds
         ready, out = [], {}
+        per_round = 0.0  # seconds of one round, from the warm-up launches
         for c in configs:
             plan = self.template.plan(c, self.shape, self.dtype)
             try:
                 program = self.device.build(self.source, plan.defines, self.template.kernel_names)
                 sets = [self._buffers(plan, i) for i in range(self._set_count(plan))]
-                for i in range(self.method.warmup):
-                    self.device.run(program, plan.launches, sets[i % len(sets)])
+                took = [self.device.run(program, plan.launches, sets[i % len(sets)]) for i in range(self.method.warmup)]
+                per_round += min(took, default=0.0)
             except CandidateError as e:
                 out[c] = Measurement(c, e.reason, str(e))
                 continue
             ready.append((c, program, plan, sets))
+        if per_round > 0 and math.isfinite(self.method.confirm_seconds):
+            rounds = min(rounds, max(self.method.runs, math.ceil(self.method.confirm_seconds / per_round)))
         samples: dict[Config, list[float]] = {c: [] for c, *_ in ready}
         for r in range(rounds if ready else 0):
             # Rotate the order every round: no config always runs right after the same neighbour.
