@@ -202,10 +202,10 @@ class Evaluator:
         limit = self.method.abandon if limit is None else limit
         return bool(launches) and best is not None and limit > 0 and min(launches) > limit * best
 
-    def _slow_pair(self, first: float | None, launch: float, best: float | None) -> bool:
+    def _slow_pair(self, first: float, launch: float, best: float | None) -> bool:
         """Whether the verification launch and the next one are both ``abandon_two`` times the best
         (never with ``abandon`` 0: no early abandon at all)."""
-        return first is not None and self.method.abandon > 0 and self._hopeless([first, launch], best, self.method.abandon_two)
+        return self.method.abandon > 0 and self._hopeless([first, launch], best, self.method.abandon_two)
 
     def _time(self, program, plan, best: float | None = None, first: float | None = None) -> tuple[list[float], bool]:
         """(timed launches, whether the config was abandoned as hopeless; then the launches are the
@@ -223,7 +223,7 @@ class Evaluator:
         self._warm = True
         if self._hopeless(warm, best):
             return warm, True
-        if warm and self._slow_pair(first, warm[0], best):
+        if warm and first is not None and self._slow_pair(first, warm[0], best):
             return [first, warm[0]], True
         samples: list[float] = []
         start = time.perf_counter()
@@ -231,7 +231,7 @@ class Evaluator:
             samples.append(self.device.run(program, plan.launches, sets[len(samples) % len(sets)]))
             if not warm and len(samples) == 1 and self._hopeless(samples, best):
                 return samples, True
-            if not warm and len(samples) == 1 and self._slow_pair(first, samples[0], best):
+            if not warm and len(samples) == 1 and first is not None and self._slow_pair(first, samples[0], best):
                 return [first, samples[0]], True
             if len(samples) >= m.runs and (precise_enough(samples, m) or time.perf_counter() - start >= m.max_seconds):
                 break
