@@ -144,13 +144,31 @@ def test_a_hopeless_config_is_abandoned_on_its_verification_launch(cl_device, ma
     from tunesvc.measure.evaluator import abandoned
 
     dev = Recording(cl_device)
-    ev = Evaluator(dev, matmul, SHAPE, "float32", Method(warmup=1, runs=5, max_runs=9, precision=0.0, max_seconds=60))
+    # early_seconds 0: a 16³ launch is long enough to judge by (by default it is not: see below)
+    ev = Evaluator(dev, matmul, SHAPE, "float32", Method(warmup=1, runs=5, max_runs=9, precision=0.0, max_seconds=60,
+                                                         early_seconds=0.0))
     ev._warm = True  # as if it had timed a config before: one warm-up launch
     m = ev.evaluate(matmul.default_config(), best=1e-12)
     assert m.ok and abandoned(m) and m.extra["abandoned"] is True
     assert m.reason.startswith("abandoned: first launch") and "x the best so far" in m.reason
     assert len(dev.runs) == 1 and m.timing.count == 1  # the verification launch, nothing more
     assert m.gflops is not None and m.time > 0
+
+
+def test_a_short_verification_launch_does_not_judge(cl_device, matmul):
+    """Under early_seconds (50 ms by default) a first launch is too noisy to judge by: the
+    warm-up launch decides, at the one-launch limit."""
+    from tunesvc.measure.evaluator import abandoned
+
+    dev = Recording(cl_device)
+    ev = Evaluator(dev, matmul, SHAPE, "float32", Method(warmup=1, runs=5, max_runs=9, precision=0.0, max_seconds=60))
+    ev._warm = True
+    m = ev.evaluate(matmul.default_config(), best=1e-12)
+    assert abandoned(m) and len(dev.runs) == 2 and m.timing.count == 1  # verification, then the warm-up judged
+    dev = Scripted(cl_device, [0.02, 0.02])  # 20 ms twice, 2x a best of 10 ms: under the 3x, and too short for 1.5x
+    ev = Evaluator(dev, matmul, SHAPE, "float32", Method(warmup=1, runs=5, max_runs=9, precision=0.0, max_seconds=60))
+    ev._warm = True
+    assert not abandoned(ev.evaluate(matmul.default_config(), best=0.01))
 
 
 class SlowAfterFirst(Recording):

@@ -23,7 +23,8 @@ timed, by the method in ``Method``:
   device events like any other; on both CPU drivers the event excludes the
   first-launch compile, measured) or first warm-up launch takes more than
   ``abandon`` times that, or whose verification and warm-up launches both take
-  more than ``abandon_two`` times that, is timed no further: it cannot become
+  more than ``abandon_two`` times that, is timed no further (the verification
+  launch only judges where it took ``early_seconds`` or more): it cannot become
   the best, and timing it properly would cost the
   minimum number of launches, each slow (issue 12: 40 trials of matmul 2048³
   took 517 s, most of it timing hopeless candidates). It is recorded as what it
@@ -82,6 +83,12 @@ class Method:
     # it too (0: never): slower by half in both is beyond the machine's noise (~30%), and timing
     # such a config in full at 2048³ costs several seconds for a rank it cannot take.
     abandon_two: float = 1.5
+    # ... both judging by the verification launch, and only for a launch this long: the first
+    # launches of a fresh program of a few milliseconds ran up to 2.4x their later median
+    # (reduce_sum 4096x4096, both CPU drivers), those of 15 ms and more at most 1.8x, one at a time
+    # (so the best config was abandoned in live runs); and a short config costs little to time.
+    # Shorter configs are judged by their warm-up launch alone, at ``abandon``.
+    early_seconds: float = 0.05
 
     @classmethod
     def plain(cls, runs: int = 5) -> "Method":
@@ -211,6 +218,8 @@ class Evaluator:
         """(timed launches, whether the config was abandoned as hopeless; then the launches are the
         verification launch's (``first``), the warm-up's, or the first timed one without a warm-up)."""
         m = self.method
+        if first is not None and first < m.early_seconds:
+            first = None  # too short to judge by: the warm-up decides
         if first is not None and self._hopeless([first], best):
             return [first], True
         sets = [self._buffers(plan, i) for i in range(self._set_count(plan))]
