@@ -12,8 +12,10 @@ measured a config within 5% of that. Each strategy's own time per evaluation
 configs were abandoned as hopeless (docs/benchmarks.md, issue 12).
 
 ``--abandon`` instead tunes matmul 2048³ three times with the same seed and trials:
-with the early abandon of hopeless configs, without it (``Method(abandon=0)``), and
-without it or the time cap on re-measuring the leaders (``confirm_seconds=inf``),
+with the shipped method (early abandon of hopeless configs, the time cap on
+re-measuring the leaders, three runs of a config whose launch takes a second or
+more), without the abandon (``Method(abandon=0)``), and with none of the three
+(``abandon=0, confirm_seconds=inf, slow_runs=0``: the method before issue 12),
 and prints the wall times and best configs. With ``--abandon-strategy random`` (the
 default) both runs measure the same configs in the same order, so any difference
 is the abandon's; the default strategy's path depends on the times it is told.
@@ -134,15 +136,15 @@ def report(runs: list[Run]) -> None:
 
 def abandon_check(trials: int, seed: int, strategy: str, device, folder: Path, side: int = 2048) -> None:
     """matmul 2048³ with and without the early abandon: same seed, same trials, fresh databases.
-    Three runs: the default method; without the abandon (``abandon=0``); and without the abandon
-    or the time cap on the leaders' re-measurement (``confirm_seconds=inf``: 31 rounds whatever
-    they cost), the method as it was before either."""
+    Three runs: the default method; without the abandon (``abandon=0``); and without the abandon,
+    the time cap on the leaders' re-measurement (``confirm_seconds=inf``: 31 rounds whatever they
+    cost) or the three runs of a slow config (``slow_runs=0``), the method as it was before."""
     import math
 
     shape = (side, side, side)
     out = {}
     runs = (("abandon", Method()), ("no abandon", Method(abandon=0.0)),
-            ("neither", Method(abandon=0.0, confirm_seconds=math.inf)))
+            ("none", Method(abandon=0.0, confirm_seconds=math.inf, slow_runs=0)))
     for label, method in runs:
         t0 = time.perf_counter()
         r = tunesvc.tune("matmul", shape, device=device, db=folder / f"mm2048-{label.replace(' ', '')}.db", trials=trials,
@@ -152,7 +154,7 @@ def abandon_check(trials: int, seed: int, strategy: str, device, folder: Path, s
         print(f"matmul {side}^3 {label:10s}: {out[label][0]:7.1f} s wall, {len(r.measured)} trials ({n_ab} abandoned), "
               f"best {r.best.time * 1e3:.2f} ms {' '.join(f'{k}={v}' for k, v in r.best.config.items())}", flush=True)
     ta, ra = out["abandon"]
-    for label in ("no abandon", "neither"):
+    for label in ("no abandon", "none"):
         tn, rn = out[label]
         same = ra.best.config == rn.best.config
         order = [m.config for m in ra.measured] == [m.config for m in rn.measured]

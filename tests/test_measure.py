@@ -211,10 +211,11 @@ class Scripted(Recording):
 
 def test_two_launches_both_half_again_slower_stop_the_timing(cl_device, matmul):
     """Verification 2.0 s and warm-up 2.0 s against a best of 1.0: under the 3x of one launch,
-    over the 1.5x of two, so it stops there; a warm-up back near the best is timed in full."""
+    over the 1.5x of two, so it stops there; a warm-up back near the best is timed in full
+    (slow_runs 0: with it a 2 s verification launch would be the warm-up, tested below)."""
     from tunesvc.measure.evaluator import abandoned
 
-    method = Method(warmup=1, runs=5, max_runs=9, precision=0.0, max_seconds=60)
+    method = Method(warmup=1, runs=5, max_runs=9, precision=0.0, max_seconds=60, slow_runs=0)
     dev = Scripted(cl_device, [2.0, 2.0])
     ev = Evaluator(dev, matmul, SHAPE, "float32", method)
     ev._warm = True
@@ -230,6 +231,31 @@ def test_two_launches_both_half_again_slower_stop_the_timing(cl_device, matmul):
     ev = Evaluator(dev, matmul, SHAPE, "float32", dataclasses.replace(method, abandon_two=0.0))
     ev._warm = True
     assert not abandoned(ev.evaluate(matmul.default_config(), best=1.0))  # the rule off
+
+
+def test_a_long_verification_launch_is_the_warm_up_and_three_runs_do(cl_device, matmul):
+    """A verification launch of 2 s (slow_seconds 1 s): no warm-up, slow_runs (3) timed launches
+    instead of runs (5), with no best to judge by; off (slow_runs 0), the warm-up and all five."""
+    method = Method(warmup=1, runs=5, max_runs=9, precision=0.0, max_seconds=60)
+    dev = Scripted(cl_device, [2.0])
+    ev = Evaluator(dev, matmul, SHAPE, "float32", method)
+    ev._warm = True
+    m = ev.evaluate(matmul.default_config())
+    assert m.ok and m.timing.count == 3 and len(dev.runs) == 4 and m.time == 2.0
+    dev = Scripted(cl_device, [2.0])
+    ev = Evaluator(dev, matmul, SHAPE, "float32", dataclasses.replace(method, slow_runs=0))
+    ev._warm = True
+    m = ev.evaluate(matmul.default_config())
+    assert m.ok and m.timing.count == 5 and len(dev.runs) == 7
+    dev = Scripted(cl_device, [0.5])  # under slow_seconds: the warm-up and five runs
+    ev = Evaluator(dev, matmul, SHAPE, "float32", method)
+    ev._warm = True
+    assert ev.evaluate(matmul.default_config()).timing.count == 5 and len(dev.runs) == 7
+    dev = Scripted(cl_device, [3.0, 3.0, 1.0])  # no warm-up: the first timed launch is judged
+    ev = Evaluator(dev, matmul, SHAPE, "float32", method)
+    ev._warm = True
+    m = ev.evaluate(matmul.default_config(), best=1.0)
+    assert m.reason.startswith("abandoned: first 2 launches") and len(dev.runs) == 2
 
 
 def test_compare_takes_fewer_rounds_where_they_would_be_long(cl_device, matmul):

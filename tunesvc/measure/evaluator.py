@@ -30,7 +30,11 @@ timed, by the method in ``Method``:
   took 517 s, most of it timing hopeless candidates). It is recorded as what it
   is, a correct config with a rough time: status ``ok``, ``extra["abandoned"]``,
   and a reason that starts with ``abandoned`` (kept by the store, so a record
-  read back says so too; see :func:`abandoned`).
+  read back says so too; see :func:`abandoned`);
+* a config whose verification launch took ``slow_seconds`` or more has that
+  launch for its warm-up and ``slow_runs`` timed launches (if fewer than
+  ``runs``): the first config, timed before there is a best to abandon it
+  against, was a third of a tuning run's wall time at matmul 2048³ on PoCL.
 """
 
 from __future__ import annotations
@@ -89,13 +93,20 @@ class Method:
     # (so the best config was abandoned in live runs); and a short config costs little to time.
     # Shorter configs are judged by their warm-up launch alone, at ``abandon``.
     early_seconds: float = 0.05
+    # A verification launch this long is the warm-up (first-launch effects are small beside it),
+    # and ``slow_runs`` timed launches are enough where ``runs`` would be more: at matmul 2048³
+    # on PoCL the default config (always timed first, with no best to abandon it against) took
+    # 4.8 s a launch, and its warm-up and five runs were a third of a 93 s tuning run. The
+    # leaders are re-measured interleaved anyway (``compare``). 0 runs: off.
+    slow_seconds: float = 1.0
+    slow_runs: int = 3
 
     @classmethod
     def plain(cls, runs: int = 5) -> "Method":
         """The naive method: one warm-up, a fixed number of runs, one buffer set, no confirmation,
         no early abandon."""
         return cls(warmup=1, runs=runs, max_runs=runs, precision=math.inf, max_seconds=math.inf, rotate_bytes=0, confirm=0,
-                   abandon=0.0, abandon_two=0.0)
+                   abandon=0.0, abandon_two=0.0, slow_runs=0)
 
 
 def interval(t: Timing) -> tuple[float, float]:
@@ -218,6 +229,8 @@ class Evaluator:
         """(timed launches, whether the config was abandoned as hopeless; then the launches are the
         verification launch's (``first``), the warm-up's, or the first timed one without a warm-up)."""
         m = self.method
+        slow = first is not None and m.slow_runs > 0 and first >= m.slow_seconds
+        need = min(m.runs, m.slow_runs) if slow else m.runs
         if first is not None and first < m.early_seconds:
             first = None  # too short to judge by: the warm-up decides
         if first is not None and self._hopeless([first], best):
@@ -227,7 +240,7 @@ class Evaluator:
         # give it a longer warm-up, or the default (always timed first) looks slower than it is.
         until = time.perf_counter() + (0 if self._warm else FIRST_WARMUP_SECONDS)
         warm: list[float] = []  # timed like any launch, then discarded unless the config is hopeless
-        while len(warm) < m.warmup or (m.warmup and time.perf_counter() < until):
+        while not slow and (len(warm) < m.warmup or (m.warmup and time.perf_counter() < until)):
             warm.append(self.device.run(program, plan.launches, sets[len(warm) % len(sets)]))
         self._warm = True
         if self._hopeless(warm, best):
@@ -242,7 +255,7 @@ class Evaluator:
                 return samples, True
             if not warm and len(samples) == 1 and first is not None and self._slow_pair(first, samples[0], best):
                 return [first, samples[0]], True
-            if len(samples) >= m.runs and (precise_enough(samples, m) or time.perf_counter() - start >= m.max_seconds):
+            if len(samples) >= need and (precise_enough(samples, m) or time.perf_counter() - start >= m.max_seconds):
                 break
         return samples, False
 
