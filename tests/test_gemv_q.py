@@ -203,3 +203,23 @@ def test_cli_bad_shape_exits_2_with_one_line(db_path, shape, says):
     assert len(r.output.strip().splitlines()) == 1
     assert says in r.output
     assert not db_path.exists()
+
+
+@pytest.mark.parametrize("name, shape, dtype", [
+    ("gemv_q", (2, 13, 300, 8, 32), "float16"),   # 9 full groups: two steps of 4, one alone, a short last
+    ("gemv_q", (1, 9, 333, 4, 32), "float32"),    # 10 full groups and a short odd last one
+    ("gemv_q_zp", (3, 7, 640, 4, 64), "float16"),  # 10 full groups, no short one
+])
+def test_groups_four_at_a_time_are_correct(cl_device, name, shape, dtype):
+    """GB=4 (four groups per step, their scales converted as one vector) with the groups left
+    over, with K split and, for int4, the nibble planes and zero sums: the covering configs' edge
+    cases have too few full groups for a step of four."""
+    tpl = templates.get(name)
+    configs = [dict(GB=4), dict(GB=4, SPLIT=2, RPG=2), dict(GB=4, VB=16, RPW=2, RPG=2)]
+    if shape[3] == 4:
+        configs.append(dict(GB=4, UNPACK=1, ZSUM=1, VB=4))
+    for c in configs:
+        config = tpl.check_config({**tpl.default_config(), **c})
+        assert not tpl.violations(config, Context(shape, dtype, cl_device.info)), c
+        m = Evaluator(cl_device, tpl, shape, dtype, FAST, seed=2).evaluate(config)
+        assert m.ok, (c, m.status, m.reason)

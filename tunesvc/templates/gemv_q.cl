@@ -21,7 +21,9 @@
  * and one of high nibbles (UNPACK=1) against x permuted to match by gemv_q_prep. ZSUM=0
  * subtracts z from each code before converting it; ZSUM=1 multiplies the raw codes and takes
  * z * (sum of x over the group) off once per group (the sums from gemv_q_prep). XL=1 first
- * copies the split's slice of x into local memory. A short last group goes element by element.
+ * copies the split's slice of x into local memory. UR=1 unrolls a group's runs; on CPUs GB=4
+ * takes four groups per step with their four scales read and converted as one vector. A short
+ * last group goes element by element.
  * The WPR partial sums of a row meet in local memory. SPLIT > 1 cuts K into SPLIT slices of
  * whole groups, handled by separate work-groups that write partial rows; gemv_q_combine adds
  * them.
@@ -76,6 +78,17 @@
 #ifndef XL
 #define XL 0
 #endif
+#ifndef GB
+#define GB 1
+#endif
+#ifndef UR
+#define UR 0
+#endif
+#if UR
+#define RUNS_LOOP UNROLL_ALL /* a group's runs unrolled (UR=1), or as the compiler likes */
+#else
+#define RUNS_LOOP
+#endif
 
 /* What the dialect preludes do not name (they are shared by every template, and changing them
    would change every template's source hash): a helper function's qualifier, and a float16
@@ -100,6 +113,15 @@ typedef __half scale_t;
 #if !SCALE16
 typedef float scale_t;
 #define LOAD_SCALE(p, i) ((p)[i])
+#endif
+/* GB (4) consecutive scales at p + i into the floats d[0..GB-1], as one vector (CPU path). */
+#ifdef __OPENCL_VERSION__
+#if SCALE16
+#define LOAD_SCALES(d, p, i) { const uint4 u_ = convert_uint4(vload4(0, (p) + (i)));                         \
+    vstore4(as_float4(((u_ & 0x8000u) << 16) | ((u_ & 0x7fffu) << 13)) * 0x1p112f, 0, (d)); }
+#else
+#define LOAD_SCALES(d, p, i) vstore4(vload4(0, (p) + (i)), 0, (d))
+#endif
 #endif
 
 #if BITS == 8 && !ZP && defined(__OPENCL_VERSION__)
@@ -278,32 +300,48 @@ KERNEL void gemv_q(GEMV_INPUTS ZP_INPUT PREP_INPUT, OUT_ARG)
     UNROLL_ALL for (int r = 0; r < RPW; r++)
         UNROLL_ALL for (int b = 0; b < TS_B; b++)
             UNROLL_ALL for (int p = 0; p < PL; p++) tot[r][b][p] = 0.0f;
-    for (int g = gbeg; g < gfull; g++) {
-        floatv part[RPW][TS_B][PL];
-        UNROLL_ALL for (int r = 0; r < RPW; r++)
-            UNROLL_ALL for (int b = 0; b < TS_B; b++)
-                UNROLL_ALL for (int p = 0; p < PL; p++) part[r][b][p] = 0.0f;
-        int z[RPW];
-        UNROLL_ALL for (int r = 0; r < RPW; r++) z[r] = ZERO(n[r], g);
-        for (int st = 0; st < STEPS; st++) {
-            const int k = g * GS + (st * WPR + t) * VWK;
-            floatv xv[TS_B][PL];
-            UNROLL_ALL for (int b = 0; b < TS_B; b++) LOAD_X_RUN(xv[b], &XAT(b, k));
-            UNROLL_ALL for (int r = 0; r < RPW; r++) {
-                floatv w[PL];
-                UNPACK_VEC(w, W + (long)n[r] * ROWB + (BITS == 8 ? k : k / 2), z[r]);
-                UNROLL_ALL for (int b = 0; b < TS_B; b++)
-                    UNROLL_ALL for (int p = 0; p < PL; p++) part[r][b][p] += w[p] * xv[b][p];
-            }
-        }
-        UNROLL_ALL for (int r = 0; r < RPW; r++) {
-            const float s = LOAD_SCALE(S, n[r] * NG + g);
-            UNROLL_ALL for (int b = 0; b < TS_B; b++) {
-                UNROLL_ALL for (int p = 0; p < PL; p++) tot[r][b][p] += s * part[r][b][p];
-                ZSUM_CORRECT(corr[r][b], s, z[r], b, g);
-            }
-        }
+    /* One group g of every row: its runs (unrolled with UR=1) into unscaled sums, then scaled by
+       SC(r), row r's scale, into the totals. */
+#define CPU_GROUP(g_, SC) {                                                                     \
+        const int g = (g_);                                                                     \
+        floatv part[RPW][TS_B][PL];                                                             \
+        UNROLL_ALL for (int r = 0; r < RPW; r++)                                                \
+            UNROLL_ALL for (int b = 0; b < TS_B; b++)                                           \
+                UNROLL_ALL for (int p = 0; p < PL; p++) part[r][b][p] = 0.0f;                   \
+        int z[RPW];                                                                             \
+        UNROLL_ALL for (int r = 0; r < RPW; r++) z[r] = ZERO(n[r], g);                          \
+        RUNS_LOOP for (int st = 0; st < STEPS; st++) {                                          \
+            const int k = g * GS + (st * WPR + t) * VWK;                                        \
+            floatv xv[TS_B][PL];                                                                \
+            UNROLL_ALL for (int b = 0; b < TS_B; b++) LOAD_X_RUN(xv[b], &XAT(b, k));            \
+            UNROLL_ALL for (int r = 0; r < RPW; r++) {                                          \
+                floatv w[PL];                                                                   \
+                UNPACK_VEC(w, W + (long)n[r] * ROWB + (BITS == 8 ? k : k / 2), z[r]);           \
+                UNROLL_ALL for (int b = 0; b < TS_B; b++)                                       \
+                    UNROLL_ALL for (int p = 0; p < PL; p++) part[r][b][p] += w[p] * xv[b][p];   \
+            }                                                                                   \
+        }                                                                                       \
+        UNROLL_ALL for (int r = 0; r < RPW; r++) {                                              \
+            const float s = SC(r);                                                              \
+            UNROLL_ALL for (int b = 0; b < TS_B; b++) {                                         \
+                UNROLL_ALL for (int p = 0; p < PL; p++) tot[r][b][p] += s * part[r][b][p];      \
+                ZSUM_CORRECT(corr[r][b], s, z[r], b, g);                                        \
+            }                                                                                   \
+        }                                                                                       \
     }
+    int g0 = gbeg;
+#if GB > 1
+    /* GB groups at a time, their GB scales of a row read and converted as one vector (a float16
+       scale one at a time cost PoCL about 25 scalar instructions per group). */
+    for (; g0 + GB <= gfull; g0 += GB) {
+        float sc[RPW][GB];
+        UNROLL_ALL for (int r = 0; r < RPW; r++) LOAD_SCALES(sc[r], S, n[r] * NG + g0);
+#define SC_BLOCK(r) sc[r][j]
+        UNROLL_ALL for (int j = 0; j < GB; j++) CPU_GROUP(g0 + j, SC_BLOCK)
+    }
+#endif
+#define SC_ONE(r) LOAD_SCALE(S, n[r] * NG + g)
+    for (; g0 < gfull; g0++) CPU_GROUP(g0, SC_ONE)
     UNROLL_ALL for (int r = 0; r < RPW; r++)
         UNROLL_ALL for (int b = 0; b < TS_B; b++) {
             float a = 0.0f;
@@ -323,7 +361,7 @@ KERNEL void gemv_q(GEMV_INPUTS ZP_INPUT PREP_INPUT, OUT_ARG)
                 UNROLL_ALL for (int i = 0; i < VWK; i++) part[r][b][i] = 0.0f;
         int z[RPW];
         UNROLL_ALL for (int r = 0; r < RPW; r++) z[r] = ZERO(n[r], g);
-        for (int st = 0; st < STEPS; st++) {
+        RUNS_LOOP for (int st = 0; st < STEPS; st++) {
             const int k = g * GS + (st * WPR + t) * VWK;
             float xv[TS_B][VWK];
             UNROLL_ALL for (int b = 0; b < TS_B; b++)

@@ -112,6 +112,8 @@ def _constraints(zero_points: bool) -> tuple[Constraint, ...]:
         Constraint("local_memory", lambda c, x: _local_bytes(c, x.shape) <= x.known_device.local_mem_size, needs_device=True),
         # a CPU streams a row best in one work-item: shared rows measured 2-5x slower on both CPU
         # drivers (runs too short to vectorise, a local-memory sum per row), so they are not searched
+        # the CPU path's option (GPUs take one group at a time): no duplicate configs elsewhere
+        Constraint("scale_blocks_on_cpus", lambda c, x: c["GB"] == 1 or x.known_device.device_type == "cpu", needs_device=True),
         Constraint("whole_rows_on_cpus", lambda c, x: c["WPR"] == 1 or x.known_device.device_type != "cpu", needs_device=True),
     )
 
@@ -137,6 +139,8 @@ class GemvQ(KernelTemplate):
         Param("UNPACK", (0, 1), 0, "int4: 0 unpacks each byte's two weights in order; 1 into a plane of low and one of high nibbles, x permuted to match by a first pass"),
         Param("ZSUM", (0, 1), 0, "0: subtract the zero point from each code; 1: raw codes, z·sum(x) once per group (sums from the first pass)"),
         Param("XL", (0, 1), 0, "stage the split's slice of x in local memory"),
+        Param("UR", (0, 1), 0, "1: a group's runs unrolled (PoCL ran int8 9-15% faster so, Intel's runtime up to 12% slower)"),
+        Param("GB", (1, 4), 1, "CPUs: groups per step of the group loop, their scales read and converted as one vector"),
     )
     constraints = _constraints(zero_points=False)
 
