@@ -265,6 +265,9 @@ def test_compare_takes_fewer_rounds_where_they_would_be_long(cl_device, matmul):
     ev = Evaluator(dev, matmul, SHAPE, "float32", Method(warmup=1, runs=3, confirm_rounds=31, confirm_seconds=4.0))
     out = ev.compare(configs)
     assert all(m.ok and m.timing.count == 3 for m in out)
+    dev = Scripted(cl_device, [2.0])  # slow launches (slow_seconds 1 s): slow_runs rounds are enough
+    ev = Evaluator(dev, matmul, SHAPE, "float32", Method(warmup=1, runs=5, confirm_rounds=31, confirm_seconds=4.0))
+    assert all(m.ok and m.timing.count == 3 for m in ev.compare(configs))
     dev = Scripted(cl_device, [1e-6])  # short launches: every round
     ev = Evaluator(dev, matmul, SHAPE, "float32", Method(warmup=1, runs=3, confirm_rounds=31, confirm_seconds=4.0))
     assert all(m.timing.count == 31 for m in ev.compare(configs))

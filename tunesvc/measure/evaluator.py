@@ -18,7 +18,7 @@ timed, by the method in ``Method``:
   in the machine's speed hits every one of them alike; the tuner uses it when
   the leaders' intervals, widened by ``drift``, overlap; ``confirm_rounds``
   rounds, or fewer where they would take more than about ``confirm_seconds``
-  (never fewer than ``runs``);
+  (never fewer than ``runs``, or ``slow_runs`` where every launch is slow);
 * told the best time so far, a config whose verification launch (timed by
   device events like any other; on both CPU drivers the event excludes the
   first-launch compile, measured) or first warm-up launch takes more than
@@ -266,6 +266,7 @@ class Evaluator:
         rounds = rounds or self.method.confirm_rounds
         ready, out = [], {}
         per_round = 0.0  # seconds of one round, from the warm-up launches
+        all_slow = True  # every config's warm-up took slow_seconds or more: slow_runs rounds are enough
         for c in configs:
             plan = self.template.plan(c, self.shape, self.dtype)
             try:
@@ -273,12 +274,15 @@ class Evaluator:
                 sets = [self._buffers(plan, i) for i in range(self._set_count(plan))]
                 took = [self.device.run(program, plan.launches, sets[i % len(sets)]) for i in range(self.method.warmup)]
                 per_round += min(took, default=0.0)
+                all_slow = all_slow and bool(took) and min(took) >= self.method.slow_seconds
             except CandidateError as e:
                 out[c] = Measurement(c, e.reason, str(e))
                 continue
             ready.append((c, program, plan, sets))
         if per_round > 0 and math.isfinite(self.method.confirm_seconds):
-            rounds = min(rounds, max(self.method.runs, math.ceil(self.method.confirm_seconds / per_round)))
+            m = self.method
+            floor = min(m.runs, m.slow_runs) if m.slow_runs > 0 and all_slow else m.runs
+            rounds = min(rounds, max(floor, math.ceil(m.confirm_seconds / per_round)))
         samples: dict[Config, list[float]] = {c: [] for c, *_ in ready}
         for r in range(rounds if ready else 0):
             # Rotate the order every round: no config always runs right after the same neighbour.
