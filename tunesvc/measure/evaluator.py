@@ -101,6 +101,13 @@ class Method:
     slow_seconds: float = 1.0
     slow_runs: int = 3
 
+    def least_runs(self, launch: float) -> int:
+        """Timed launches (or interleaved rounds) that are enough for launches of ``launch``
+        seconds: ``runs``, or ``slow_runs`` where fewer and the launch is ``slow_seconds`` or more."""
+        if self.slow_runs > 0 and launch >= self.slow_seconds:
+            return min(self.runs, self.slow_runs)
+        return self.runs
+
     @classmethod
     def plain(cls, runs: int = 5) -> "Method":
         """The naive method: one warm-up, a fixed number of runs, one buffer set, no confirmation,
@@ -229,8 +236,8 @@ class Evaluator:
         """(timed launches, whether the config was abandoned as hopeless; then the launches are the
         verification launch's (``first``), the warm-up's, or the first timed one without a warm-up)."""
         m = self.method
-        slow = first is not None and m.slow_runs > 0 and first >= m.slow_seconds
-        need = min(m.runs, m.slow_runs) if slow else m.runs
+        need = m.least_runs(first) if first is not None else m.runs
+        slow = need < m.runs  # the verification launch was long enough to be the warm-up
         if first is not None and first < m.early_seconds:
             first = None  # too short to judge by: the warm-up decides
         if first is not None and self._hopeless([first], best):
@@ -266,7 +273,7 @@ class Evaluator:
         rounds = rounds or self.method.confirm_rounds
         ready, out = [], {}
         per_round = 0.0  # seconds of one round, from the warm-up launches
-        all_slow = True  # every config's warm-up took slow_seconds or more: slow_runs rounds are enough
+        shortest = math.inf  # the shortest of those launches: how few rounds are enough
         for c in configs:
             plan = self.template.plan(c, self.shape, self.dtype)
             try:
@@ -274,15 +281,14 @@ class Evaluator:
                 sets = [self._buffers(plan, i) for i in range(self._set_count(plan))]
                 took = [self.device.run(program, plan.launches, sets[i % len(sets)]) for i in range(self.method.warmup)]
                 per_round += min(took, default=0.0)
-                all_slow = all_slow and bool(took) and min(took) >= self.method.slow_seconds
+                shortest = min(shortest, min(took, default=0.0))
             except CandidateError as e:
                 out[c] = Measurement(c, e.reason, str(e))
                 continue
             ready.append((c, program, plan, sets))
         if per_round > 0 and math.isfinite(self.method.confirm_seconds):
             m = self.method
-            floor = min(m.runs, m.slow_runs) if m.slow_runs > 0 and all_slow else m.runs
-            rounds = min(rounds, max(floor, math.ceil(m.confirm_seconds / per_round)))
+            rounds = min(rounds, max(m.least_runs(shortest), math.ceil(m.confirm_seconds / per_round)))
         samples: dict[Config, list[float]] = {c: [] for c, *_ in ready}
         for r in range(rounds if ready else 0):
             # Rotate the order every round: no config always runs right after the same neighbour.

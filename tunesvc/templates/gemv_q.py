@@ -110,10 +110,10 @@ def _constraints(zero_points: bool) -> tuple[Constraint, ...]:
         Constraint("both_units_busy", _both_units_busy),
         Constraint("work_group_size", _fits_work_group, needs_device=True),
         Constraint("local_memory", lambda c, x: _local_bytes(c, x.shape) <= x.known_device.local_mem_size, needs_device=True),
-        # a CPU streams a row best in one work-item: shared rows measured 2-5x slower on both CPU
-        # drivers (runs too short to vectorise, a local-memory sum per row), so they are not searched
         # the CPU path's option (GPUs take one group at a time): no duplicate configs elsewhere
         Constraint("scale_blocks_on_cpus", lambda c, x: c["GB"] == 1 or x.known_device.device_type == "cpu", needs_device=True),
+        # a CPU streams a row best in one work-item: shared rows measured 2-5x slower on both CPU
+        # drivers (runs too short to vectorise, a local-memory sum per row), so they are not searched
         Constraint("whole_rows_on_cpus", lambda c, x: c["WPR"] == 1 or x.known_device.device_type != "cpu", needs_device=True),
     )
 
