@@ -12,9 +12,10 @@ measured a config within 5% of that. Each strategy's own time per evaluation
 configs were abandoned as hopeless (docs/benchmarks.md, issue 12).
 
 ``--abandon`` instead tunes matmul 2048³ three times with the same seed and trials:
-with the shipped method (early abandon of hopeless configs, the time cap on
-re-measuring the leaders, three runs of a config whose launch takes a second or
-more), without the abandon (``Method(abandon=0)``), and with none of the three
+with the shipped method (early abandon of hopeless configs, by a probe of an
+eighth of the grid or by their first launches; the time cap on re-measuring the
+leaders; three runs of a config whose launch takes a second or more), without
+the abandon (``Method(abandon=0)``, which turns the probe off too), and with none of the three
 (``abandon=0, confirm_seconds=inf, slow_runs=0``: the method before issue 12),
 and prints the wall times and best configs. With ``--abandon-strategy random`` (the
 default) both runs measure the same configs in the same order, so any difference
@@ -151,7 +152,9 @@ def abandon_check(trials: int, seed: int, strategy: str, device, folder: Path, s
                          seed=seed, strategy=strategy, method=method)
         out[label] = (time.perf_counter() - t0, r)
         n_ab = sum(abandoned(m) for m in r.measured)
-        print(f"matmul {side}^3 {label:10s}: {out[label][0]:7.1f} s wall, {len(r.measured)} trials ({n_ab} abandoned), "
+        n_probe = sum(bool(m.extra.get("unverified")) for m in r.measured)  # stopped by a probe of the grid
+        print(f"matmul {side}^3 {label:10s}: {out[label][0]:7.1f} s wall, {len(r.measured)} trials "
+              f"({n_ab} abandoned, {n_probe} of them by a probe), "
               f"best {r.best.time * 1e3:.2f} ms {' '.join(f'{k}={v}' for k, v in r.best.config.items())}", flush=True)
     ta, ra = out["abandon"]
     for label in ("no abandon", "none"):

@@ -374,3 +374,106 @@ def test_tune_tells_its_runner_the_best_so_far(cl_info, tmp_path):
     flags = [abandoned(m) for m in r.measured if m.ok]
     assert any(flags) and not abandoned(r.best)
     assert r.default is not None and not abandoned(r.default)  # measured first, with no best to beat
+
+
+# ---- the probe: a slice of the grid before the verification launch ---------------------------
+PROBED = (256, 256, 64)  # 32 x 64 work-groups for the default config: a probe of 1/8 is 8 of 64 rows
+
+
+class Launches(Scripted):
+    """Scripted times, and a log of the launches of every run."""
+
+    def __init__(self, device, times):
+        super().__init__(device, times)
+        self.launched: list[tuple] = []
+
+    def run(self, program, launches, buffers):
+        self.launched.append(tuple(launches))
+        return super().run(program, launches, buffers)
+
+
+def test_a_probe_of_the_grid_abandons_a_hopeless_config_before_its_verification(cl_device, matmul):
+    """A best of 50 ms (3x it is over probe_seconds): pack_b runs in full, then an eighth of the
+    matmul's work-groups twice; both estimates over 3x the best stop the config unverified."""
+    from tunesvc.measure.evaluator import abandoned
+
+    config = matmul.default_config()
+    assert config["PACKB"] == 1
+    full = matmul.plan(config, PROBED, "float32").launches
+    dev = Launches(cl_device, [0.01, 0.1, 0.1])  # pack_b 10 ms, then probes of 0.1 s: 0.81 s estimated
+    ev = Evaluator(dev, matmul, PROBED, "float32", Method())
+    m = ev.evaluate(config, best=0.05)
+    assert m.ok and abandoned(m) and m.extra["unverified"] and m.extra["probe"] == 0.125
+    assert m.reason.startswith("abandoned before verification: 2 probes of 0.125 of the work-groups estimate 16.2x")
+    assert m.timing.count == 2 and m.time == pytest.approx(0.81)
+    assert dev.launched[0] == full[:1]  # pack_b in full
+    probe = dev.launched[1][0]
+    assert len(dev.launched) == 3 and dev.launched[2] == dev.launched[1]  # no verification launch
+    assert probe.kernel == "matmul" and probe.global_size[0] == full[1].global_size[0]
+    assert probe.global_size[1] * 8 == full[1].global_size[1]
+
+
+def test_a_probe_under_the_limit_once_lets_the_config_be_verified(cl_device, matmul):
+    from tunesvc.measure.evaluator import abandoned
+
+    config = matmul.default_config()
+    # 0.81 s, then a warm probe at 0.01 + 8 x 0.005 = 50 ms: not hopeless; verified and timed.
+    dev = Launches(cl_device, [0.01, 0.1, 0.005, 0.06])
+    m = Evaluator(dev, matmul, PROBED, "float32", Method()).evaluate(config, best=0.05)
+    assert m.ok and not abandoned(m) and m.timing.count >= 3
+    assert dev.launched[3] == matmul.plan(config, PROBED, "float32").launches  # the verification launch
+    # Under probe_seconds (3 x 10 ms is 30 ms): no probe, the verification launch first.
+    dev = Launches(cl_device, [1.0])
+    m = Evaluator(dev, matmul, PROBED, "float32", Method()).evaluate(config, best=0.01)
+    assert abandoned(m) and not m.extra.get("unverified") and len(dev.launched) == 1
+    # Off, and never without a best.
+    dev = Launches(cl_device, [1.0])
+    Evaluator(dev, matmul, PROBED, "float32", Method(probe=0.0)).evaluate(config, best=0.05)
+    assert len(dev.launched[0]) == 2
+    dev = Launches(cl_device, [1.0])
+    assert Evaluator(dev, matmul, PROBED, "float32", Method()).evaluate(config).ok and len(dev.launched[0]) == 2
+    assert Method.plain().probe == 0
+
+
+@pytest.mark.parametrize("name, shape", [("matmul", (200, 136, 40)), ("attention", (1, 4, 2, 20, 37, 16))])
+def test_a_probe_writes_only_the_first_outputs_and_those_right(cl_infos, name, shape):
+    """The templates' side of the contract, on every real device: the probe's launches, run on
+    real inputs, write a part of the output that matches the float64 reference, and nothing else
+    (the rest still the poison)."""
+    from tunesvc import templates
+    from tunesvc.devices import open_device
+    from tunesvc.templates.base import Context
+
+    tpl = templates.get(name)
+    for info in cl_infos:
+        cl_device = open_device(info)
+        probed = sum(_probe_is_right(cl_device, tpl, shape, config)
+                     for config in tpl.valid_configs(Context(shape, "float32", info))[::97][:12])
+        assert probed >= 3, info.name
+
+
+def _probe_is_right(cl_device, tpl, shape, config) -> bool:
+    """Whether the config has a probe (asserting that it is right where it has)."""
+    plan = tpl.plan(config, shape, "float32")
+    probe = tpl.probe(plan, 0.125)
+    if probe is None:
+        return False
+    ev = Evaluator(cl_device, tpl, shape, "float32", Method())
+    buffers = ev._buffers(plan)
+    inputs = ev._load(plan, buffers)
+    out = plan.buffers[[b.role for b in plan.buffers].index("out")]
+    cl_device.fill(buffers[out.name], out.nbytes, 0xFF)
+    program = cl_device.build(ev.source, plan.defines, tpl.kernel_names)
+    if probe.before:
+        cl_device.run(program, probe.before, buffers)
+    cl_device.run(program, (probe.launch,), buffers)
+    got = np.empty(out.shape, out.dtype)
+    cl_device.read(buffers[out.name], got)
+    want = tpl.reference(inputs, shape)[out.name]
+    written = np.isfinite(got)
+    if tpl.name == "attention" and config["SPLIT"] > 1:
+        assert not written.any()  # the combining pass writes O, and the probe leaves it out
+        return True
+    assert written.any() and not written.all(), config
+    assert np.allclose(got[written], want[written], rtol=1e-4, atol=1e-4), config
+    return True

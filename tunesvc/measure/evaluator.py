@@ -31,6 +31,13 @@ timed, by the method in ``Method``:
   is, a correct config with a rough time: status ``ok``, ``extra["abandoned"]``,
   and a reason that starts with ``abandoned`` (kept by the store, so a record
   read back says so too; see :func:`abandoned`);
+* before that, told a best where a hopeless config would cost ``probe_seconds`` or more a
+  launch, a config whose template allows it runs a probe first: a ``probe`` fraction of its
+  work-groups, whose time, scaled to the whole grid, estimates a launch (0.72-1.44x the full
+  timing at matmul 2048³). Two estimates over the abandon limit (the second launch warm) stop it
+  unverified: status ``ok``, abandoned, with ``extra["unverified"]`` and a reason that starts
+  ``abandoned before verification`` (whether it computes the right answer is not known; at 3x
+  the best so far it cannot be the best of its run);
 * a config whose verification launch took ``slow_seconds`` or more has that
   launch for its warm-up and ``slow_runs`` timed launches (if fewer than
   ``runs``): the first config, timed before there is a best to abandon it
@@ -100,6 +107,14 @@ class Method:
     # leaders are re-measured interleaved anyway (``compare``). 0 runs: off.
     slow_seconds: float = 1.0
     slow_runs: int = 3
+    # Told a best so far where ``abandon`` times it is ``probe_seconds`` or more (so a hopeless
+    # config would cost at least that a launch), a config is first run on this fraction of its
+    # work-groups where its template allows (``KernelTemplate.probe``): an estimate over the
+    # abandon limit, twice (the second launch warm), stops it before its verification launch. At
+    # matmul 2048³ on PoCL seven hopeless configs took one verification launch each, 2.7-4.8 s,
+    # a third of a tuning run. 0: never.
+    probe: float = 0.125
+    probe_seconds: float = 0.1
 
     def least_runs(self, launch: float) -> int:
         """Timed launches (or interleaved rounds) that are enough for launches of ``launch``
@@ -113,7 +128,7 @@ class Method:
         """The naive method: one warm-up, a fixed number of runs, one buffer set, no confirmation,
         no early abandon."""
         return cls(warmup=1, runs=runs, max_runs=runs, precision=math.inf, max_seconds=math.inf, rotate_bytes=0, confirm=0,
-                   abandon=0.0, abandon_two=0.0, slow_runs=0)
+                   abandon=0.0, abandon_two=0.0, slow_runs=0, probe=0.0)
 
 
 def interval(t: Timing) -> tuple[float, float]:
@@ -197,7 +212,17 @@ class Evaluator:
             compile_seconds = time.perf_counter() - t0
             if on_built:
                 on_built(compile_seconds)
-            first = self._verify(program, plan, self._buffers(plan))
+            buffers = self._buffers(plan)
+            inputs = self._load(plan, buffers)
+            estimates, fraction = self._probe(program, plan, buffers, best)
+            if estimates:
+                assert best is not None
+                m = self._measurement(config, estimates, compile_seconds, abandoned=True, unverified=True, probe=fraction)
+                what = "probe" if len(estimates) == 1 else f"{len(estimates)} probes"
+                why = (f"{ABANDONED} before verification: {what} of {fraction:.3g} of the work-groups estimate "
+                       f"{m.time / best:.1f}x the best so far ({m.time:.3g} s vs {best:.3g} s)")
+                return replace(m, reason=why)
+            first = self._verify(program, plan, buffers, inputs)
             samples, hopeless = self._time(program, plan, best, first)
         except CandidateError as e:
             return Measurement(config, e.reason, str(e), compile_seconds=time.perf_counter() - t0)
@@ -317,14 +342,40 @@ class Evaluator:
             self._check_case = (inputs, Expected(self.template.reference(inputs, self.shape)))
         return self._check_case
 
-    def _verify(self, program, plan, buffers) -> float:
-        """Run the config once on the verification inputs, outputs poisoned; raise WrongResultError
-        unless every output matches the reference. Returns the launch's time (device events)."""
-        inputs, ref = self._case()
+    def _load(self, plan, buffers) -> dict[str, np.ndarray]:
+        """Write the verification inputs into ``buffers``; returns them."""
+        inputs, _ = self._case()
         for spec in plan.buffers:
             if spec.role == "in":
                 self.device.write(buffers[spec.name], inputs[spec.name])
-            else:
+        return inputs
+
+    def _probe(self, program, plan, buffers, best: float | None) -> tuple[list[float], float]:
+        """(estimates of a whole launch from the template's probe, the probe's fraction of the
+        work-groups): no estimates unless the config is hopeless by them (see ``Method.probe``)."""
+        m = self.method
+        if best is None or m.probe <= 0 or m.abandon <= 0 or m.abandon * best < m.probe_seconds:
+            return [], 0.0
+        probe = self.template.probe(plan, m.probe)
+        if probe is None:
+            return [], 0.0
+        before = self.device.run(program, probe.before, buffers) if probe.before else 0.0
+        estimates: list[float] = []
+        while len(estimates) < 2:  # the first launch of a fresh program can be slow: two to judge
+            estimates.append(before + self.device.run(program, (probe.launch,), buffers) / probe.fraction)
+            if not self._hopeless(estimates[-1:], best):
+                return [], probe.fraction
+        return estimates, probe.fraction
+
+    def _verify(self, program, plan, buffers, inputs: dict[str, np.ndarray] | None = None) -> float:
+        """Run the config once on the verification inputs (written unless ``inputs`` says they are
+        already there), outputs poisoned; raise WrongResultError unless every output matches the
+        reference. Returns the launch's time (device events)."""
+        if inputs is None:
+            inputs = self._load(plan, buffers)
+        _, ref = self._case()
+        for spec in plan.buffers:
+            if spec.role != "in":
                 self.device.fill(buffers[spec.name], spec.nbytes, POISON_BYTE)
         seconds = self.device.run(program, plan.launches, buffers)
         outputs = {}

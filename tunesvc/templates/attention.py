@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import InvalidShapeError
 from ..identity import platform_label
 from ..types import Config
-from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Offset, Param, Plan, ceil_div, pow2_ceil
+from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Offset, Param, Plan, Probe, ceil_div, pow2_ceil, probe_of
 
 MAX_HEAD_DIM = 256
 #: queries per head up to which a problem is decode (memory-bound) rather than prefill
@@ -202,6 +202,14 @@ class Attention(KernelTemplate):
         defines = {**config, "TS_BHKV": bh, "TS_GQ": hq // hkv, "TS_Q": q, "TS_KV": kv, "TS_D": d,
                    "CAUSAL": int(self.causal), "TS_FP16": int(dtype == "float16")}
         return Plan(tuple(buffers), tuple(launches), defines)
+
+    def probe(self, plan: Plan, fraction: float) -> Probe | None:
+        # A work-group (or work-item) per (KV head, row block, split) unit; the first units alone
+        # write the first heads' rows. K's packing (when there) runs in full; the combining pass
+        # after a K split is left out (not counted: an estimate may be low, never high for it).
+        names = [launch.kernel for launch in plan.launches]
+        main = names.index("attention")
+        return probe_of(plan.launches[:main], plan.launches[main], fraction)
 
     def make_inputs(self, shape, dtype: str, rng: np.random.Generator):
         b, hq, hkv, q, kv, d = gqa_shape(shape)

@@ -11,6 +11,7 @@ on its own.
 from __future__ import annotations
 
 import hashlib
+import math
 import itertools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
@@ -150,6 +151,33 @@ class Plan:
 
     def buffer(self, name: str) -> BufferSpec:
         return next(b for b in self.buffers if b.name == name)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A cheap first look at a config's speed: ``before`` run in full, then ``launch``, the plan's
+    main launch cut down to ``fraction`` of its work-groups. ``before``'s time plus ``launch``'s
+    divided by ``fraction`` estimates a launch of the whole plan; launches after the main one are
+    not run, so they are not counted (see :meth:`KernelTemplate.probe`)."""
+
+    before: tuple[Launch, ...]
+    launch: Launch
+    fraction: float
+
+
+def probe_of(before: Sequence[Launch], launch: Launch, fraction: float, least_groups: int = 8) -> Probe | None:
+    """``launch`` cut to about ``fraction`` of its work-groups along its longest dimension of
+    groups (the first ones), at least ``least_groups`` groups in all so every core has work; None
+    where that would be half the launch or more (too little saved to be worth a probe)."""
+    groups = [g // lsz for g, lsz in zip(launch.global_size, launch.local_size)]
+    dim = max(range(len(groups)), key=lambda d: groups[d])
+    others = int(np.prod(groups)) // max(groups[dim], 1)
+    keep = max(math.ceil(groups[dim] * fraction), math.ceil(least_groups / max(others, 1)))
+    if keep * 2 > groups[dim]:
+        return None
+    size = list(launch.global_size)
+    size[dim] = keep * launch.local_size[dim]
+    return Probe(tuple(before), replace(launch, global_size=tuple(size)), keep / groups[dim])
 
 
 class Expected(dict):
@@ -348,6 +376,15 @@ class KernelTemplate(ABC):
             if worst > tol:
                 idx = np.unravel_index(int(err.argmax()), err.shape)
                 return f"{name}: relative error {worst:.3g} > {tol:.3g} at {tuple(int(i) for i in idx)}"
+        return None
+
+    def probe(self, plan: Plan, fraction: float) -> Probe | None:
+        """A cut-down launch of ``plan`` that estimates its time (see :class:`Probe`), or None: no
+        probe (the default). A template overrides this only where a work-group's work does not
+        depend on how many work-groups there are (no grid-stride loops) and the first work-groups
+        alone write only inside the outputs: the evaluator then runs the probe on the
+        verification inputs before the verification launch, to abandon a hopeless config at a
+        fraction of one launch's cost."""
         return None
 
     def bound_for(self, shape: tuple[int, ...]) -> str:

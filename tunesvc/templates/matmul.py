@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..types import Config
-from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Offset, Param, Plan, ceil_div, pow2_ceil
+from .base import DTYPE_BYTES, DTYPES, BufferSpec, Constraint, Context, KernelTemplate, Launch, Offset, Param, Plan, Probe, ceil_div, pow2_ceil, probe_of
 
 
 def _tile(c) -> tuple[int, int]:
@@ -85,6 +85,12 @@ class Matmul(KernelTemplate):
             launches.insert(0, Launch("pack_b", (panels * wptn, k), (wptn, 1), ("B", Offset("B"), "Bp")))
         defines = {**config, "TS_M": m, "TS_N": n, "TS_K": k, "TS_FP16": int(dtype == "float16")}
         return Plan(tuple(buffers), tuple(launches), defines)
+
+    def probe(self, plan: Plan, fraction: float) -> Probe | None:
+        # Every work-group computes one tile of C; the first ones alone write the first tiles.
+        # pack_b (when there) runs in full: the tiles read its panels.
+        *before, main = plan.launches
+        return probe_of(before, main, fraction)
 
     def make_inputs(self, shape, dtype: str, rng: np.random.Generator):
         m, n, k = shape
