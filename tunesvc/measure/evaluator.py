@@ -33,7 +33,7 @@ timed, by the method in ``Method``:
   read back says so too; see :func:`abandoned`);
 * before that, told a best where a hopeless config would cost ``probe_seconds`` or more a
   launch, a config whose template allows it runs a probe first: a ``probe`` fraction of its
-  work-groups, whose time, scaled to the whole grid, estimates a launch (0.72-1.44x the full
+  work-groups, whose time, scaled to the whole grid, estimates a launch (0.72-1.47x the full
   timing at matmul 2048³). Two estimates over the abandon limit (the second launch warm) stop it
   unverified: status ``ok``, abandoned, with ``extra["unverified"]`` and a reason that starts
   ``abandoned before verification`` (whether it computes the right answer is not known; at 3x

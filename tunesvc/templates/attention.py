@@ -206,7 +206,7 @@ class Attention(KernelTemplate):
     def probe(self, plan: Plan, fraction: float) -> Probe | None:
         # A work-group (or work-item) per (KV head, row block, split) unit; the first units alone
         # write the first heads' rows. K's packing (when there) runs in full; the combining pass
-        # after a K split is left out (not counted: an estimate may be low, never high for it).
+        # after a K split is left out, so the estimate does not count it.
         names = [launch.kernel for launch in plan.launches]
         main = names.index("attention")
         return probe_of(plan.launches[:main], plan.launches[main], fraction)

@@ -11,8 +11,8 @@ on its own.
 from __future__ import annotations
 
 import hashlib
-import math
 import itertools
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from functools import cached_property
