@@ -367,12 +367,10 @@ class Evaluator:
                 return [], probe.fraction
         return estimates, probe.fraction
 
-    def _verify(self, program, plan, buffers, inputs: dict[str, np.ndarray] | None = None) -> float:
-        """Run the config once on the verification inputs (written unless ``inputs`` says they are
-        already there), outputs poisoned; raise WrongResultError unless every output matches the
-        reference. Returns the launch's time (device events)."""
-        if inputs is None:
-            inputs = self._load(plan, buffers)
+    def _verify(self, program, plan, buffers, inputs: dict[str, np.ndarray]) -> float:
+        """Run the config once on the verification inputs (already written, see ``_load``), outputs
+        poisoned; raise WrongResultError unless every output matches the reference. Returns the
+        launch's time (device events)."""
         _, ref = self._case()
         for spec in plan.buffers:
             if spec.role != "in":
