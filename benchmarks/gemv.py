@@ -1,7 +1,7 @@
 """Quantized GEMV (gemv_q) against the device's measured bandwidth and float32 numpy on the same
 matrix, and the decode rate of an 8B model computed from the measured kernel times.
 
-    cd benchmarks && ../.venv/bin/python gemv.py [--trials 10] [--db bench.db] [--device ID] [--quick]
+    cd benchmarks && ../.venv/bin/python gemv.py [--trials 10] [--db bench.db] [--device ID] [--quick] [--shipped]
 
 The cases are Llama-3.1-8B's decode projections (N x K = outputs x inputs) at batch 1 in int4 in
 groups of 32 with float16 scales (llama.cpp's Q4_0 values), one in int8 (Q8_0) and one in int4 in
@@ -12,6 +12,13 @@ processes, native and with the pinned OpenBLAS environment (see reference.py); s
 call, against the native median. The tokens-per-second table adds the kernel times of one decode
 step: 32 layers of projections and grouped-query attention over a 4096-token cache, then the
 vocabulary head.
+
+``--shipped`` also takes, for every case, the config the lookup answers from the shipped results
+(``tuning_db/``, tuned earlier on a machine like this one with more trials) for a user with no
+tuning of their own, verifies it against the float64 reference, and times it again in this run,
+interleaved round by round with the config tuned here: a second table and a second tokens-per-
+second figure, from those re-timed kernels. A case with no shipped result for this device and
+shape says so.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import reference  # benchmarks/ is the script's folder
 from reduce import ceilings, ceilings_header, failed_row, reprobe
 from tunesvc import templates
 from tunesvc.devices import open_device
+from tunesvc.lookup import lookup
+from tunesvc.measure.evaluator import Evaluator, Method
 from tunesvc.tuning.tuner import tune
 
 SCALES = "float16"
@@ -97,7 +106,36 @@ def _child(spec: dict) -> dict:
 
 
 def config(r) -> str:
-    return " ".join(f"{k}={v}" for k, v in r.best.config.items())
+    return cfg_text(r.best.config)
+
+
+def cfg_text(c) -> str:
+    return " ".join(f"{k}={v}" for k, v in c.items())
+
+
+ROUNDS = 31  # interleaved rounds of the shipped and the tuned config, at most (about 10 s of them)
+
+
+def retime(device, name: str, shape, dtype: str, tuned, nowhere: str) -> dict:
+    """The lookup's shipped config for this device and shape (``nowhere``: a database path that
+    does not exist, so the answer cannot come from this run's tuning), verified, and timed again
+    interleaved with the config tuned in this run: {"shipped": Measurement | None, "tuned":
+    Measurement | None, "config": the shipped config | None, "why": a reason when there is none}."""
+    res = lookup(name, shape, dtype, device=device.info, db=nowhere)
+    if res.level != "shipped" or tuple(res.tuned_shape or ()) != tuple(shape):
+        why = ("the shipped results for this device are at other shapes" if res.level == "shipped"
+               else f"no shipped result for this device (the lookup answers {res.level})")
+        return {"shipped": None, "tuned": None, "config": None, "why": why}
+    ev = Evaluator(device, templates.get(name), shape, dtype, Method())  # the tuner's method: buffer sets rotated
+    first = ev.evaluate(res.config)  # verified against the float64 reference before it is timed
+    if not first.ok:
+        return {"shipped": None, "tuned": None, "config": res.config, "why": f"shipped config {first.status}: {first.reason}"}
+    configs = [res.config] + ([tuned.config] if tuned is not None and tuned.ok and tuned.config != res.config else [])
+    got = {m.config: m for m in ev.compare(configs, rounds=ROUNDS)}
+    s = got.get(res.config)
+    t = got.get(tuned.config) if tuned is not None and tuned.ok else None
+    return {"shipped": s if s is not None and s.ok else None, "tuned": t if t is not None and t.ok else None,
+            "config": res.config, "why": "" if s is not None and s.ok else f"shipped config failed when re-timed: {s.reason if s else '?'}"}
 
 
 def run_cases(args, device) -> list:
@@ -128,18 +166,41 @@ def print_cases(results, c) -> None:
         print("\n".join(reference.summary(refs)).replace("tuned/numpy ratios", "numpy/tuned speedups"))
 
 
-def print_tokens(results, attn, c) -> None:
-    """The arithmetic of one int4 decode step of the 8B model from the measured kernel times."""
+def print_shipped(results, shipped, c) -> None:
+    """The shipped configs re-timed in this run, beside the tuned ones re-timed in the same rounds."""
+    print(f"\nshipped configs (tuning_db/, the lookup's answer on this device), verified and re-timed here, up to {ROUNDS} rounds "
+          "interleaved with this run's tuned config (medians)")
+    print(f"{'matrix':<11} {'template':<10} {'BxNxKxBITSxG':<22} {'tuned GB/s':>10} {'shipped GB/s':>12} {'shipped/read':>12} "
+          f"{'shipped/copy':>12} {'shipped ms':>10} {'numpy/shipped':>13}  shipped config")
+    for (label, fmt, n, k, r, refs), got in zip(results, shipped):
+        name, shape = fmt[0], shape_of(fmt, n, k)
+        sh = "x".join(map(str, shape))
+        if got["shipped"] is None:
+            print(f"{label:<11} {name:<10} {sh:<22} {got['why']}")
+            continue
+        s, t = got["shipped"], got["tuned"] or got["shipped"]  # the same config: one measurement
+        g, gt = read_gbps(name, shape, s.time), read_gbps(name, shape, t.time)
+        np_ms = 1e3 / refs["native"].median if refs and refs["native"].ok else float("nan")
+        print(f"{label:<11} {name:<10} {sh:<22} {gt:>10.2f} {g:>12.2f} {g / c.of('read_bandwidth'):>12.0%} {g / c.gbps:>12.0%} "
+              f"{s.time * 1e3:>10.3f} {np_ms / (s.time * 1e3):>13.2f}  {cfg_text(got['config'])}")
+
+
+def print_tokens(results, attn, c, times: dict | None = None, attn_time: float | None = None) -> None:
+    """The arithmetic of one int4 decode step of the 8B model from the measured kernel times (or
+    from ``times``, label -> seconds, and ``attn_time``: the re-timed ones)."""
     t = {label: r.best.timing.median * 1e3 for label, fmt, n, k, r, _ in results if fmt == Q4 and r.best and r.best.ok}
+    if times is not None:
+        t = {label: v * 1e3 for label, v in times.items()}
     if len(t) < 5 or not (attn.best and attn.best.ok):
         print("tokens per second: some kernel measured no ok config; not computed")
         return
-    ta = attn.best.timing.median * 1e3
+    ta = (attn_time if attn_time is not None else attn.best.timing.median) * 1e3
     layer = 2 * t["q, o"] + 2 * t["k, v"] + 2 * t["gate, up"] + t["down"] + ta
     step = LAYERS * layer + t["vocab head"]
     print(f"8B decode, int4 weights in groups of 32 with float16 scales, a {ATTENTION[1][4]}-token cache, from the kernel times above:")
+    attn_bytes = templates.get(ATTENTION[0]).bytes_moved(ATTENTION[1], attn.dtype)
     print(f"  per layer: 2 x q,o {t['q, o']:.3f} + 2 x k,v {t['k, v']:.3f} + 2 x gate,up {t['gate, up']:.3f} + down {t['down']:.3f} "
-          f"+ attention {ta:.3f} ({attn.best.gbps:.2f} GB/s) = {layer:.3f} ms")
+          f"+ attention {ta:.3f} ({attn_bytes / ta * 1e-6:.2f} GB/s) = {layer:.3f} ms")
     print(f"  per token: {LAYERS} x {layer:.3f} + vocab head {t['vocab head']:.3f} = {step:.2f} ms -> {1e3 / step:.2f} tokens/s")
     per_layer = {"q, o": 2, "k, v": 2, "gate, up": 2, "down": 1}  # matrices of each shape in a layer
     nbytes = {lb: templates.get(f[0]).bytes_moved(shape_of(f, n, k), SCALES) for lb, f, n, k, *_ in results if f == Q4}
@@ -158,6 +219,7 @@ def main() -> None:
     ap.add_argument("--db", default=None)
     ap.add_argument("--device", default=None, help="device id, fingerprint key or name (default: the default device)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: every matrix 16x smaller each way (figures mean nothing)")
+    ap.add_argument("--shipped", action="store_true", help="also re-time the shipped configs (tuning_db/) against the tuned ones")
     args = ap.parse_args()
     args.db = args.db or tempfile.mkdtemp() + "/bench.db"
     device = open_device(args.device)
@@ -166,10 +228,35 @@ def main() -> None:
     dtype = "float16" if device.info.fp16 else "float32"  # the KV cache: half where the device has it
     print(f"tuning {ATTENTION[0]} {'x'.join(map(str, ATTENTION[1]))} {dtype} ...", flush=True)
     attn = tune(ATTENTION[0], ATTENTION[1], dtype, device.info, db=args.db, trials=args.trials, seed=0)
+    shipped, attn_shipped = [], None
+    if args.shipped:
+        nowhere = tempfile.mkdtemp() + "/none.db"  # no such file: the lookup answers from the shipped results
+        for label, fmt, n, k, r, _ in results:
+            print(f"re-timing the shipped config of {fmt[0]} {'x'.join(map(str, shape_of(fmt, n, k)))} ...", flush=True)
+            shipped.append(retime(device, fmt[0], shape_of(fmt, n, k), SCALES, r.best, nowhere))
+        attn_shipped = retime(device, ATTENTION[0], ATTENTION[1], dtype, attn.best, nowhere)
     c = reprobe(device, before)
     print(ceilings_header(device, c, args.trials) + f"; scales {SCALES}")
     print_cases(results, c)
     print_tokens(results, attn, c)
+    if args.shipped:
+        print_shipped(results, shipped, c)
+        a = attn_shipped
+        if a["shipped"] is not None:
+            print(f"attention {'x'.join(map(str, ATTENTION[1]))} {dtype}: tuned {(a['tuned'] or a['shipped']).time * 1e3:.3f} ms, "
+                  f"shipped {a['shipped'].time * 1e3:.3f} ms ({cfg_text(a['config'])})")
+        else:
+            print(f"attention {'x'.join(map(str, ATTENTION[1]))} {dtype}: {a['why']}")
+        # each kernel at the faster of its two re-timed configs: what a user gets with both at hand
+        best = {}
+        for (label, fmt, *_), got in zip(results, shipped):
+            if fmt == Q4:
+                ts = [m.time for m in (got["shipped"], got["tuned"]) if m is not None]
+                if ts:
+                    best[label] = min(ts)
+        ta = [m.time for m in (a["shipped"], a["tuned"]) if m is not None]
+        print("with each kernel at the faster of its shipped and tuned configs, both re-timed in this run:")
+        print_tokens(results, attn, c, best, min(ta) if ta else None)
 
 
 if __name__ == "__main__":
