@@ -43,16 +43,23 @@ sys.path.insert(0, str(ROOT))
 from tunesvc.replay.runner import RecordedRunner  # noqa: E402
 from tunesvc.replay.score import ReplayRun, default_budget, run_once, summarize  # noqa: E402
 
-#: the default of issue 12's first round (far05g50), every setting the second round varies spelled out
+#: every setting of the ensemble as issue 12's first round left them (its default, far05g50): each
+#: candidate below is resolved against this, never against today's DEFAULTS, so a candidate means the
+#: same runs whatever the default becomes (resolved against DEFAULTS, a changed default silently
+#: changed the candidates spelled out against it: the second round's ``prior`` did)
+BASE = {"start": 8, "discount": 0.95, "top": 0.1, "spread": 1, "arms": ["density", "local", "swarm", "hop"],
+        "patience": 50, "patience_fraction": 0.5, "burst": 5, "start_fraction": 0.05, "patience_budget": 0.0,
+        "design": "far", "far_pool": 0, "respread": "random", "bandwidth": 1.0, "lead": 0, "short_budget": 0,
+        "prior": {}}
 PREV = {"start_fraction": 0.05, "patience": 50, "patience_fraction": 0.5, "design": "far", "lead": 0, "short_budget": 0,
         "bandwidth": 1.0, "respread": "random"}
 #: the candidate settings of the default strategy (name -> strategy, options); "current" is DEFAULTS
 CANDIDATES: dict[str, tuple[str, dict]] = {
-    # the default before issue 12, spelled out (task_key resolves the rest against today's DEFAULTS)
+    # the default before issue 12, spelled out (resolved against BASE, as every candidate)
     "issue7": ("ensemble", {"patience": 0, "arms": ["density", "local", "swarm"], "start_fraction": 0.0, "design": "random"}),
     "g50r": ("ensemble", {"patience": 50, "patience_fraction": 0.5, "design": "random", "start_fraction": 0.0}),
     "sf05r": ("ensemble", {"start_fraction": 0.05, "patience": 50, "patience_fraction": 0.5, "design": "random"}),
-    "current": ("ensemble", {}),
+    "current": ("ensemble", {"current": True}),  # today's DEFAULTS (resolve)
     "random": ("random", {}),
     "g50": ("ensemble", {"patience": 50, "patience_fraction": 0.5}),
     "g50keep": ("ensemble", {"patience": 50, "patience_fraction": 0.5, "scatter": "keep"}),
@@ -158,21 +165,29 @@ def repeats_for(budget: int, repeats: int) -> int:
     return max(repeats, min(100, repeats * 1000 // max(budget, 1)))
 
 
-def task_key(strategy: str, options: dict, path: str, seed: int, failures: bool) -> str:
-    """The cache key of one run: with the ensemble's settings resolved against DEFAULTS, so a run
-    cached before a default changed is never taken for a run under the new one."""
-    if strategy == "ensemble":
+def resolve(strategy: str, options: dict) -> dict:
+    """Every setting of a candidate: the ensemble's spelled out against BASE (``current``: today's
+    DEFAULTS), so the runs and their cache keys change only when the candidate does."""
+    if strategy != "ensemble":
+        return dict(options)
+    if options.get("current"):
         from tunesvc.search.ensemble import DEFAULTS
 
-        options = {**DEFAULTS, "arms": list(DEFAULTS["arms"]), **options}
-        for k in ("transfer", "seed_picks"):  # how seeds steer: no run here has seeds
-            options.pop(k, None)
-    return json.dumps(["v2", strategy, options, Path(path).name, seed, failures], sort_keys=True)
+        options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in DEFAULTS.items()}
+    out = {**BASE, **options}
+    for k in ("transfer", "seed_picks"):  # how seeds steer: no run here has seeds
+        out.pop(k, None)
+    return out
+
+
+def task_key(strategy: str, options: dict, path: str, seed: int, failures: bool) -> str:
+    """The cache key of one run, on the candidate's settings resolved (see :func:`resolve`)."""
+    return json.dumps(["v3", strategy, resolve(strategy, options), Path(path).name, seed, failures], sort_keys=True)
 
 
 def task(args) -> tuple[str, list[float]]:
     strategy, options, path, budget, seed, failures = args
-    run = run_once(runner(path, failures), strategy, budget, seed, options=options)
+    run = run_once(runner(path, failures), strategy, budget, seed, options=resolve(strategy, options))
     return task_key(strategy, options, path, seed, failures), list(run.times)
 
 
