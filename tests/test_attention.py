@@ -81,6 +81,33 @@ def test_block_sizes_vector_widths_and_work_groups(each_cl_device, config):
     assert m.ok, m.reason
 
 
+@pytest.mark.parametrize("config", [
+    dict(QPG=4, KB=8, DV=16, WG=1, LKV=0, SPLIT=2, MAP=2, PVO=0),
+    dict(QPG=2, KB=16, DV=16, WG=1, LKV=0, SPLIT=1, MAP=2, PVO=1),
+    dict(QPG=8, KB=8, DV=16, WG=1, LKV=0, SPLIT=2, MAP=3, PVO=1),
+    dict(QPG=4, KB=8, DV=16, WG=1, LKV=0, SPLIT=2, MAP=3, PVO=2),
+])
+def test_sixteen_lanes_on_the_tiles(each_cl_device, config):
+    # DV=16 (one AVX-512 register): head dim 48 = three chunks, the causal edge cases as above,
+    # float32 and, where the device has it, float16 K and V
+    dtypes = ["float32"] + (["float16"] if each_cl_device.info.fp16 else [])
+    for dtype in dtypes:
+        ev = Evaluator(each_cl_device, templates.get("attention_causal"), (1, 4, 2, 9, 9, 48), dtype, FAST)
+        if ev.template.violations(Config(config), ev.ctx) == ["prefetch_where_it_acts"]:
+            pytest.skip(f"{each_cl_device.info.fingerprint.driver} does nothing with prefetch(): PVO=2 is not in its space")
+        m = ev.evaluate(Config(config))
+        assert m.ok, (dtype, m.reason)
+
+
+def test_sixteen_lanes_only_on_the_tiles(cl_device):
+    # the shared and streamed mappings load DV lanes as scalars, 8 at most (CUDA has no wider vector)
+    ctx = Context((1, 32, 8, 1, 4096, 128), "float32", cl_device.info)
+    tpl = templates.get("attention")
+    for m in (0, 1):
+        assert "sixteen_lanes_only_tiled" in tpl.violations(Config(QPG=4, KB=16, DV=16, WG=32, LKV=0, SPLIT=8, MAP=m, PVO=0), ctx)
+    assert "sixteen_lanes_only_tiled" not in tpl.violations(Config(QPG=4, KB=8, DV=16, WG=1, LKV=0, SPLIT=8, MAP=3, PVO=1), ctx)
+
+
 def test_a_kernel_that_drops_the_last_key_is_caught(cl_device):
     class DropsLast(Attention):
         def plan(self, config, shape, dtype):

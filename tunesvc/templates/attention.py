@@ -110,7 +110,7 @@ class Attention(KernelTemplate):
     params = (
         Param("QPG", (1, 2, 4, 8, 16), 1, "query rows (heads of a group x queries) per work-group"),
         Param("KB", (8, 16, 32, 64), 16, "keys per block of the streaming softmax"),
-        Param("DV", (1, 2, 4, 8), 1, "head-dimension vector width of K and V loads"),
+        Param("DV", (1, 2, 4, 8, 16), 1, "head-dimension vector width of K and V loads (16: the tiled CPU mappings only)"),
         Param("WG", (1, 4, 16, 32, 64, 128), 32, "work-items per work-group"),
         Param("LKV", (0, 1), 0, "stage each block of K and V in local memory"),
         Param("SPLIT", (1, 2, 4, 8, 16, 32), 1, "work-groups per query block along KV; above 1 a second pass combines them"),
@@ -134,6 +134,10 @@ class Attention(KernelTemplate):
         Constraint("unshared_has_no_blocks", lambda c, x: c["MAP"] != 1 or (c["KB"] == 16 and c["LKV"] == 0)),
         # MAP=2, 3 keep a block's scores in one OpenCL vector (8 or 16 lanes) and V in chunks of 4 or 8
         Constraint("tiles_in_vectors", lambda c, x: c["MAP"] < 2 or (c["KB"] <= 16 and c["DV"] >= 4 and c["LKV"] == 0)),
+        # 16 lanes are one AVX-512 register (or two AVX2 ones): measured 1.11-1.24x DV=8's decode rate on
+        # both CPU drivers (float16 K/V on Intel's runtime the most); the shared and streamed mappings
+        # load and sum DV lanes as scalars (1, 2, 4 or 8: CUDA has no wider float vector)
+        Constraint("sixteen_lanes_only_tiled", lambda c, x: c["DV"] <= 8 or c["MAP"] >= 2),
         # they are written in OpenCL vectors for CPU compilers; a GPU build of them streams as MAP=1
         Constraint("value_order_only_tiled", lambda c, x: c["MAP"] >= 2 or c["PVO"] == 0),
         # PVO=2 where prefetch() does nothing is PVO=0 again: a duplicate a short search can spend itself on
