@@ -50,7 +50,7 @@ from tunesvc.replay.score import ReplayRun, default_budget, run_once, summarize 
 BASE = {"start": 8, "discount": 0.95, "top": 0.1, "spread": 1, "arms": ["density", "local", "swarm", "hop"],
         "patience": 50, "patience_fraction": 0.5, "burst": 5, "start_fraction": 0.05, "patience_budget": 0.0,
         "design": "far", "far_pool": 0, "respread": "random", "bandwidth": 1.0, "lead": 0, "short_budget": 0,
-        "prior": {}}
+        "prior": {}, "gamma": 0.15}
 PREV = {"start_fraction": 0.05, "patience": 50, "patience_fraction": 0.5, "design": "far", "lead": 0, "short_budget": 0,
         "bandwidth": 1.0, "respread": "random"}
 #: the candidate settings of the default strategy (name -> strategy, options); "current" is DEFAULTS
@@ -126,6 +126,17 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "bw05": ("ensemble", {**PREV, "bandwidth": 0.5}),
     "sb50bw05": ("ensemble", {**PREV, "short_budget": 50, "bandwidth": 0.5}),
     "sb50pd2": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}}),
+    # issue 12, third round (2026-12-03): the shipped default (sb50pd2) with one more setting changed
+    "sp2": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "spread": 2}),
+    "gm25": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "gamma": 0.25}),
+    "gm10": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "gamma": 0.10}),
+    "dc90": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "discount": 0.9}),
+    "tp20": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "top": 0.2}),
+    "st5": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "start": 5}),
+    "gm05": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "gamma": 0.05}),
+    "gm07": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "gamma": 0.07}),
+    "gm10ld20": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "gamma": 0.10, "lead": 20}),
+    "gm10tp20": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "gamma": 0.10, "top": 0.2}),
 }
 
 _runners: dict[tuple[str, bool], RecordedRunner] = {}

@@ -33,7 +33,8 @@ fast config still pays. The cost of bad seeds is bounded by construction.
 
 On a short known budget (at most ``short_budget`` evaluations) the bandit is
 not worth its learning: the model (the first arm) makes every pick after the
-opening (:meth:`EnsembleStrategy.leading`).
+opening (:meth:`EnsembleStrategy.leading`). ``gamma`` is the density model's
+fastest fraction (its "good" configs).
 
 The default settings (``DEFAULTS``) were chosen by cross-validation over kernel
 families on recorded spaces (benchmarks/cv_search.py, docs/benchmarks.md).
@@ -88,13 +89,14 @@ class Defaults(TypedDict):
     transfer: str
     seed_picks: int
     prior: dict[str, float]
+    gamma: float
 
 
 #: the settings used unless told otherwise: chosen by cross-validation (docs/benchmarks.md, issue 12)
 DEFAULTS = Defaults(start=8, discount=0.95, top=0.1, spread=1, arms=("density", "local", "swarm", "hop"),
                     patience=50, patience_fraction=0.5, burst=5, start_fraction=0.05, patience_budget=0.0,
                     design="far", far_pool=0, respread="random", bandwidth=1.0, lead=0,
-                    short_budget=50, transfer="near", seed_picks=8, prior={"density": 2})
+                    short_budget=50, transfer="near", seed_picks=8, prior={"density": 2}, gamma=0.15)
 DEFAULT_ARMS = DEFAULTS["arms"]
 
 
@@ -128,7 +130,7 @@ class EnsembleStrategy(Strategy):
                  patience_budget: float = DEFAULTS["patience_budget"], design: str = DEFAULTS["design"],
                  far_pool: int = DEFAULTS["far_pool"], respread: str = DEFAULTS["respread"],
                  bandwidth: float = DEFAULTS["bandwidth"], short_budget: int = DEFAULTS["short_budget"],
-                 seed_picks: int = DEFAULTS["seed_picks"], **options):
+                 seed_picks: int = DEFAULTS["seed_picks"], gamma: float = DEFAULTS["gamma"], **options):
         super().__init__(space, seed)
         self.seeds_first = transfer == "first"  # "first": every seed before anything else (the old way)
         if not arms or set(arms) - set(ARMS):
@@ -139,7 +141,7 @@ class EnsembleStrategy(Strategy):
         if self.swarm is not None:
             self.swarm.unseen = self.unseen
         self.obs = Observations(space)
-        self.model = DensityModel(space, bandwidth=bandwidth)
+        self.model = DensityModel(space, gamma=gamma, bandwidth=bandwidth)
         self.gp = Model(space, self.rng, lengthscale, fit, clip) if "gp" in arms else None
         self.start, self.discount, self.top, self.spread, self.burst = start, discount, top, spread, burst
         self.lead = lead  # after the opening, this many picks by the first arm alone (the model)
