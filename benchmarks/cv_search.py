@@ -51,8 +51,6 @@ BASE = {"start": 8, "discount": 0.95, "top": 0.1, "spread": 1, "arms": ["density
         "patience": 50, "patience_fraction": 0.5, "burst": 5, "start_fraction": 0.05, "patience_budget": 0.0,
         "design": "far", "far_pool": 0, "respread": "random", "bandwidth": 1.0, "lead": 0, "short_budget": 0,
         "prior": {}, "gamma": 0.15}
-PREV = {"start_fraction": 0.05, "patience": 50, "patience_fraction": 0.5, "design": "far", "lead": 0, "short_budget": 0,
-        "bandwidth": 1.0, "respread": "random"}
 #: the candidate settings of the default strategy (name -> strategy, options); "current" is DEFAULTS
 CANDIDATES: dict[str, tuple[str, dict]] = {
     # the default before issue 12, spelled out (resolved against BASE, as every candidate)
@@ -110,33 +108,33 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "farC": ("ensemble", {"start_fraction": 0.05, "patience": 50, "patience_fraction": 0.5, "design": "far", "respread": "far", "burst": 10}),
     "farD": ("ensemble", {"start_fraction": 0.05, "patience": 30, "patience_fraction": 0.25, "design": "far", "respread": "far", "burst": 10}),
     "s3p2g": ("ensemble", {"patience": 50, "patience_fraction": 0.5, "scatter": "keep", "start": 3, "prior": {"density": 2}}),
-    # issue 12, second round, each spelled out against the default of the first round (PREV), so that
-    # changing DEFAULTS changes none of their cache keys: the model leads after the opening (``lead``
-    # picks by the first arm) or starts with pseudo-wins (``prior``); on a short known budget the
-    # model makes every pick after the opening (``short_budget``); a sharper density model
-    "prev": ("ensemble", PREV),
-    "ld10": ("ensemble", {**PREV, "lead": 10}),
-    "ld20": ("ensemble", {**PREV, "lead": 20}),
-    "ld40": ("ensemble", {**PREV, "lead": 40}),
-    "pd2": ("ensemble", {**PREV, "prior": {"density": 2}}),
-    "pd4": ("ensemble", {**PREV, "prior": {"density": 4}}),
-    "ld20pd2": ("ensemble", {**PREV, "lead": 20, "prior": {"density": 2}}),
-    "sb50": ("ensemble", {**PREV, "short_budget": 50}),
-    "sb200": ("ensemble", {**PREV, "short_budget": 200}),
-    "bw05": ("ensemble", {**PREV, "bandwidth": 0.5}),
-    "sb50bw05": ("ensemble", {**PREV, "short_budget": 50, "bandwidth": 0.5}),
-    "sb50pd2": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}}),
+    # issue 12, second round, each a change to the default of the first round (BASE): the model
+    # leads after the opening (``lead`` picks by the first arm) or starts with pseudo-wins
+    # (``prior``); on a short known budget the model makes every pick after the opening
+    # (``short_budget``); a sharper density model
+    "prev": ("ensemble", {}),  # BASE itself
+    "ld10": ("ensemble", {"lead": 10}),
+    "ld20": ("ensemble", {"lead": 20}),
+    "ld40": ("ensemble", {"lead": 40}),
+    "pd2": ("ensemble", {"prior": {"density": 2}}),
+    "pd4": ("ensemble", {"prior": {"density": 4}}),
+    "ld20pd2": ("ensemble", {"lead": 20, "prior": {"density": 2}}),
+    "sb50": ("ensemble", {"short_budget": 50}),
+    "sb200": ("ensemble", {"short_budget": 200}),
+    "bw05": ("ensemble", {"bandwidth": 0.5}),
+    "sb50bw05": ("ensemble", {"short_budget": 50, "bandwidth": 0.5}),
+    "sb50pd2": ("ensemble", {"short_budget": 50, "prior": {"density": 2}}),
     # issue 12, third round (2026-12-03): the shipped default (sb50pd2) with one more setting changed
-    "sp2": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "spread": 2}),
-    "gm25": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "gamma": 0.25}),
-    "gm10": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "gamma": 0.10}),
-    "dc90": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "discount": 0.9}),
-    "tp20": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "top": 0.2}),
-    "st5": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "start": 5}),
-    "gm05": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "gamma": 0.05}),
-    "gm07": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "gamma": 0.07}),
-    "gm10ld20": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "gamma": 0.10, "lead": 20}),
-    "gm10tp20": ("ensemble", {**PREV, "short_budget": 50, "prior": {"density": 2}, "gamma": 0.10, "top": 0.2}),
+    "sp2": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "spread": 2}),
+    "gm25": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "gamma": 0.25}),
+    "gm10": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "gamma": 0.10}),
+    "dc90": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "discount": 0.9}),
+    "tp20": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "top": 0.2}),
+    "st5": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "start": 5}),
+    "gm05": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "gamma": 0.05}),
+    "gm07": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "gamma": 0.07}),
+    "gm10ld20": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "gamma": 0.10, "lead": 20}),
+    "gm10tp20": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "gamma": 0.10, "top": 0.2}),
 }
 
 _runners: dict[tuple[str, bool], RecordedRunner] = {}

@@ -188,8 +188,9 @@ def print_shipped(results, shipped, c) -> None:
 def print_tokens(results, attn, c, times: dict | None = None, attn_time: float | None = None) -> None:
     """The arithmetic of one int4 decode step of the 8B model from the measured kernel times (or
     from ``times``, label -> seconds, and ``attn_time``: the re-timed ones)."""
-    t = {label: r.best.timing.median * 1e3 for label, fmt, n, k, r, _ in results if fmt == Q4 and r.best and r.best.ok}
-    if times is not None:
+    if times is None:
+        t = {label: r.best.timing.median * 1e3 for label, fmt, n, k, r, _ in results if fmt == Q4 and r.best and r.best.ok}
+    else:
         t = {label: v * 1e3 for label, v in times.items()}
     if len(t) < 5 or not (attn.best and attn.best.ok):
         print("tokens per second: some kernel measured no ok config; not computed")
