@@ -223,3 +223,65 @@ def test_groups_four_at_a_time_are_correct(cl_device, name, shape, dtype):
         assert not tpl.violations(config, Context(shape, dtype, cl_device.info)), c
         m = Evaluator(cl_device, tpl, shape, dtype, FAST, seed=2).evaluate(config)
         assert m.ok, (c, m.status, m.reason)
+
+
+def _rounded_x_config(tpl, shape, **extra):
+    c = {**tpl.default_config(), "XQ": 1, "VB": 16, "UNPACK": int(shape[3] == 4), **extra}
+    return tpl.check_config(c)
+
+
+@pytest.mark.parametrize("name, shape, dtype", [
+    ("gemv_q", (3, 40, 320, 4, 32), "float16"),
+    ("gemv_q", (2, 24, 256, 8, 64), "float32"),
+    ("gemv_q_zp", (1, 16, 384, 4, 128), "float32"),
+])
+def test_x_rounded_to_16_bits_stays_within_its_bound_on_spiky_x(each_cl_device, name, shape, dtype):
+    """XQ=1 rounds x per group to max|x| / 32767 steps: with one spike per group (a thousand
+    times the rest, the worst case for a per-group scale) it still passes the check, whose
+    allowance for the rounding is the one GemvQ._x_rounding states (without it the int4 case
+    fails: 4.6e-5 against 3.1e-5)."""
+    base = templates.get(name)
+
+    class Spiky(type(base)):
+        def make_inputs(self, shape, dtype, rng):
+            out = super().make_inputs(shape, dtype, rng)
+            x = out["X"] * np.float32(1e-3)
+            x[:, :: shape[4]] = rng.uniform(1, 2, x[:, :: shape[4]].shape).astype(np.float32)
+            out["X"] = x
+            return out
+
+    tpl = Spiky()
+    ev = Evaluator(each_cl_device, tpl, shape, dtype, FAST, seed=3)
+    rounded = _rounded_x_config(tpl, shape)
+    assert not tpl.violations(rounded, Context(shape, dtype, each_cl_device.info))
+    m = ev.evaluate(rounded)
+    assert m.ok, m.reason
+
+
+def test_a_coarser_rounding_of_x_is_caught(cl_device):
+    """The check's allowance is for 16-bit steps: x rounded to 8 bits instead fails it."""
+    class Coarse(GemvQ):
+        source = GemvQ().source.replace("32767.0f", "127.0f")
+
+    assert Coarse.source.count("127.0f") == 2
+    shape = (1, 32, 512, 4, 32)
+    tpl = Coarse()
+    m = Evaluator(cl_device, tpl, shape, "float32", FAST).evaluate(_rounded_x_config(tpl, shape))
+    assert m.status == "wrong_result" and "Y" in m.reason
+    assert Evaluator(cl_device, GemvQ(), shape, "float32", FAST).evaluate(_rounded_x_config(GemvQ(), shape)).ok
+
+
+def test_rounded_x_is_for_cpus_only(cl_device):
+    """XQ=1 is written for CPUs' vector units: the constraint leaves it out of a GPU's space, and
+    it needs pairs (VB >= 2), int4 in nibble planes and the zero point subtracted per weight."""
+    from types import SimpleNamespace
+    tpl = GemvQ()
+    shape = (1, 64, 256, 4, 32)
+    broken = lambda c: tpl.violations(tpl.check_config({**tpl.default_config(), **c}), Context(shape, "float32", cl_device.info))  # noqa: E731
+    for c in (dict(XQ=1, UNPACK=0), dict(XQ=1, UNPACK=1, VB=1), dict(XQ=1, UNPACK=1, ZSUM=1), dict(XQ=1, UNPACK=1, XL=1)):
+        assert "rounded_x_in_pairs" in broken(c), c
+    assert not broken(dict(XQ=1, UNPACK=1))
+    on_cpus = next(c for c in tpl.constraints if c.name == "rounded_x_on_cpus")
+    gpu = SimpleNamespace(shape=shape, known_device=SimpleNamespace(device_type="gpu"))
+    config = tpl.check_config({**tpl.default_config(), "XQ": 1, "UNPACK": 1})
+    assert not on_cpus.check(config, gpu) and on_cpus.check(tpl.default_config(), gpu)

@@ -24,6 +24,12 @@
  * copies the split's slice of x into local memory. UR=1 unrolls a group's runs; on CPUs GB=4
  * takes four groups per step with their four scales read and converted as one vector. A short
  * last group goes element by element.
+ * XQ=1 (CPUs) rounds x to 16-bit integers per group in the first pass (x = c * x16, c = the
+ * group's max |x| / 32767; int4 runs also permuted into planes, UNPACK=1) and multiplies codes
+ * minus z as 16-bit integers: each run's products summed in pairs into int lanes (x86's
+ * multiply-add of 16-bit pairs, twice the weights per instruction of a float FMA and no
+ * conversion per weight), converted and scaled by s * c once per group. x's rounding moves y by
+ * at most the group's max |x| / 65534 per weight (the check allows that for every config).
  * The WPR partial sums of a row meet in local memory. SPLIT > 1 cuts K into SPLIT slices of
  * whole groups, handled by separate work-groups that write partial rows; gemv_q_combine adds
  * them.
@@ -83,6 +89,9 @@
 #endif
 #ifndef UR
 #define UR 0
+#endif
+#ifndef XQ
+#define XQ 0
 #endif
 #if UR
 #define RUNS_LOOP UNROLL_ALL /* a group's runs unrolled (UR=1), or as the compiler likes */
@@ -152,12 +161,14 @@ typedef unsigned char code_t;
 #define ZP_INPUT
 #define ZERO(n, g) ZDEF
 #endif
-#if UNPACK || ZSUM
+#if XQ
+#define PREP_INPUT , const GLOBAL short* RESTRICT XQS, const GLOBAL float* RESTRICT XC
+#elif UNPACK || ZSUM
 #define PREP_INPUT , const GLOBAL float* RESTRICT XP, const GLOBAL float* RESTRICT XS
 #else
 #define PREP_INPUT
 #endif
-#if UNPACK
+#if UNPACK && !XQ
 #define XV X_PLANES  /* the runs' weights are read plane by plane: x permuted to match */
 #else
 #define XV X
@@ -257,6 +268,43 @@ typedef TS_CAT(int, VB) intv;
 #endif
 #endif
 
+#if TS_DEVICE_CPU && XQ
+/* XQ=1: a run's planes as VB shorts (codes minus z), x's as VB shorts, their products summed in
+   pairs into VB / 2 int lanes (HV). */
+#if VB == 2
+#define HV 1
+#elif VB == 4
+#define HV 2
+#elif VB == 8
+#define HV 4
+#else
+#define HV 8
+#endif
+typedef TS_CAT(short, VB) shortv;
+typedef TS_CAT(int, VB) intq;
+#if HV == 1
+typedef int inth;
+typedef float floath;
+#define CVT_FH(v) ((float)(v))
+#define PAIRS(m) ((m).s0 + (m).s1)
+#else
+typedef TS_CAT(int, HV) inth;
+typedef TS_CAT(float, HV) floath;
+#define CVT_FH(v) TS_CAT(convert_float, HV)(v)
+#define PAIRS(m) ((m).even + (m).odd)
+#endif
+#define HSUMH(v) TS_CAT(HSUM, HV)(v)
+#define CVT_S(v) TS_CAT(convert_short, VB)(v)
+#define CVT_IQ(v) TS_CAT(convert_int, VB)(v)
+#define XQ_RUN(b, k) TS_CAT(vload, VB)(0, XQS + (b) * TS_K + (k))
+#if BITS == 8
+#define UNPACK_Q(w, p, z) { (w)[0] = CVT_S(VLOAD(p)) - (short)(z); }
+#else
+#define UNPACK_Q(w, p, z) { const shortv q_ = CVT_S(VLOAD(p)); (w)[0] = (q_ & (short)15) - (short)(z); \
+                            (w)[1] = (q_ >> (short)4) - (short)(z); }
+#endif
+#endif
+
 #if SPLIT > 1
 #define OUT_ARG GLOBAL float* RESTRICT Ypart
 #else
@@ -266,7 +314,7 @@ typedef TS_CAT(int, VB) intv;
 KERNEL void gemv_q(GEMV_INPUTS ZP_INPUT PREP_INPUT, OUT_ARG)
 {
     X += x_off; W += w_off; S += s_off;
-#if UNPACK
+#if UNPACK && !XQ
     const GLOBAL float* X_PLANES = XP;
 #endif
 #if XL
@@ -305,10 +353,49 @@ KERNEL void gemv_q(GEMV_INPUTS ZP_INPUT PREP_INPUT, OUT_ARG)
        of an int4 run: its low or its high nibbles). As scalar arrays, PoCL's vectoriser kept
        some forms of this loop vector code and turned others (ZSUM=1) into one conversion per
        weight, 8x slower; written as vectors it stays vector code on both CPU drivers. */
+#if XQ
+    floath tot[RPW][TS_B][PL];
+#else
     floatv tot[RPW][TS_B][PL];
+#endif
     UNROLL_ALL for (int r = 0; r < RPW; r++)
         UNROLL_ALL for (int b = 0; b < TS_B; b++)
             UNROLL_ALL for (int p = 0; p < PL; p++) tot[r][b][p] = 0.0f;
+#if XQ
+    /* One group g of every row (XQ=1): integer pair sums of codes minus z times x16, then
+       converted and scaled by SC(r) times x's scale of the group. */
+#define CPU_GROUP(g_, SC) {                                                                     \
+        const int g = (g_);                                                                     \
+        inth part[RPW][TS_B][PL];                                                               \
+        UNROLL_ALL for (int r = 0; r < RPW; r++)                                                \
+            UNROLL_ALL for (int b = 0; b < TS_B; b++)                                           \
+                UNROLL_ALL for (int p = 0; p < PL; p++) part[r][b][p] = 0;                      \
+        int z[RPW];                                                                             \
+        UNROLL_ALL for (int r = 0; r < RPW; r++) z[r] = ZERO(n[r], g);                          \
+        RUNS_LOOP for (int st = 0; st < STEPS; st++) {                                          \
+            const int k = g * GS + (st * WPR + t) * VWK;                                        \
+            shortv xv[TS_B][PL];                                                                \
+            UNROLL_ALL for (int b = 0; b < TS_B; b++)                                           \
+                UNROLL_ALL for (int p = 0; p < PL; p++) xv[b][p] = XQ_RUN(b, k + p * VB);       \
+            UNROLL_ALL for (int r = 0; r < RPW; r++) {                                          \
+                shortv w[PL];                                                                   \
+                UNPACK_Q(w, W + (long)n[r] * ROWB + (BITS == 8 ? k : k / 2), z[r]);             \
+                UNROLL_ALL for (int b = 0; b < TS_B; b++)                                       \
+                    UNROLL_ALL for (int p = 0; p < PL; p++) {                                   \
+                        const intq m_ = CVT_IQ(w[p]) * CVT_IQ(xv[b][p]);                        \
+                        part[r][b][p] += PAIRS(m_);                                             \
+                    }                                                                           \
+            }                                                                                   \
+        }                                                                                       \
+        UNROLL_ALL for (int r = 0; r < RPW; r++) {                                              \
+            const float s = SC(r);                                                              \
+            UNROLL_ALL for (int b = 0; b < TS_B; b++) {                                         \
+                const float f = s * XC[b * NG + g];                                             \
+                UNROLL_ALL for (int p = 0; p < PL; p++) tot[r][b][p] += f * CVT_FH(part[r][b][p]); \
+            }                                                                                   \
+        }                                                                                       \
+    }
+#else
     /* One group g of every row: its runs (unrolled with UR=1) into unscaled sums, then scaled by
        SC(r), row r's scale, into the totals. */
 #define CPU_GROUP(g_, SC) {                                                                     \
@@ -338,6 +425,7 @@ KERNEL void gemv_q(GEMV_INPUTS ZP_INPUT PREP_INPUT, OUT_ARG)
             }                                                                                   \
         }                                                                                       \
     }
+#endif
     int g0 = gbeg;
 #if GB > 1
     /* GB groups at a time, their GB scales of a row read and converted as one vector (a float16
@@ -354,7 +442,11 @@ KERNEL void gemv_q(GEMV_INPUTS ZP_INPUT PREP_INPUT, OUT_ARG)
     UNROLL_ALL for (int r = 0; r < RPW; r++)
         UNROLL_ALL for (int b = 0; b < TS_B; b++) {
             float a = 0.0f;
+#if XQ
+            UNROLL_ALL for (int p = 0; p < PL; p++) a += HSUMH(tot[r][b][p]);
+#else
             UNROLL_ALL for (int p = 0; p < PL; p++) a += HSUM(tot[r][b][p]);
+#endif
             acc[r][b] = a - corr[r][b];
         }
 #else
@@ -440,6 +532,32 @@ KERNEL void gemv_q(GEMV_INPUTS ZP_INPUT PREP_INPUT, OUT_ARG)
 /* The first pass of UNPACK=1 or ZSUM=1, one work-item per batch row and group: x with each run
    of VWK weights permuted into its even then its odd elements (UNPACK=1, int4), and the sum of
    x over the group (ZSUM=1). A short last group is copied in order (read element by element). */
+#if XQ
+/* XQ=1's first pass, one work-item per batch row and group: the group's x as shorts x16 with
+   x = c * x16, c = max |x| / 32767 (into XC), int4 runs permuted into their planes as for
+   UNPACK=1. A short last group (read as floats by the main pass) is copied in order. */
+KERNEL void gemv_q_prep(const GLOBAL float* RESTRICT X, const int x_off, GLOBAL short* RESTRICT XQS, GLOBAL float* RESTRICT XC)
+{
+    const int e = GID(0);
+    if (e >= TS_B * NG) return;
+    const int b = e / NG, g = e % NG;
+    const GLOBAL float* x = X + x_off + b * TS_K;
+    const int k0 = g * GS, k1 = GQ_MIN(TS_K, k0 + GS);
+    float m = 0.0f;
+    for (int k = k0; k < k1; k++) m = fmax(m, fabs(x[k]));
+    const float inv = m > 0.0f ? 32767.0f / m : 0.0f;
+    for (int k = k0; k < k1; k++) {
+#if BITS == 4
+        const int r = (k - k0) % VWK, run = k - r;
+        const int to = k1 - k0 == GS ? run + (r & 1) * VB + r / 2 : k;
+#else
+        const int to = k;
+#endif
+        XQS[b * TS_K + to] = convert_short_sat_rte(x[k] * inv);
+    }
+    XC[e] = m / 32767.0f;
+}
+#else
 KERNEL void gemv_q_prep(const GLOBAL float* RESTRICT X, const int x_off, GLOBAL float* RESTRICT XP, GLOBAL float* RESTRICT XS)
 {
     const int e = GID(0);
@@ -461,6 +579,7 @@ KERNEL void gemv_q_prep(const GLOBAL float* RESTRICT X, const int x_off, GLOBAL 
     }
     XS[e] = s;
 }
+#endif
 
 /* SPLIT > 1's second pass: one work-item per output adds the SPLIT partial sums. */
 KERNEL void gemv_q_combine(const GLOBAL float* RESTRICT Ypart, GLOBAL float* RESTRICT Y)
