@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=31, help="interleaved rounds, at most")
     args = ap.parse_args()
     device = open_device(args.device)
-    print(f"device {device.info.name} [{device.info.driver}]; scales {SCALES}; shipped configs, XQ off and on, "
+    print(f"device {device.info.name} [{device.info.fingerprint.driver}]; scales {SCALES}; shipped configs, XQ off and on, "
           f"timed interleaved (at most {args.rounds} rounds)")
     print(f"{'matrix':11s} {'template':9s} {'BxNxKxBITSxG':19s} {'XQ=0 ms':>8s} {'GB/s':>6s} {'XQ=1 ms':>8s} {'GB/s':>6s} "
           f"{'XQ=0/XQ=1':>9s}  shipped config (XQ)")
