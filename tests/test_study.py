@@ -255,6 +255,27 @@ def test_tune_leaves_a_study_that_optuna_opens(tmp_path, cl_info):
     assert again.best_value == pytest.approx(r2["best"]["time_s"])
 
 
+def test_a_study_file_left_by_a_deleted_database_is_set_aside(tmp_path, cl_info):
+    """tune.db deleted, tune.optuna.db kept: the next tune measures the default and its trials again
+    into the new database (the old study had them as measured, so they were skipped and the new
+    database never got them); the old study is renamed aside, not deleted."""
+    db = tmp_path / "tune.db"
+    r = tune(db, "--trials", "3", "--seed", "1")
+    first = {json.dumps(c, sort_keys=True) for c in r["new_configs"]}
+    for f in tmp_path.glob("tune.db*"):
+        f.unlink()
+    r2 = tune(db, "--trials", "3", "--seed", "1")
+    assert len(r2["new_configs"]) == 3 and {json.dumps(c, sort_keys=True) for c in r2["new_configs"]} == first
+    assert r2["default"] is not None and r2["default"]["status"] == "ok"
+    orphans = list(tmp_path.glob("tune.optuna.orphan-*.db"))
+    assert len(orphans) == 1
+    old = optuna.load_study(study_name=r["study"], storage=f"sqlite:///{orphans[0]}")
+    assert len(old.trials) == 3
+    r3 = tune(db, "--trials", "2", "--seed", "2")  # a database that exists keeps its study
+    assert len(list(tmp_path.glob("tune.optuna.orphan-*.db"))) == 1
+    assert not {json.dumps(c, sort_keys=True) for c in r3["new_configs"]} & first
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -29,6 +29,38 @@ def default_storage(db_path) -> str:
     return f"sqlite:///{p.with_name(p.stem + '.optuna.db')}?timeout=60"
 
 
+def set_aside_orphan_studies(db=None) -> Path | None:
+    """Rename a study file left beside a tuning database that is gone (tune.db deleted, tune.optuna.db
+    kept) to ``tune.optuna.orphan-<UTC time>.db``, and return the new path (None: nothing done).
+
+    Its trials name configs as measured that the new database never stored: the tuner would skip
+    them (the default config first), so the new database would lack them for good. Called before
+    the database is opened (which creates it); the study file is only made once the database exists,
+    so a study file seen first and a database then missing is an orphan, never another process's
+    fresh start. A database on a server keeps its studies in itself: nothing to do."""
+    from ..settings import db_path
+
+    path = db_path(db)
+    if is_server_url(path):
+        return None
+    p = Path(path).resolve()
+    side = p.with_name(p.stem + ".optuna.db")
+    if not side.exists() or p.exists():
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = side.with_name(f"{p.stem}.optuna.orphan-{stamp}.db")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(side) + suffix)
+        if src.exists():
+            src.rename(Path(str(target) + suffix))
+    import logging
+
+    logging.getLogger(__name__).warning(
+        "%s was the study file of a tuning database that no longer exists (%s): set aside as %s, so that "
+        "this database measures its configs again", side, p, target)
+    return target
+
+
 def rdb_url(url: str) -> str:
     """Check an Optuna RDB URL and pick an installed PostgreSQL driver for a bare postgresql://
     (SQLAlchemy 2 assumes psycopg 3, which tunesvc[postgres] installs; psycopg2 where only it is present)."""

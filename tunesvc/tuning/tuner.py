@@ -24,7 +24,7 @@ from ..search import transfer
 from ..templates.base import Context, KernelTemplate
 from ..types import DeviceInfo, Measurement, Problem, Record, shape_str
 from .options import RunOptions, SearchOptions, StopRules, from_keywords
-from .study import make_strategy, redact, storage_for, study_attrs, study_name
+from .study import make_strategy, redact, set_aside_orphan_studies, storage_for, study_attrs, study_name
 
 if TYPE_CHECKING:  # for the annotation only: the study search (and Optuna) are imported when used
     from ..search.live import StudySearch
@@ -276,8 +276,14 @@ def tune_problem(target: Target, *, db=None, stop: StopRules = StopRules(), sear
     """Tune one resolved problem; store and return what was measured (see :func:`tune`)."""
     stop = stop.or_default()
     space = search.SearchSpace.from_template(target.template, target.context)
-    strat, storage, study = _open_search(target, space, search_options, db)
-    store = Store(db)
+    if search_options.storage is None:
+        set_aside_orphan_studies(db)  # before the database is made (see there)
+    store = Store(db)  # the database before its study file: a study file without one is an orphan
+    try:
+        strat, storage, study = _open_search(target, space, search_options, db)
+    except BaseException:
+        store.close()
+        raise
     try:
         p = target.problem
         known = store.measurements(p)
