@@ -66,7 +66,7 @@ def test_the_portable_form_is_correct_too(cl_device):
     forms = {name: type("Portable", (type(templates.get(name)),), {"source": source, "constraints": keep})()
              for name in ("gemv_q", "gemv_q_zp")}
     # the parameters that change the code of the form; two cases (int4 and int8, with and without z)
-    picked = covering(cl_device.info, forms.get, ("WPR", "VB", "UNPACK", "ZSUM", "XL"), CASES[::3])
+    picked = covering(cl_device.info, forms.get, ("WPR", "VB", "UNPACK", "ZSUM", "XL", "XQ"), CASES[::3])
     assert {c["WPR"] for _, c in picked} >= {1, 2, 32}
     for (name, shape, dtype), c in picked:
         m = Evaluator(cl_device, forms[name], shape, dtype, FAST, seed=2).evaluate(c)
@@ -261,9 +261,9 @@ def test_x_rounded_to_16_bits_stays_within_its_bound_on_spiky_x(each_cl_device, 
 def test_a_coarser_rounding_of_x_is_caught(cl_device):
     """The check's allowance is for 16-bit steps: x rounded to 8 bits instead fails it."""
     class Coarse(GemvQ):
-        source = GemvQ().source.replace("32767.0f", "127.0f")
+        source = GemvQ().source.replace("32767.0f / m", "127.0f / m").replace("m / 32767.0f", "m / 127.0f")
 
-    assert Coarse.source.count("127.0f") == 2
+    assert "127.0f / m" in Coarse.source and "m / 127.0f" in Coarse.source
     shape = (1, 32, 512, 4, 32)
     tpl = Coarse()
     m = Evaluator(cl_device, tpl, shape, "float32", FAST).evaluate(_rounded_x_config(tpl, shape))

@@ -343,6 +343,12 @@ KERNEL void gemv_q(GEMV_INPUTS ZP_INPUT PREP_INPUT, OUT_ARG)
 #else
 #define XAT(b, k) XV[(b) * TS_K + (k)]
 #endif
+#if XQ && !TS_DEVICE_CPU
+    /* the portable form with XQ=1 (not searched on GPUs, but correct): x as the first pass
+       rounded it, in its planes for int4, in float arithmetic */
+#undef XAT
+#define XAT(b, k) ((float)XQS[(b) * TS_K + (k)] * XC[(b) * NG + (k) / GS])
+#endif
     float acc[RPW][TS_B];   /* each row's sum over the full groups, then the short last one */
     float corr[RPW][TS_B];  /* ZSUM=1: the z * s * sum(x) to take off */
     UNROLL_ALL for (int r = 0; r < RPW; r++)
@@ -533,6 +539,12 @@ KERNEL void gemv_q(GEMV_INPUTS ZP_INPUT PREP_INPUT, OUT_ARG)
    of VWK weights permuted into its even then its odd elements (UNPACK=1, int4), and the sum of
    x over the group (ZSUM=1). A short last group is copied in order (read element by element). */
 #if XQ
+/* v (|v| <= 32767 but for rounding) to the nearest short, saturated. */
+#ifdef __OPENCL_VERSION__
+#define TO_X16(v) convert_short_sat_rte(v)
+#else
+#define TO_X16(v) ((short)__float2int_rn(fminf(fmaxf((v), -32767.0f), 32767.0f)))
+#endif
 /* XQ=1's first pass, one work-item per batch row and group: the group's x as shorts x16 with
    x = c * x16, c = max |x| / 32767 (into XC), int4 runs permuted into their planes as for
    UNPACK=1. A short last group (read as floats by the main pass) is copied in order. */
@@ -553,7 +565,7 @@ KERNEL void gemv_q_prep(const GLOBAL float* RESTRICT X, const int x_off, GLOBAL 
 #else
         const int to = k;
 #endif
-        XQS[b * TS_K + to] = convert_short_sat_rte(x[k] * inv);
+        XQS[b * TS_K + to] = TO_X16(x[k] * inv);
     }
     XC[e] = m / 32767.0f;
 }

@@ -41,18 +41,21 @@ def set_aside_orphan_studies(db=None) -> Path | None:
     from ..settings import db_path
 
     path = db_path(db)
-    if is_server_url(path):
+    if not isinstance(path, Path):  # a server's database
         return None
-    p = Path(path).resolve()
+    p = path.resolve()
     side = p.with_name(p.stem + ".optuna.db")
     if not side.exists() or p.exists():
         return None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = side.with_name(f"{p.stem}.optuna.orphan-{stamp}.db")
-    for suffix in ("", "-wal", "-shm"):
-        src = Path(str(side) + suffix)
-        if src.exists():
-            src.rename(Path(str(target) + suffix))
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(side) + suffix)
+            if src.exists():
+                src.rename(Path(str(target) + suffix))
+    except FileNotFoundError:  # another process set it aside first
+        return None
     import logging
 
     logging.getLogger(__name__).warning(
