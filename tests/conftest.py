@@ -113,3 +113,17 @@ def postgres_server():
 def postgres_url(postgres_server):
     """A fresh, empty database on the session's PostgreSQL server: its URL."""
     return postgres_server.create_database()
+
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The drivers this run tested on, and each one it could not, with why: a driver that drops out
+    (and the tests it would have run) shows in the CI log, -q included."""
+    from tunesvc.devices import discover
+
+    found = discover()
+    terminalreporter.write_sep("-", "tunesvc devices")
+    for d in found.devices:
+        terminalreporter.write_line(f"{d.id} {d.name} [{d.fingerprint.driver}]")
+    for d, why in found.unusable:
+        terminalreporter.write_line(f"unusable: {d.id} [{d.fingerprint.driver}]: {why[:200]}")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -166,11 +168,43 @@ def test_intel_runtime_is_registered_by_tunesvc():
     lib = drivers.intel_cpu_library()
     if lib is None:
         pytest.skip("intel-opencl-rt is not installed (pip install 'tunesvc[intel]')")
-    code = ("import tunesvc.devices as d; print([x.fingerprint.driver for x in d.list_devices()])")
+    code = ("import tunesvc.devices as d; f = d.discover(); print([x.fingerprint.driver for x in f.devices]); "
+            "print([(x.fingerprint.driver, why) for x, why in f.unusable])")
     env = {k: v for k, v in os.environ.items() if k not in ("OCL_ICD_VENDORS", "LD_LIBRARY_PATH")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "Intel OpenCL" in out.stdout
+    assert "Intel OpenCL" in out.stdout.splitlines()[0], out.stdout  # the second line says why not
+
+
+def test_a_lock_left_in_the_binary_cache_by_a_killed_process_never_fails_a_build(tmp_path, monkeypatch, each_cl_device):
+    """pyopencl caches Intel's builds behind a lock file; a process killed while it held it left the
+    lock, and every later build waited a minute and failed (the device was then listed unusable)."""
+    from tunesvc.devices import opencl
+
+    monkeypatch.setenv("TUNESVC_CACHE_DIR", str(tmp_path / "c"))
+    lock = tmp_path / "c" / "opencl-binaries" / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    old = time.time() - 2 * opencl.STALE_LOCK_SECONDS
+    os.utime(lock, (old, old))
+    assert usable.check_in_process(each_cl_device).usable
+    assert not lock.exists()
+    # a cache folder that cannot be made: builds go on without a cache
+    (tmp_path / "c2").mkdir()
+    (tmp_path / "c2" / "opencl-binaries").write_text("not a folder")
+    monkeypatch.setenv("TUNESVC_CACHE_DIR", str(tmp_path / "c2"))
+    assert opencl.binary_cache() is False
+    assert usable.check_in_process(each_cl_device).usable
+
+
+@pytest.mark.parametrize("sig, remembered", [(signal.SIGSEGV, True), (signal.SIGABRT, True),
+                                             (signal.SIGTERM, False), (signal.SIGKILL, False)])
+def test_a_check_killed_from_outside_is_not_remembered_as_a_crash(sig, remembered):
+    child = subprocess.Popen([sys.executable, "-c", f"import os; os.kill(os.getpid(), {int(sig)})"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    verdict = usable._collect(child)
+    assert not verdict.usable and verdict.remember is remembered
+    assert ("crashed" in verdict.reason) is remembered and (sig.name in verdict.reason) is not remembered
 
 
 def test_a_tune_where_nothing_runs_correctly_fails_with_the_reason(tmp_path, cl_info):

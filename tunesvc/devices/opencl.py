@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import BackendError, BuildError, LaunchError, MissingDependencyError
 from .. import identity
+from ..settings import cache_dir
 from ..identity import normalise_vendor  # noqa: F401  (kept importable from here)
 from ..types import DeviceInfo, Fingerprint
 from .drivers import register_drivers
@@ -25,6 +26,43 @@ def _cl():
     except ImportError as e:  # pragma: no cover - pyopencl is a hard dependency
         raise MissingDependencyError("pyopencl is not installed: pip install pyopencl") from e
     return cl
+
+
+#: pyopencl holds its cache's lock file only while it reads or writes one entry (milliseconds); one
+#: older than this was left by a killed process, and would make every build wait a minute and fail
+STALE_LOCK_SECONDS = 30.0
+
+
+def binary_cache() -> str | bool:
+    """Where pyopencl keeps built binaries for drivers without a cache of their own (Intel's
+    runtime; PoCL caches its builds itself): ``<cache dir>/opencl-binaries``, or False (no cache)
+    where that folder cannot be made. A lock left there by a killed process is removed first."""
+    folder = cache_dir() / "opencl-binaries"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = folder / "lock"
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+            lock.unlink(missing_ok=True)
+    except FileNotFoundError:  # no lock: the usual case
+        pass
+    except OSError:
+        return False
+    return str(folder)
+
+
+def _build(cl, ctx, source: str, options: list[str]):
+    """A built pyopencl program, through the binary cache; built again without it where the cache
+    itself fails (a lock held past pyopencl's minute, an unreadable entry): a cache never fails a build."""
+    with warnings.catch_warnings():  # Intel's compiler reports successes on stderr: not a warning of ours
+        warnings.simplefilter("ignore", cl.CompilerWarning)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # pyopencl's "could not obtain cache lock"
+                return cl.Program(ctx, source).build(options=options, cache_dir=binary_cache())
+        except cl.Error:
+            raise
+        except Exception:  # noqa: BLE001 - pyopencl's cache path (its failure handler raises KeyError)
+            return cl.Program(ctx, source).build(options=options, cache_dir=False)
 
 
 _TYPES = {"CPU": "cpu", "GPU": "gpu", "ACCELERATOR": "accelerator"}
@@ -141,9 +179,7 @@ class OpenCLDevice(Device):
         t0 = time.perf_counter()
         try:
             defines = {**defines, "TS_DEVICE_CPU": int(self.info.device_type == "cpu")}
-            with warnings.catch_warnings():  # Intel's compiler reports successes on stderr: not a warning of ours
-                warnings.simplefilter("ignore", cl.CompilerWarning)
-                prg = cl.Program(self.ctx, source).build(options=format_defines(defines) + ["-cl-mad-enable"])
+            prg = _build(cl, self.ctx, source, format_defines(defines) + ["-cl-mad-enable"])
             kernels = {name: cl.Kernel(prg, name) for name in kernel_names}
         except cl.Error as e:
             raise BuildError(first_error_line(str(e))) from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +27,9 @@ import numpy as np
 from ..settings import cache_dir
 from ..types import DeviceInfo
 
+#: signals a driver dies of by itself: a crash it will crash again; any other (SIGKILL, SIGTERM,
+#: SIGINT: a user, a CI runner or an OOM killer stopping the process) says nothing of the driver
+CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGSYS})
 CHECK_TIMEOUT = 180.0  # seconds; a first PoCL build takes up to a few
 _VERDICTS = "drivers.json"
 _N = 64
@@ -139,8 +143,12 @@ def _collect(child: subprocess.Popen) -> Verdict:
         except (ValueError, KeyError, TypeError):
             continue
     last = (stderr.strip().splitlines() or [f"exit code {child.returncode}"])[-1]
-    # killed by a signal: the driver crashed, and will again; any other exit is ours, so check again next time
-    return Verdict(False, f"the driver crashed while building a trivial kernel: {last[:250]}", remember=child.returncode < 0)
+    # died of a crash signal: the driver crashed, and will again; killed from outside, or any other
+    # exit (ours): check again next time
+    crashed = child.returncode < 0 and -child.returncode in CRASH_SIGNALS
+    if child.returncode < 0 and not crashed:
+        return Verdict(False, f"the check was stopped by signal {signal.Signals(-child.returncode).name}", remember=False)
+    return Verdict(False, f"the driver crashed while building a trivial kernel: {last[:250]}", remember=crashed)
 
 
 def _main(device_id: str) -> None:
