@@ -135,6 +135,10 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "gm07": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "gamma": 0.07}),
     "gm10ld20": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "gamma": 0.10, "lead": 20}),
     "gm10tp20": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "gamma": 0.10, "top": 0.2}),
+    # issue 12, fourth round (2026-12-03): the last fraction of a known budget beside the best so far
+    "pol05": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "polish": 0.05}),
+    "pol10": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "polish": 0.10}),
+    "pol20": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "polish": 0.20}),
 }
 
 _runners: dict[tuple[str, bool], RecordedRunner] = {}

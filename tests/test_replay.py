@@ -195,4 +195,35 @@ def test_seeds_from_a_real_store(tmp_path):
     seeds = seeds_from_store(store, target, space, limit=3)
     fastest = sorted(rec.valid, key=lambda c: c.time)[:3]
     assert seeds == [c.config for c in fastest]
-    assert seeds_from_store(store, replace(target, template_hash="other-hash"), space) == []
+    # records of another version of the template (an earlier source): seeds too, projected the same way
+    assert seeds_from_store(store, replace(target, template_hash="other-hash"), space, limit=3) == seeds
+
+
+def test_after_a_template_change_the_old_winner_of_the_problem_itself_is_the_first_seed(tmp_path):
+    """Records of an earlier source hash: the problem's own old winner first (a parameter added
+    since takes its default), then the current version's neighbours; the current version's own
+    records of the problem are known measurements, never seeds."""
+    from dataclasses import replace
+
+    from tunesvc.cache import Store
+    from tunesvc.search.space import Dimension, SearchSpace
+    from tunesvc.search.transfer import seeds_from_store
+    from tunesvc.types import Config, Measurement, Problem, Record, Timing
+
+    fp = Fingerprint("opencl", "amd", "cpu", "x86", "EPYC", "PoCL 3.1")
+    space = SearchSpace((Dimension("a", (1, 2, 4)), Dimension("new", (0, 1))),
+                        [Config(a=a, new=n) for a in (1, 2, 4) for n in (0, 1)])
+    now = Problem("k", "h2", (64,), "float32", fp)
+
+    def rec(problem, config, t):
+        return Record(problem.device, problem.template, problem.template_hash, problem.dtype, problem.shape,
+                      Measurement(Config(config), "ok", timing=Timing(t, t, t, 0.0, 1)))
+
+    store = Store(tmp_path / "t.db")
+    store.put_many([rec(replace(now, template_hash="h1"), {"a": 4}, 1.0),  # the old version had no "new"
+                    rec(replace(now, template_hash="h1"), {"a": 1}, 3.0),
+                    rec(replace(now, shape=(128,)), {"a": 2, "new": 1}, 1.0),  # a neighbour, this version
+                    rec(now, {"a": 1, "new": 1}, 0.5)])  # this problem, this version: known, not a seed
+    seeds = seeds_from_store(store, now, space, limit=4, defaults={"a": 1, "new": 0})
+    assert seeds == [Config(a=4, new=0), Config(a=2, new=1), Config(a=1, new=0)]
+    assert seeds_from_store(store, now, space, limit=4) == [Config(a=2, new=1)]  # no defaults: the old ones do not project

@@ -302,3 +302,26 @@ def test_bad_near_seeds_stop_at_the_first(pnpoly):
             c = strat.ask()
             strat.tell(c, pnpoly.evaluate(c))
         assert strat.techniques.count("transfer") == 1, strat.techniques.count("transfer")
+
+
+def test_polish_spends_the_last_of_a_known_budget_beside_the_best_and_failures_cost_none():
+    from tunesvc.errors import UsageError
+
+    space = grid()
+    strat = EnsembleStrategy(space, 3, polish=0.2)
+    strat.expect(40)
+    picks, feasible = [], 0  # (feasible evaluations before the pick, technique)
+    while feasible < 40:
+        before = feasible
+        c = strat.ask()
+        if c["z"] == 1 and c["x"] % 3 == 0:  # some configs fail: they cost no budget
+            strat.tell(c, Measurement(c, "wrong_result", reason="wrong"))
+        else:
+            strat.tell(c, ok(c, bowl(c)))
+            feasible += 1
+        picks.append((before, strat.techniques[-1]))
+    late = [t for before, t in picks if before >= 32]  # the last 8 of 40 feasible evaluations
+    assert len(late) >= 8 and set(late) == {"local"}
+    assert "local" not in [t for before, t in picks if before < 2]  # the opening is untouched
+    with pytest.raises(UsageError, match="polish"):
+        EnsembleStrategy(space, 3, polish=1.0)

@@ -66,3 +66,22 @@ def test_bad_arguments_raise_usage_errors_and_leave_no_database(tmp_path, kwargs
 def test_a_shape_larger_than_device_memory_is_refused(tmp_path):
     with pytest.raises(UsageError, match="smaller shape"):
         tune("matmul", (200_000, 200_000, 200_000), db=tmp_path / "x.db", trials=1)
+
+
+def test_a_retune_after_a_template_change_measures_the_old_winner_first(db_path):
+    """Records of an earlier source hash are stale as answers, and are the re-tune's first seeds."""
+    import sqlite3
+
+    first = tune("matmul", SHAPE, db=db_path, strategy="random", trials=6, seed=3)
+    winner = next(m.config for m in first.measured[1:] if m.ok)  # not the default: the re-tune measures that anyway
+    with sqlite3.connect(db_path) as con:  # as if matmul.cl had changed since: its records are an older version's
+        for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            if "template_hash" in [c[1] for c in con.execute(f"PRAGMA table_info({table})")]:
+                con.execute(f"UPDATE {table} SET template_hash = 'an-earlier-source'")
+        con.execute("UPDATE measurements SET time_median = 1e-9 WHERE config = ?", (winner.key,))
+        assert con.total_changes > 1
+    with sqlite3.connect(db_path.with_name(db_path.stem + ".optuna.db")) as con:  # and its study an older version's
+        con.execute("UPDATE studies SET study_name = study_name || ' (earlier)'")
+        assert con.total_changes == 1
+    again = tune("matmul", SHAPE, db=db_path, trials=2, seed=5)  # the default strategy: the default, then seeds
+    assert again.reused == 0 and [m.config for m in again.measured] == [again.default.config, winner]

@@ -48,17 +48,20 @@ class SearchSpace:
         default = template.default_config()
         return cls(dims, configs, default)
 
-    def project(self, config) -> Config | None:
+    def project(self, config, defaults=None) -> Config | None:
         """``config`` as a config of this space, or None: its values of this space's parameters
-        (extra ones dropped; a missing one filled in only where the parameter has one value),
-        if that is a valid config here. For seeds from a related space (another device's
-        recording of the same kernel with more or fewer parameters)."""
+        (extra ones dropped; a missing one filled in where the parameter has one value, or from
+        ``defaults``), if that is a valid config here. For seeds from a related space (another
+        device's recording of the same kernel with more or fewer parameters; an earlier version
+        of a template, before a parameter was added: its default is what that version ran)."""
         values = {}
         for d in self.dims:
             if d.name in config:
                 values[d.name] = config[d.name]
             elif len(d.values) == 1:
                 values[d.name] = d.values[0]
+            elif defaults is not None and d.name in defaults:
+                values[d.name] = defaults[d.name]
             else:
                 return None
         c = Config(values)

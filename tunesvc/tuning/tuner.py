@@ -288,8 +288,9 @@ def tune_problem(target: Target, *, db=None, stop: StopRules = StopRules(), sear
         p = target.problem
         known = store.measurements(p)
         strat.known(known, known_ids(store, p) if known else None)  # told to the strategy, and put in the study where it lacks them
-        # Transfer: first try the best configs stored for neighbouring shapes and related devices.
-        strat.prefer(transfer.seeds_from_store(store, p, space))
+        # Transfer: first try the best configs stored for neighbouring shapes and related devices,
+        # and for this problem under earlier versions of the template (a parameter added since: its default).
+        strat.prefer(transfer.seeds_from_store(store, p, space, defaults=target.template.default_config()))
         strat.expect(stop.trials)  # the strategy may size its opening by it (None: on time or patience)
         state = _Run(target, store, stop, known, on_trial=on_trial, search=strat)
         log.info("tuning %s on %s (%s): %d valid configs, %d measured before; %s; strategy %s", p, target.device.id,
