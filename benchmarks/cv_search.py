@@ -139,6 +139,9 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     "pol05": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "polish": 0.05}),
     "pol10": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "polish": 0.10}),
     "pol20": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "polish": 0.20}),
+    # issue 12, fifth round (2026-12-04): a failed proposal is no loss for the arm that made it
+    "fc0": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "failure_credit": "none"}),
+    "fc0gm10": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "failure_credit": "none", "gamma": 0.10}),
 }
 
 _runners: dict[tuple[str, bool], RecordedRunner] = {}

@@ -91,6 +91,7 @@ class Defaults(TypedDict):
     prior: dict[str, float]
     gamma: float
     polish: float
+    failure_credit: str
 
 
 #: the settings used unless told otherwise: chosen by cross-validation (docs/benchmarks.md, issue 12)
@@ -98,7 +99,7 @@ DEFAULTS = Defaults(start=8, discount=0.95, top=0.1, spread=1, arms=("density", 
                     patience=50, patience_fraction=0.5, burst=5, start_fraction=0.05, patience_budget=0.0,
                     design="far", far_pool=0, respread="random", bandwidth=1.0, lead=0,
                     short_budget=50, transfer="near", seed_picks=8, prior={"density": 2}, gamma=0.15,
-                    polish=0.0)
+                    polish=0.0, failure_credit="loss")
 DEFAULT_ARMS = DEFAULTS["arms"]
 
 
@@ -117,6 +118,18 @@ class _Ring:
         return int(np.argmin(np.where(unseen, self.steps, np.inf)))
 
 
+def _check(arms, polish: float, failure_credit: str, transfer: str) -> None:
+    """One line naming the setting for an ensemble setting out of its range."""
+    if not arms or set(arms) - set(ARMS):
+        raise UsageError(f"ensemble arms must be some of {', '.join(ARMS)}; got {', '.join(arms) or 'none'}")
+    if not 0.0 <= polish < 1.0:
+        raise UsageError(f"ensemble polish must be a fraction of the budget in [0, 1); got {polish!r}")
+    if failure_credit not in ("loss", "none"):
+        raise UsageError(f"ensemble failure_credit must be 'loss' or 'none'; got {failure_credit!r}")
+    if transfer not in TRANSFER:
+        raise UsageError(f"ensemble transfer must be one of {', '.join(TRANSFER)}; got {transfer!r}")
+
+
 class EnsembleStrategy(Strategy):
     name = "ensemble"
     seeds_first = False  # seeds are the transfer arm's, weighed like any technique
@@ -133,11 +146,10 @@ class EnsembleStrategy(Strategy):
                  far_pool: int = DEFAULTS["far_pool"], respread: str = DEFAULTS["respread"],
                  bandwidth: float = DEFAULTS["bandwidth"], short_budget: int = DEFAULTS["short_budget"],
                  seed_picks: int = DEFAULTS["seed_picks"], gamma: float = DEFAULTS["gamma"],
-                 polish: float = DEFAULTS["polish"], **options):
+                 polish: float = DEFAULTS["polish"], failure_credit: str = DEFAULTS["failure_credit"], **options):
+        _check(arms, polish, failure_credit, transfer)
         super().__init__(space, seed)
         self.seeds_first = transfer == "first"  # "first": every seed before anything else (the old way)
-        if not arms or set(arms) - set(ARMS):
-            raise UsageError(f"ensemble arms must be some of {', '.join(ARMS)}; got {', '.join(arms) or 'none'}")
         self.arms = tuple(arms) + ("transfer",)  # the last is active only while seeds are left
         # the swarm arm is a whole swarm strategy sharing this one's record of seen configs
         self.swarm = SwarmStrategy(space, seed) if "swarm" in arms else None
@@ -149,9 +161,9 @@ class EnsembleStrategy(Strategy):
         self.start, self.discount, self.top, self.spread, self.burst = start, discount, top, spread, burst
         self.lead = lead  # after the opening, this many picks by the first arm alone (the model)
         self.short_budget = short_budget
-        if not 0.0 <= polish < 1.0:
-            raise UsageError(f"ensemble polish must be a fraction of the budget in [0, 1); got {polish!r}")
         self.polish = polish  # the last this fraction of a known budget: beside the best so far
+        # 'none': a failed proposal is neither a win nor a loss for the arm that made it (it cost no budget)
+        self.failure_credit = failure_credit
         self.guard = StallGuard(patience, patience_fraction)
         self.start_fraction, self.patience_budget = start_fraction, patience_budget
         self.far_pool = far_pool
@@ -170,22 +182,24 @@ class EnsembleStrategy(Strategy):
         self._local_ring, self._hop_ring = _Ring(space, self.tiebreak), _Ring(space, self.tiebreak)
         self._burst_left = 0
         self._hop_best: tuple[float, int] | None = None  # (time, index) of the best since the last restart
-        self._first_seed_done = False
-        self._seeds_pay = True  # until a seed fails to rank among the best measured
-        self._first_seed: int | None = None
-        if transfer not in TRANSFER:
-            raise UsageError(f"ensemble transfer must be one of {', '.join(TRANSFER)}; got {transfer!r}")
-        self.transfer = transfer
-        self._seed_log: dict[int, float] = {}  # seed index -> log time (inf: failed), every seed measured
         self._own_best: tuple[float, int] | None = None  # (time, index) of the best the techniques steer by
-        self._seeds_in_obs = 0  # seeds in the shared record that do not count towards the opening
-        self._judged = False
-        self.seed_picks = seed_picks
-        self._transfer_picks = 0
-        self._seed_ring = _Ring(space, self.tiebreak)
+        self._init_transfer(transfer, seed_picks)
         #: the technique behind each proposal, in order ("restart" for the stall guard's random picks)
         self.techniques: list[str] = []
         self._feasible = 0  # configs that ran: what a budget counts (a failure costs none)
+
+    def _init_transfer(self, transfer: str, seed_picks: int) -> None:
+        """The transfer arm's state: how seeds steer, which were measured, whether they still pay."""
+        self.transfer = transfer
+        self.seed_picks = seed_picks
+        self._first_seed_done = False
+        self._seeds_pay = True  # until a seed fails to rank among the best measured
+        self._first_seed: int | None = None
+        self._seed_log: dict[int, float] = {}  # seed index -> log time (inf: failed), every seed measured
+        self._seeds_in_obs = 0  # seeds in the shared record that do not count towards the opening
+        self._judged = False
+        self._transfer_picks = 0
+        self._seed_ring = _Ring(self.space, self.tiebreak)
 
     # ---- proposing ----------------------------------------------------------------------
     def propose(self) -> int:
@@ -326,7 +340,8 @@ class EnsembleStrategy(Strategy):
             self._seed_log[index] = value
         if not (seed and self.transfer in HIDDEN):  # a probe is a result, not something to learn from
             self._learn(index, m, seed)
-        if arm is not None and y is not None and len(y):  # told from outside (an earlier run): no technique to credit
+        credit = m.ok or seed or self.failure_credit == "loss"  # a seed that fails still ends the transfer
+        if arm is not None and y is not None and len(y) and credit:  # told from outside (an earlier run): no technique to credit
             k = int(self.top * (len(y) - 1))
             won = value <= np.partition(y, k)[k]
             self.wins *= self.discount
