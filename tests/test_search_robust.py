@@ -325,3 +325,34 @@ def test_polish_spends_the_last_of_a_known_budget_beside_the_best_and_failures_c
     assert "local" not in [t for before, t in picks if before < 2]  # the opening is untouched
     with pytest.raises(UsageError, match="polish"):
         EnsembleStrategy(space, 3, polish=1.0)
+
+
+@pytest.mark.parametrize("credit", ["loss", "none"])
+def test_failure_credit_decides_whether_a_failed_proposal_is_a_loss_for_its_arm(credit):
+    from tunesvc.errors import UsageError
+
+    space = grid()
+    strat = EnsembleStrategy(space, 5, failure_credit=credit)
+    strat.expect(200)
+    failed_after_opening = 0
+    for _ in range(len(space)):
+        if failed_after_opening == 5:
+            break
+        before = strat.losses.copy()
+        c = strat.ask()
+        arm = strat.techniques[-1]
+        if c["z"] == 1:
+            strat.tell(c, Measurement(c, "wrong_result", reason="wrong"))
+            if arm in strat.arms:  # a pick by an arm, after the opening
+                failed_after_opening += 1
+                if credit == "loss":  # the bandit's discount, then one loss for the arm that proposed it
+                    expected = before * strat.discount
+                    expected[strat.arms.index(arm)] += 1.0
+                    assert np.allclose(strat.losses, expected)
+                else:
+                    assert np.array_equal(strat.losses, before)  # no arm charged
+        else:
+            strat.tell(c, ok(c, bowl(c)))
+    assert failed_after_opening == 5
+    with pytest.raises(UsageError, match="failure_credit"):
+        EnsembleStrategy(space, 3, failure_credit="half")
