@@ -22,6 +22,7 @@ from .plot import plot
 from .replay import replay
 from .serve import serve
 from .show import show
+from .strategies import strategies
 from .tune import tune, tune_all_cmd
 
 
@@ -62,6 +63,6 @@ def main(verbose, quiet):
     set_verbosity(-1 if quiet else verbose)
 
 
-for _command in (devices, tune, tune_all_cmd, lookup, show, export_cmd, import_cmd, replay, serve, plot, submit, worker, jobs, demand,
+for _command in (devices, tune, tune_all_cmd, lookup, show, export_cmd, import_cmd, replay, strategies, serve, plot, submit, worker, jobs, demand,
                  dashboard):
     main.add_command(_command)

@@ -23,6 +23,8 @@ def _transfer_seeds(device, sources: tuple[str, ...]) -> list:
 @click.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--strategy", default=None, help="Search strategy (default: the measured default of 'tunesvc tune').")
+@click.option("--strategy-option", "strategy_option", multiple=True, metavar="KEY=VALUE",
+              help="A setting of the strategy, VALUE as JSON (e.g. polish=0.2); repeatable. 'tunesvc strategies' lists them.")
 @click.option("--budget", type=int, default=None,
               help="Feasible evaluations per run (default: 4x random search's expected evaluations to within 5% of the optimum, at most 1000).")
 @click.option("--repeats", type=int, default=10, show_default=True, help=f"Runs per file (at most {MAX_REPEATS}), with seeds SEED, SEED+1, ...")
@@ -31,7 +33,7 @@ def _transfer_seeds(device, sources: tuple[str, ...]) -> list:
               help="Recorded file of a related problem (another GPU, same kernel): try its best configs first. Repeatable.")
 @json_option
 @library_errors
-def replay(files, strategy, budget, repeats, seed, transfer_from, as_json):
+def replay(files, strategy, strategy_option, budget, repeats, seed, transfer_from, as_json):
     """Replay a strategy on recorded tuning spaces (Kernel Tuner cache files or T4 files, .json or .json.gz)."""
     from .. import search
     from ..replay.files import MAX_CONFIGS
@@ -43,11 +45,12 @@ def replay(files, strategy, budget, repeats, seed, transfer_from, as_json):
     check_count(seed, "--seed", 0, 2**32 - repeats)
 
     strategy = strategy or search.DEFAULT_STRATEGY
+    options = search.parse_options(strategy, strategy_option)
     reports = []
     for path in files:
         device = RecordedRunner(path)
         seeds = _transfer_seeds(device, transfer_from) if transfer_from else ()
-        reports.append(run_replay(device, strategy, budget, repeats, seed, seeds))
+        reports.append(run_replay(device, strategy, budget, repeats, seed, seeds, options))
     if as_json:
         emit_document(reports=[_report_document(r) for r in reports])
         return

@@ -36,6 +36,8 @@ def result_to_dict(r) -> dict:
 @click.option("--time-budget", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--strategy", default=None, help="Search strategy: ensemble (default, measured best on recorded spaces), local, density, tpe, random or grid.")
 @click.option("--seed", type=int, default=None, help="Seed of the strategy and the random inputs.")
+@click.option("--strategy-option", "strategy_option", multiple=True, metavar="KEY=VALUE",
+              help="A setting of the strategy, VALUE as JSON (e.g. polish=0.2, arms='[\"density\",\"local\"]'); repeatable. 'tunesvc strategies' lists each strategy's settings.")
 @click.option("--patience", type=int, default=None, help="Stop after this many trials without an improvement of --min-improvement.")
 @click.option("--min-improvement", type=float, default=0.01, show_default=True, help="Improvement that resets --patience, as a fraction (0.01 = 1%).")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds a candidate may take to build, and again to run, before its worker is killed.")
@@ -45,7 +47,7 @@ def result_to_dict(r) -> dict:
 @db_option
 @json_option
 @library_errors
-def tune(template, shape, dtype, device, trials, time_budget, strategy, seed, patience, min_improvement, timeout, isolation,
+def tune(template, shape, dtype, device, trials, time_budget, strategy, seed, strategy_option, patience, min_improvement, timeout, isolation,
          build_workers, storage, db, as_json):
     """Tune TEMPLATE for one shape on one device and store every measurement (resumes where a stopped run left off)."""
     from ..tuning.options import RunOptions, SearchOptions, StopRules
@@ -53,7 +55,7 @@ def tune(template, shape, dtype, device, trials, time_budget, strategy, seed, pa
 
     # Parse and check everything once, before any progress bar: a bad option or device is one line.
     stop = StopRules(trials, time_budget, patience, min_improvement)
-    search_options = SearchOptions(strategy, seed, storage)
+    search_options = SearchOptions(strategy, seed, storage, strategy_options=strategy_option)
     run = RunOptions(timeout=timeout, isolate=isolation, build_workers=build_workers)
     target = resolve(template, shape, dtype, device)
     shown = not as_json and not quiet()

@@ -144,7 +144,7 @@ def run_once(runner: RecordedRunner, strategy: str, budget: int, seed: int | Non
 
 
 def replay(file, strategy: str = search.DEFAULT_STRATEGY, budget: int | None = None, repeats: int = 10,
-           seed: int = 0, seeds: Sequence[Config] = ()) -> ReplayReport:
+           seed: int = 0, seeds: Sequence[Config] = (), options: dict | None = None) -> ReplayReport:
     """Run ``strategy`` ``repeats`` times on one recorded file and compute its figures.
 
     ``file`` is a path or a :class:`RecordedRunner`; ``seeds`` are configs to try first
@@ -161,7 +161,7 @@ def replay(file, strategy: str = search.DEFAULT_STRATEGY, budget: int | None = N
     if len(times) == 0:
         raise UsageError(f"{runner.recorded.path}: no config ran successfully in this file; nothing to replay")
     budget = min(budget or default_budget(times), len(times))
-    runs = tuple(run_once(runner, strategy, budget, seed + r, seeds) for r in range(repeats))
+    runs = tuple(run_once(runner, strategy, budget, seed + r, seeds, options) for r in range(repeats))
     return summarize(runner.recorded.path, strategy, budget, times, runs)
 
 

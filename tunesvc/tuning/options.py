@@ -104,10 +104,14 @@ class SearchOptions:
     seed: int | None = None
     storage: str | None = None
     study: str | None = None
+    #: the strategy's own settings (``--strategy-option KEY=VALUE``), checked against those it takes
+    strategy_options: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.strategy is not None:
             search.check_name(self.strategy)
+        if self.strategy_options:
+            object.__setattr__(self, "strategy_options", search.parse_options(self.strategy_name, self.strategy_options))
         _count(self.seed, "--seed", 0, 2**32 - 1)
 
     @property

@@ -93,11 +93,12 @@ def study_attrs(problem: Problem, device_name: str, strategy: str) -> dict:
             "device_key": device_key, "device_name": device_name, "strategy": strategy}
 
 
-def make_strategy(name: str, space, seed, storage: str, study: str, attrs: dict | None = None):
+def make_strategy(name: str, space, seed, storage: str, study: str, attrs: dict | None = None,
+                  settings: dict | None = None):
     """The strategy ``name`` searching through the study ``study`` of ``storage`` (a StudySearch),
     retried a few times: processes that create the same fresh Optuna storage at once can trip
     over each other's schema creation; the second attempt finds it made."""
-    strategy = search.make(name, space, seed)
+    strategy = search.make(name, space, seed, **(settings or {}))  # its own settings (--strategy-option)
     for attempt in range(5):
         try:
             from ..search.live import StudySearch

@@ -243,7 +243,8 @@ def _open_search(target: Target, space, options: SearchOptions, db) -> tuple:
     storage = storage_for(db, options.storage)
     study = options.study or study_name(target.problem)
     attrs = study_attrs(target.problem, target.device.name, options.strategy_name)
-    return make_strategy(options.strategy_name, space, options.seed, storage, study, attrs), storage, study
+    return make_strategy(options.strategy_name, space, options.seed, storage, study, attrs,
+                         options.strategy_options), storage, study
 
 
 def _measure(target: Target, space, strat, state: _Run, run: RunOptions, seed) -> tuple[str, list]:

@@ -1,0 +1,86 @@
+"""A strategy's own settings from the CLI and the Python API (``--strategy-option KEY=VALUE``):
+listed by ``tunesvc strategies``, checked before anything runs, and reaching the search."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tunesvc.cli import main
+from tunesvc.search.ensemble import DEFAULTS
+from tunesvc.cache import Store
+
+RECORDED = Path(__file__).parent / "data" / "pnpoly_RTX_3090_small.json.gz"
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_strategies_lists_each_setting_with_its_default():
+    r = run("strategies")
+    assert r.exit_code == 0 and "ensemble  (default)" in r.output
+    assert f"    polish={DEFAULTS['polish']}" in r.output and '    arms=["density", "local", "swarm", "hop"]' in r.output
+    data = json.loads(run("strategies", "--json").output)
+    ensemble = next(s for s in data["strategies"] if s["name"] == "ensemble")
+    assert data["default"] == "ensemble" and ensemble["settings"]["patience"] == DEFAULTS["patience"]
+    assert "(no settings)" in run("strategies", "random").output
+    bad = run("strategies", "annealing")
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1 and "unknown strategy 'annealing'" in bad.output
+
+
+@pytest.mark.parametrize("option, message", [
+    ("polsh=0.2", "has no setting 'polsh'; its settings: arms,"),
+    ("polish=abc", "setting 'polish' takes a number (default 0.0); got \"abc\""),
+    ("patience=2.5", "setting 'patience' takes a whole number (default 50); got 2.5"),
+    ("polish", "--strategy-option takes KEY=VALUE"),
+    ("arms=density", "setting 'arms' takes a JSON list"),
+    ("polish=1.5", "polish must be a fraction of the budget in [0, 1)"),  # the strategy's own check
+    ('arms=["density","annealing"]', "arms must be some of"),
+])
+def test_a_bad_strategy_option_is_one_line_and_exit_2_and_stores_nothing(db_path, option, message):
+    r = run("tune", "matmul", "--shape", "24x40x16", "--trials", 2, "--strategy-option", option, "--db", db_path)
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and message in r.output, r.output
+    assert not db_path.exists() or Store(db_path).count() == 0
+
+
+def test_a_setting_for_another_strategy_is_refused(db_path):
+    r = run("tune", "matmul", "--shape", "24x40x16", "--strategy", "random", "--strategy-option", "polish=0.2")
+    assert r.exit_code == 2 and "strategy 'random' has no setting 'polish'; its settings: none" in r.output
+
+
+def test_the_settings_reach_the_search(db_path, cl_info):
+    from tunesvc.search.space import SearchSpace
+    from tunesvc.tuning.options import SearchOptions
+    from tunesvc.tuning.tuner import _open_search, resolve, tune
+
+    target = resolve("matmul", "24x40x16", device=cl_info.id)
+    options = SearchOptions(strategy_options={"polish": 0.25, "arms": ["local", "density"], "start": 3})
+    search, _, _ = _open_search(target, SearchSpace.from_template(target.template, target.context),
+                                options, db_path)
+    strategy = search.strategy
+    assert (strategy.polish, strategy.arms[:2], strategy.start) == (0.25, ("local", "density"), 3)
+    search.close()
+    result = tune("matmul", (24, 40, 16), device=cl_info.id, db=db_path, trials=4,
+                  strategy_options={"arms": ["local"], "start": 2, "polish": 0.5})
+    assert len(result.measured) == 4 and result.best.ok
+    r = run("tune", "matmul", "--shape", "24x40x16", "--trials", 2, "--device", cl_info.id,
+            "--strategy-option", 'arms=["local"]', "--strategy-option", "start=2", "--db", db_path)
+    assert r.exit_code == 0 and "2 new trials" in r.output, r.output
+
+
+def test_replay_takes_the_settings_and_they_change_the_runs():
+    def times(*options):
+        args = [f"--strategy-option={o}" for o in options]
+        r = run("replay", RECORDED, "--repeats", 2, "--seed", 4, "--json", *args)
+        assert r.exit_code == 0, r.output
+        return json.loads(r.output)["reports"][0]["run_times_s"]
+
+    shipped = times()
+    assert times() == shipped  # the same seeds: the same runs
+    assert times('arms=["local"]', "start=2", 'design="random"') != shipped
+    bad = run("replay", RECORDED, "--strategy-option", "gamma=high")
+    assert bad.exit_code == 2 and "setting 'gamma' takes a number" in bad.output
