@@ -197,6 +197,33 @@ def test_a_lock_left_in_the_binary_cache_by_a_killed_process_never_fails_a_build
     assert usable.check_in_process(each_cl_device).usable
 
 
+def test_the_binary_cache_is_trimmed_oldest_first_once_over_its_limit(tmp_path, monkeypatch, each_cl_device):
+    """Every config tuned on Intel's runtime leaves a binary; a long-running tuner must not fill the disk."""
+    from tunesvc.devices import opencl
+
+    folder = tmp_path / "c" / "opencl-binaries"
+    for i in range(8):  # eight entries of 100 KiB, entry 0 the oldest
+        entry = folder / f"entry{i}"
+        entry.mkdir(parents=True)
+        (entry / "binary").write_bytes(b"x" * 100 * 1024)
+        t = time.time() - 1000 + 10 * i
+        os.utime(entry / "binary", (t, t))
+    (folder / "lock").touch()  # a fresh lock is left alone
+    assert opencl.prune_binary_cache(folder, 2 * 2**20) == 0  # 800 KiB under a 2 MiB limit: nothing
+    assert opencl.prune_binary_cache(folder, 500 * 1024) == 5  # down to 3/4 of 500 KiB: the three newest stay
+    assert sorted(p.name for p in folder.iterdir()) == ["entry5", "entry6", "entry7", "lock"]
+    (folder / "lock").unlink()  # (a fresh lock would make pyopencl wait its minute: the test above)
+    # through the build path: the limit from the environment, the cache trimmed, the build fine
+    monkeypatch.setenv("TUNESVC_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setenv("TUNESVC_BINARY_CACHE_MB", "0.2")
+    monkeypatch.setattr(opencl, "_pruned", set())
+    assert opencl.binary_cache() == str(folder)
+    assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) <= 0.75 * 0.2 * 2**20
+    assert usable.check_in_process(each_cl_device).usable
+    monkeypatch.setenv("TUNESVC_BINARY_CACHE_MB", "lots")  # a bad setting falls back to the default
+    assert opencl._limit_bytes() == opencl.BINARY_CACHE_MB * 2**20
+
+
 @pytest.mark.parametrize("sig, remembered", [(signal.SIGSEGV, True), (signal.SIGABRT, True),
                                              (signal.SIGTERM, False), (signal.SIGKILL, False)])
 def test_a_check_killed_from_outside_is_not_remembered_as_a_crash(sig, remembered):

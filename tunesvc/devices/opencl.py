@@ -31,6 +31,10 @@ def _cl():
 #: pyopencl holds its cache's lock file only while it reads or writes one entry (milliseconds); one
 #: older than this was left by a killed process, and would make every build wait a minute and fail
 STALE_LOCK_SECONDS = 30.0
+#: the most the binary cache may hold (MiB; ``$TUNESVC_BINARY_CACHE_MB``): each template config is one
+#: entry, so a long-running tuner would otherwise fill the disk with binaries of configs it rejected
+BINARY_CACHE_MB = 512
+_pruned: set[str] = set()  # cache folders trimmed by this process (once each: a walk costs)
 
 
 def binary_cache() -> str | bool:
@@ -47,7 +51,53 @@ def binary_cache() -> str | bool:
         pass
     except OSError:
         return False
+    if str(folder) not in _pruned:
+        _pruned.add(str(folder))
+        prune_binary_cache(folder, _limit_bytes())
     return str(folder)
+
+
+def _limit_bytes() -> int:
+    import os
+
+    text = os.environ.get("TUNESVC_BINARY_CACHE_MB", "")
+    try:
+        mb = float(text) if text else BINARY_CACHE_MB
+    except ValueError:
+        mb = BINARY_CACHE_MB  # a cache setting never stops a build
+    return int(max(mb, 0.0) * 2**20)
+
+
+def prune_binary_cache(folder, limit: int) -> int:
+    """Trim the binary cache to three quarters of ``limit`` bytes once it holds more, oldest
+    entries first (by their newest file's time); the number of entries removed. An entry removed
+    while another process reads it is a cache miss there, built again (see :func:`_build`)."""
+    import shutil
+    from pathlib import Path
+
+    entries = []
+    for entry in Path(folder).iterdir():
+        try:
+            files = [entry] if entry.is_file() else [f for f in entry.rglob("*") if f.is_file()]
+            stats = [f.stat() for f in files]
+        except OSError:
+            continue  # gone meanwhile, or unreadable: not ours to judge
+        if entry.name != "lock":
+            entries.append((max((st.st_mtime for st in stats), default=0.0), sum(st.st_size for st in stats), entry))
+    total = sum(size for _, size, _ in entries)
+    if total <= limit:
+        return 0
+    removed = 0
+    for _, size, entry in sorted(entries, key=lambda e: e[0]):
+        if total <= 0.75 * limit:
+            break
+        try:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        except OSError:
+            continue
+        total -= size
+        removed += 1
+    return removed
 
 
 def _build(cl, ctx, source: str, options: list[str]):
