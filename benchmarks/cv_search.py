@@ -142,6 +142,9 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     # issue 12, fifth round (2026-12-04): a failed proposal is no loss for the arm that made it
     "fc0": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "failure_credit": "none"}),
     "fc0gm10": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "failure_credit": "none", "gamma": 0.10}),
+    # the local and hop arms' neighbours: one parameter changed (any of its values) before two
+    "rc": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "ring": "changed"}),
+    "rcgm10": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "ring": "changed", "gamma": 0.10}),
 }
 
 _runners: dict[tuple[str, bool], RecordedRunner] = {}

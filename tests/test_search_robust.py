@@ -356,3 +356,25 @@ def test_failure_credit_decides_whether_a_failed_proposal_is_a_loss_for_its_arm(
     assert failed_after_opening == 5
     with pytest.raises(UsageError, match="failure_credit"):
         EnsembleStrategy(space, 3, failure_credit="half")
+
+
+@pytest.mark.parametrize("metric", ["steps", "changed"])
+def test_the_local_ring_takes_one_parameter_changed_before_two_with_changed(metric):
+    from tunesvc.search.ensemble import _Ring
+
+    space = grid()
+    center = space.index[Config(x=5, y=5, z=0)]
+    ring = _Ring(space, np.zeros(len(space)), metric)
+    unseen = np.ones(len(space), dtype=bool)
+    unseen[center] = False
+    order = []
+    for _ in range(40):
+        i = ring.nearest(center, unseen)
+        unseen[i] = False
+        order.append(space.configs[i])
+    changed = [sum(c[k] != v for k, v in (("x", 5), ("y", 5), ("z", 0))) for c in order]
+    if metric == "changed":  # the 23 configs one parameter away (x: 11, y: 11, z: 1), all before any two away
+        assert changed[:23] == [1] * 23 and changed[23] == 2
+        assert Config(x=0, y=5, z=0) in order[:23]  # far along one parameter is still one change
+    else:  # one value step at a time: (x=4, y=4) is two steps, x=0 five, so only the first is near
+        assert changed[:5] == [1] * 5 and Config(x=4, y=4, z=0) in order[:23] and Config(x=0, y=5, z=0) not in order

@@ -92,6 +92,7 @@ class Defaults(TypedDict):
     gamma: float
     polish: float
     failure_credit: str
+    ring: str
 
 
 #: the settings used unless told otherwise: chosen by cross-validation (docs/benchmarks.md, issue 12)
@@ -99,21 +100,24 @@ DEFAULTS = Defaults(start=8, discount=0.95, top=0.1, spread=1, arms=("density", 
                     patience=50, patience_fraction=0.5, burst=5, start_fraction=0.05, patience_budget=0.0,
                     design="far", far_pool=0, respread="random", bandwidth=1.0, lead=0,
                     short_budget=50, transfer="near", seed_picks=8, prior={"density": 2}, gamma=0.15,
-                    polish=0.0, failure_credit="loss")
+                    polish=0.0, failure_credit="loss", ring="changed")
 DEFAULT_ARMS = DEFAULTS["arms"]
 
 
 class _Ring:
     """Unseen configs nearest to a centre, ring by ring; the distances are cached per centre."""
 
-    def __init__(self, space: SearchSpace, tiebreak: np.ndarray):
-        self.space, self.tiebreak = space, tiebreak
+    def __init__(self, space: SearchSpace, tiebreak: np.ndarray, metric: str = "steps"):
+        self.space, self.tiebreak, self.metric = space, tiebreak, metric
         self.center: int | None = None
         self.steps: np.ndarray | None = None
 
     def nearest(self, center: int, unseen: np.ndarray) -> int:
         if center != self.center:  # the distances change only when the centre does
-            self.center, self.steps = center, steps_from(self.space, center) + self.tiebreak
+            steps = steps_from(self.space, center)
+            if self.metric == "changed":  # every config one parameter away (any value of it) before any two away
+                steps = steps + (self.space.codes != self.space.codes[center]).sum(axis=1) * float(self.space.codes.max() + 1) * len(self.space.dims)
+            self.center, self.steps = center, steps + self.tiebreak
         assert self.steps is not None  # set with the centre
         return int(np.argmin(np.where(unseen, self.steps, np.inf)))
 
@@ -146,7 +150,7 @@ class EnsembleStrategy(Strategy):
                  far_pool: int = DEFAULTS["far_pool"], respread: str = DEFAULTS["respread"],
                  bandwidth: float = DEFAULTS["bandwidth"], short_budget: int = DEFAULTS["short_budget"],
                  seed_picks: int = DEFAULTS["seed_picks"], gamma: float = DEFAULTS["gamma"],
-                 polish: float = DEFAULTS["polish"], failure_credit: str = DEFAULTS["failure_credit"], **options):
+                 polish: float = DEFAULTS["polish"], failure_credit: str = DEFAULTS["failure_credit"], ring: str = DEFAULTS["ring"], **options):
         _check(arms, polish, failure_credit, transfer)
         super().__init__(space, seed)
         self.seeds_first = transfer == "first"  # "first": every seed before anything else (the old way)
@@ -179,7 +183,7 @@ class EnsembleStrategy(Strategy):
         self.losses = np.zeros(len(self.arms))
         self.tiebreak = self.rng.random(len(space)) * 1e-3
         self._asked: dict[int, int] = {}  # config index -> arm that proposed it
-        self._local_ring, self._hop_ring = _Ring(space, self.tiebreak), _Ring(space, self.tiebreak)
+        self._local_ring, self._hop_ring = _Ring(space, self.tiebreak, ring), _Ring(space, self.tiebreak, ring)
         self._burst_left = 0
         self._hop_best: tuple[float, int] | None = None  # (time, index) of the best since the last restart
         self._own_best: tuple[float, int] | None = None  # (time, index) of the best the techniques steer by
