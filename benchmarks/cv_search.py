@@ -145,6 +145,7 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
     # the local and hop arms' neighbours: one parameter changed (any of its values) before two
     "rc": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "ring": "changed"}),
     "rcgm10": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "ring": "changed", "gamma": 0.10}),
+    "rf": ("ensemble", {"short_budget": 50, "prior": {"density": 2}, "ring": "few"}),
 }
 
 _runners: dict[tuple[str, bool], RecordedRunner] = {}

@@ -378,3 +378,21 @@ def test_the_local_ring_takes_one_parameter_changed_before_two_with_changed(metr
         assert Config(x=0, y=5, z=0) in order[:23]  # far along one parameter is still one change
     else:  # one value step at a time: (x=4, y=4) is two steps, x=0 five, so only the first is near
         assert changed[:5] == [1] * 5 and Config(x=4, y=4, z=0) in order[:23] and Config(x=0, y=5, z=0) not in order
+
+
+def test_the_few_ring_jumps_across_a_small_parameter_in_one_step():
+    from tunesvc.search.ensemble import _Ring
+
+    dims = (Dimension("m", (0, 1, 2, 3)), Dimension("t", tuple(range(10))))
+    space = SearchSpace(dims, [Config(m=m, t=t) for m, t in itertools.product(range(4), range(10))])
+    center = space.index[Config(m=0, t=5)]
+    ring = _Ring(space, np.zeros(len(space)), "few")
+    unseen = np.ones(len(space), dtype=bool)
+    unseen[center] = False
+    first = set()
+    for _ in range(5):
+        i = ring.nearest(center, unseen)
+        unseen[i] = False
+        first.add(space.configs[i])
+    # m (4 values) any other value at one step, t (10 values) one value step: the five at one step
+    assert first == {Config(m=1, t=5), Config(m=2, t=5), Config(m=3, t=5), Config(m=0, t=4), Config(m=0, t=6)}

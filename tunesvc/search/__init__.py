@@ -115,7 +115,7 @@ RANGES: dict[str, tuple] = {
     "design": _one_of("random", "far"),
     "respread": _one_of("random", "far"),
     "failure_credit": _one_of("loss", "none"),
-    "ring": _one_of("steps", "changed"),
+    "ring": _one_of("steps", "changed", "few"),
     "arms": (lambda v: bool(v) and all(a in _ARMS for a in v) and len(set(v)) == len(v),
              "a JSON list of distinct arms among " + ", ".join(_ARMS)),
     "prior": (lambda v: all(k in (*_ARMS, "transfer") and isinstance(n, (int, float)) and not isinstance(n, bool)

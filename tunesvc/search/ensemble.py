@@ -115,6 +115,10 @@ class _Ring:
     def nearest(self, center: int, unseen: np.ndarray) -> int:
         if center != self.center:  # the distances change only when the centre does
             steps = steps_from(self.space, center)
+            if self.metric == "few":  # a parameter of at most 4 values: any other value is one step away
+                few = np.array([len(d.values) <= 4 for d in self.space.dims])
+                diff = np.abs(self.space.codes - self.space.codes[center])
+                steps = np.where(few, diff > 0, diff).sum(axis=1).astype(np.float64)
             if self.metric == "changed":  # every config one parameter away (any value of it) before any two away
                 steps = steps + (self.space.codes != self.space.codes[center]).sum(axis=1) * float(self.space.codes.max() + 1) * len(self.space.dims)
             self.center, self.steps = center, steps + self.tiebreak
