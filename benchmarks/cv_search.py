@@ -238,11 +238,11 @@ def run_all(candidates: dict, files: list[str], repeats: int, seed: int, jobs: i
     return {key: [done[k] for k in keys] for key, keys in wanted.items()}
 
 
-def reports(runs: dict, files: list[str]) -> dict:
+def reports(runs: dict, files: list[str], failures: bool = True) -> dict:
     """{(name, path): ReplayReport} from the cached runs."""
     out = {}
     for (name, f), rs in runs.items():
-        times = runner(f).recorded.times
+        times = runner(f, failures).recorded.times
         out[(name, f)] = summarize(f, name, default_budget(times), times, [ReplayRun(tuple(r), len(r), 0.0) for r in rs])
     return out
 
@@ -319,11 +319,13 @@ def main() -> None:
     ap.add_argument("--candidates", default="", help="comma-separated names of CANDIDATES (default: all)")
     ap.add_argument("--by", choices=("family", "device"), default="family")
     ap.add_argument("--errors", action="store_true", help="also print each score's bootstrap standard error")
+    ap.add_argument("--no-failures", action="store_true", help="replay with the failed configs removed (Kernel Tuner's information)")
     args = ap.parse_args()
     names = [n for n in args.candidates.split(",") if n] or list(CANDIDATES)
     files = distinct(args.files)
-    runs = run_all({n: CANDIDATES[n] for n in names}, files, args.repeats, args.seed, args.jobs, args.cache)
-    reps = reports(runs, files)
+    failures = not args.no_failures
+    runs = run_all({n: CANDIDATES[n] for n in names}, files, args.repeats, args.seed, args.jobs, args.cache, failures)
+    reps = reports(runs, files, failures)
     print_table(reps, names, files)
     if args.errors:
         print_errors(runs, names, files)
