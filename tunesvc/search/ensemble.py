@@ -53,7 +53,6 @@ from .base import Strategy
 from .density import DensityModel
 from .gp import Model
 from .guard import StallGuard
-from .local import steps_from
 from .observed import Observations
 from .space import SearchSpace
 from .swarm import SwarmStrategy
@@ -114,13 +113,13 @@ class _Ring:
 
     def nearest(self, center: int, unseen: np.ndarray) -> int:
         if center != self.center:  # the distances change only when the centre does
-            steps = steps_from(self.space, center)
+            diff = np.abs(self.space.codes - self.space.codes[center])  # value steps per parameter
             if self.metric == "few":  # a parameter of at most 4 values: any other value is one step away
                 few = np.array([len(d.values) <= 4 for d in self.space.dims])
-                diff = np.abs(self.space.codes - self.space.codes[center])
-                steps = np.where(few, diff > 0, diff).sum(axis=1).astype(np.float64)
+                diff = np.where(few, diff > 0, diff)
+            steps = diff.sum(axis=1).astype(np.float64)  # the one-value-step distance of local.steps_from
             if self.metric == "changed":  # every config one parameter away (any value of it) before any two away
-                steps = steps + (self.space.codes != self.space.codes[center]).sum(axis=1) * float(self.space.codes.max() + 1) * len(self.space.dims)
+                steps = steps + (diff > 0).sum(axis=1) * float(self.space.codes.max() + 1) * len(self.space.dims)
             self.center, self.steps = center, steps + self.tiebreak
         assert self.steps is not None  # set with the centre
         return int(np.argmin(np.where(unseen, self.steps, np.inf)))
