@@ -5,7 +5,7 @@ device's recording), the default strategy replays the target seeded by the
 source's best configs (tunesvc.search.transfer.seed_configs, as ``tunesvc replay
 --transfer`` does; a source with more or fewer parameters is projected onto the
 target's), and the same runs without seeds. ``--mode`` names the ensemble's
-transfer modes to compare (tunesvc.search.ensemble.TRANSFER: "near", the
+transfer modes to compare (tunesvc.search.ranges.TRANSFER: "near", the
 default, "probe", "soft", "arm", "first"); mode "null" runs no seeds with other
 run seeds, so its column shows how far two unseeded medians differ by chance,
 the floor against which a seeded pair's cost is read. Cells: median evaluations

@@ -121,7 +121,8 @@ def test_finds_the_optimum_of_a_basin_far_sooner_than_random(name):
 
 def test_ensemble_arms_are_checked_and_each_exhausts_the_space(space):
     from tunesvc.errors import UsageError
-    from tunesvc.search.ensemble import ARMS, EnsembleStrategy
+    from tunesvc.search.ensemble import EnsembleStrategy
+    from tunesvc.search.ranges import ARMS
 
     with pytest.raises(UsageError, match="arms"):
         EnsembleStrategy(space, 0, arms=("density", "annealing"))

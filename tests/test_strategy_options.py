@@ -87,11 +87,26 @@ def test_replay_takes_the_settings_and_they_change_the_runs():
     assert bad.exit_code == 2 and "setting 'gamma' takes a number" in bad.output
 
 
-def test_the_checks_know_the_ensembles_arms():
+@pytest.mark.parametrize("strategy, setting", [
+    *[("ensemble", s) for s in ({"ring": "nearest"}, {"arms": ("local", "walk")}, {"polish": 1.0},
+                                {"failure_credit": "half"}, {"transfer": "all"}, {"top": 1.5},
+                                {"prior": {"local": -1}}, {"start": 0})],
+    ("swarm", {"particles": 0}), ("swarm", {"inertia": -0.5}), ("bo", {"clip": 0.0}), ("bo", {"lengthscale": 0.0}),
+    ("density", {"start": 0}), ("local", {"explore": 1.5})])
+def test_built_from_python_a_strategy_checks_what_the_cli_checks(strategy, setting):
+    """One table of ranges: a strategy built directly refuses what --strategy-option refuses,
+    with the same line."""
     from tunesvc import search
-    from tunesvc.search.ensemble import ARMS
+    from tunesvc.errors import UsageError
+    from tunesvc.types import Config
 
-    assert search._ARMS == ARMS
+    tiny = search.SearchSpace((search.Dimension("x", (0, 1, 2)),), [Config(x=v) for v in (0, 1, 2)])
+    with pytest.raises(UsageError) as direct:
+        search.make(strategy, tiny, 0, **setting)
+    with pytest.raises(UsageError) as parsed:
+        search.parse_options(strategy, dict(setting))
+    assert str(direct.value) == str(parsed.value)
+    assert repr(next(iter(setting))) in str(direct.value) and "\n" not in str(direct.value)
 
 
 ODD_VALUES = ["-1", "0", "0.5", "1", "2", "1e9", '"x"', "[]", '["local"]', "{}", "true", "null"]

@@ -8,6 +8,7 @@ import json
 
 from ..errors import UsageError
 from .base import Strategy  # noqa: F401
+from .ranges import RANGES, _plain, check  # noqa: F401
 from .space import Dimension, SearchSpace  # noqa: F401
 
 STRATEGIES = {
@@ -61,10 +62,7 @@ def parse_options(name: str, pairs) -> dict:
         if key not in known:
             raise UsageError(f"strategy {name!r} has no setting {key!r}; its settings: {', '.join(sorted(known)) or 'none'}")
         out[key] = _typed(name, key, value, known[key])
-    for key, value in out.items():
-        check, wanted = RANGES.get(key, (None, ""))
-        if check is not None and not check(value):
-            raise UsageError(f"strategy {name!r} setting {key!r} must be {wanted}; got {json.dumps(_plain(value))}")
+    check(name, **out)
     if out:  # the strategy's own checks too, now, before anything is opened or measured
         from ..types import Config
 
@@ -76,52 +74,6 @@ def parse_options(name: str, pairs) -> dict:
         except Exception as e:  # a combination no range above catches: refused, not a traceback
             raise UsageError(f"strategy {name!r} refuses the settings {json.dumps(_plain(out))}: {e}") from None
     return out
-
-
-def _plain(value):
-    return {k: _plain(v) for k, v in value.items()} if isinstance(value, dict) else (
-        list(value) if isinstance(value, tuple) else value)
-
-
-#: the ensemble's arms (tunesvc.search.ensemble.ARMS, repeated here so checking needs no import of it)
-_ARMS = ("density", "local", "swarm", "random", "hop", "gp")
-
-
-def _at_least(lo):
-    return lambda v: v >= lo
-
-
-def _within(lo, hi, open_lo=False, open_hi=False):
-    return lambda v: (v > lo if open_lo else v >= lo) and (v < hi if open_hi else v <= hi)
-
-
-def _one_of(*choices):
-    return (lambda v: v in choices), "one of " + ", ".join(json.dumps(c) for c in choices)
-
-
-#: what each setting may be, whichever strategy takes it (same name, same meaning)
-RANGES: dict[str, tuple] = {
-    "start": (_at_least(1), "a whole number >= 1"),
-    "spread": (_at_least(1), "a whole number >= 1"),
-    "particles": (_within(1, 10_000), "a whole number in [1, 10000]"),
-    **{k: (_at_least(0), "a whole number >= 0") for k in ("patience", "burst", "lead", "far_pool", "short_budget", "seed_picks")},
-    **{k: (_at_least(0), "a number >= 0") for k in ("patience_fraction", "inertia", "cognitive", "social", "xi")},
-    **{k: (_within(0, 1, open_lo=True), "a number in (0, 1]") for k in ("discount", "clip", "gamma")},
-    **{k: (_within(0, 1), "a number in [0, 1]") for k in ("start_fraction", "patience_budget", "explore")},
-    "top": (_within(0, 1, True, True), "a number in (0, 1)"),
-    "polish": (_within(0, 1, open_hi=True), "a number in [0, 1)"),
-    **{k: (lambda v: v > 0, "a number > 0") for k in ("lengthscale", "bandwidth")},
-    "scatter": _one_of("forget", "keep", "none"),
-    "design": _one_of("random", "far"),
-    "respread": _one_of("random", "far"),
-    "failure_credit": _one_of("loss", "none"),
-    "ring": _one_of("steps", "changed", "few"),
-    "arms": (lambda v: bool(v) and all(a in _ARMS for a in v) and len(set(v)) == len(v),
-             "a JSON list of distinct arms among " + ", ".join(_ARMS)),
-    "prior": (lambda v: all(k in (*_ARMS, "transfer") and isinstance(n, (int, float)) and not isinstance(n, bool)
-                            and n >= 0 for k, n in v.items()),
-              "a JSON object of arms (" + ", ".join((*_ARMS, "transfer")) + ") to pseudo-wins >= 0"),
-}
 
 
 def _split(pair: str) -> tuple[str, object]:

@@ -19,6 +19,7 @@ import numpy as np
 from ..types import Measurement
 from .base import Strategy
 from .observed import Observations
+from .ranges import check
 from .space import SearchSpace
 
 
@@ -74,6 +75,7 @@ class DensityStrategy(Strategy):
     name = "density"
 
     def __init__(self, space: SearchSpace, seed: int | None = None, start: int = 8, **options):
+        check("density", start=start)
         super().__init__(space, seed)
         self.obs = Observations(space)
         self.model = DensityModel(space)

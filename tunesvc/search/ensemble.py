@@ -47,22 +47,20 @@ from typing import TypedDict
 
 import numpy as np
 
-from ..errors import UsageError
 from ..types import Measurement
 from .base import Strategy
 from .density import DensityModel
 from .gp import Model
 from .guard import StallGuard
 from .observed import Observations
+from .ranges import ARMS, TRANSFER, check  # noqa: F401 (ARMS and TRANSFER are named here too)
 from .space import SearchSpace
 from .swarm import SwarmStrategy
 
-ARMS = ("density", "local", "swarm", "random", "hop", "gp")
-#: how far transfer seeds steer the search: "first" (every seed before anything else), "arm" (the
+#: TRANSFER, how far transfer seeds steer the search: "first" (every seed before anything else), "arm" (the
 #: best seed steers every technique), "soft" (only the density model sees seeds), "probe" (seeds
 #: are measured and count as results, but no technique is told about them), "near" (probes, then
 #: the configs nearest the best seed, ``seed_picks`` in all at most, none told to the techniques)
-TRANSFER = ("first", "arm", "soft", "probe", "near")
 HIDDEN = ("probe", "near")  # the transfer modes whose picks no technique learns from
 
 
@@ -125,18 +123,6 @@ class _Ring:
         return int(np.argmin(np.where(unseen, self.steps, np.inf)))
 
 
-def _check(arms, polish: float, failure_credit: str, transfer: str) -> None:
-    """One line naming the setting for an ensemble setting out of its range."""
-    if not arms or set(arms) - set(ARMS):
-        raise UsageError(f"ensemble arms must be some of {', '.join(ARMS)}; got {', '.join(arms) or 'none'}")
-    if not 0.0 <= polish < 1.0:
-        raise UsageError(f"ensemble polish must be a fraction of the budget in [0, 1); got {polish!r}")
-    if failure_credit not in ("loss", "none"):
-        raise UsageError(f"ensemble failure_credit must be 'loss' or 'none'; got {failure_credit!r}")
-    if transfer not in TRANSFER:
-        raise UsageError(f"ensemble transfer must be one of {', '.join(TRANSFER)}; got {transfer!r}")
-
-
 class EnsembleStrategy(Strategy):
     name = "ensemble"
     seeds_first = False  # seeds are the transfer arm's, weighed like any technique
@@ -154,7 +140,12 @@ class EnsembleStrategy(Strategy):
                  bandwidth: float = DEFAULTS["bandwidth"], short_budget: int = DEFAULTS["short_budget"],
                  seed_picks: int = DEFAULTS["seed_picks"], gamma: float = DEFAULTS["gamma"],
                  polish: float = DEFAULTS["polish"], failure_credit: str = DEFAULTS["failure_credit"], ring: str = DEFAULTS["ring"], **options):
-        _check(arms, polish, failure_credit, transfer)
+        check("ensemble", start=start, discount=discount, top=top, spread=spread, arms=arms, patience=patience,
+              patience_fraction=patience_fraction, burst=burst, scatter=scatter, prior=prior or {}, transfer=transfer,
+              lengthscale=lengthscale, lead=lead, clip=clip, start_fraction=start_fraction,
+              patience_budget=patience_budget, design=design, far_pool=far_pool, respread=respread,
+              bandwidth=bandwidth, short_budget=short_budget, seed_picks=seed_picks, gamma=gamma, polish=polish,
+              failure_credit=failure_credit, ring=ring)
         super().__init__(space, seed)
         self.seeds_first = transfer == "first"  # "first": every seed before anything else (the old way)
         self.arms = tuple(arms) + ("transfer",)  # the last is active only while seeds are left

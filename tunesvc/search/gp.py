@@ -25,6 +25,7 @@ import numpy as np
 
 from ..types import Measurement
 from .base import Strategy
+from .ranges import check
 from .space import SearchSpace
 
 _SQRT5 = math.sqrt(5.0)
@@ -220,6 +221,7 @@ class BayesStrategy(Strategy):
 
     def __init__(self, space: SearchSpace, seed: int | None = None, start: int = 5, lengthscale: float = 0.5,
                  xi: float = 0.0, fit: bool = True, clip: float = 0.5, **options):
+        check("bo", start=start, lengthscale=lengthscale, xi=xi, clip=clip)
         super().__init__(space, seed)
         self.model = Model(space, self.rng, lengthscale, fit, clip)
         self.start, self.xi = start, xi

@@ -15,6 +15,7 @@ import numpy as np
 from ..types import Measurement
 from .base import Strategy
 from .observed import Observations
+from .ranges import check
 from .space import SearchSpace
 
 
@@ -29,6 +30,7 @@ class LocalStrategy(Strategy):
     name = "local"
 
     def __init__(self, space: SearchSpace, seed: int | None = None, start: int = 3, explore: float = 0.05, **options):
+        check("local", start=start, explore=explore)
         super().__init__(space, seed)
         self.obs = Observations(space)
         self.start = start

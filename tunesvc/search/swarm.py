@@ -24,6 +24,7 @@ import numpy as np
 from ..types import Measurement
 from .base import SpaceExhausted, Strategy
 from .local import steps_from
+from .ranges import check
 from .space import SearchSpace
 
 
@@ -89,6 +90,7 @@ class SwarmStrategy(Strategy):
 
     def __init__(self, space: SearchSpace, seed: int | None = None, particles: int = 20, inertia: float = 0.5,
                  cognitive: float = 2.0, social: float = 1.5, patience: int = 30, **options):
+        check("swarm", particles=particles, inertia=inertia, cognitive=cognitive, social=social, patience=patience)
         super().__init__(space, seed)
         size = max(1, min(particles, len(space) // 2))
         self.swarm = Swarm(space, self.rng, size, inertia, cognitive, social)
