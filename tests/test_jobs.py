@@ -86,6 +86,25 @@ def test_a_worker_runs_what_its_device_serves_and_leaves_the_rest(queue_db, cl_i
     assert tuned == {(4, 256), (8, 512)}
 
 
+def test_a_worker_tunes_with_the_strategy_it_is_given_and_refuses_bad_settings(tmp_path, cl_info):
+    import optuna
+
+    db = str(tmp_path / "t.db")
+    assert cli("submit", "reduce_sum", "--shape", "4x256", "--trials", "2", "--db", db).returncode == 0
+    for args, says in ((["--strategy-option", "polish=1.5"], "setting 'polish' must be"),
+                       (["--strategy", "grid", "--strategy-option", "start=1"], "has no setting 'start'")):
+        bad = cli("worker", "--device", cl_info.id, "--db", db, "--exit-when-idle", *args)
+        assert bad.returncode == 2 and says in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+    assert [j["state"] for j in jobs(db)] == ["pending"]  # refused before the job was claimed
+    out = cli("worker", "--device", cl_info.id, "--db", db, "--exit-when-idle", "--strategy", "local",
+              "--strategy-option", "explore=0.5")
+    assert out.returncode == 0, out.stderr
+    assert [j["state"] for j in jobs(db)] == ["done"]
+    studies = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 't.optuna.db'}")
+    assert {s.user_attrs["strategy"] for s in studies} == {"local"}
+
+
 def test_a_killed_workers_job_is_taken_again_after_its_lease(queue_db, cl_info):
     db, lease = queue_db, 3.0
     out = cli("submit", "matmul", "--shape", "32x32x32", "--trials", "60", "--db", db, "--json")

@@ -58,6 +58,9 @@ def test_bad_preset_and_budget(tmp_path, cl_info):
         ta.tune_all(cl_info, "huge", db=tmp_path / "t.db")
     with pytest.raises(UsageError, match="time-budget"):
         ta.tune_all(cl_info, "small", time_budget=0, db=tmp_path / "t.db")
+    with pytest.raises(UsageError, match="setting 'gamma'"):
+        ta.tune_all(cl_info, "small", db=tmp_path / "t.db", strategy_options={"gamma": "high"})
+    assert not (tmp_path / "t.db").exists()
     res = CliRunner().invoke(main, ["tune-all", "--preset", "huge", "--db", str(tmp_path / "t.db")])
     assert res.exit_code == 2
 
@@ -77,3 +80,28 @@ def test_an_output_folder_that_does_not_exist_is_refused_before_tuning(tmp_path,
     with pytest.raises(UsageError, match="does not exist"):
         ta.tune_all(cl_info, tiny, db=db, out=tmp_path / "missing" / "out.jsonl", templates_only=["matmul"])
     assert not db.exists()  # nothing was tuned for an export that could not be written
+
+
+def test_tune_all_takes_a_strategy_and_its_settings(tmp_path, tiny, cl_info):
+    import optuna
+
+    db = tmp_path / "t.db"
+    res = CliRunner().invoke(main, ["tune-all", "--device", cl_info.id, "--preset", tiny, "--template", "reduce_sum",
+                                    "--strategy", "local", "--strategy-option", "start=1", "--strategy-option",
+                                    "explore=0.5", "--db", str(db), "--out", str(tmp_path / "o.jsonl"), "--json"])
+    assert res.exit_code == 0, res.output
+    studies = optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 't.optuna.db'}")
+    assert studies and {s.user_attrs["strategy"] for s in studies} == {"local"}
+
+
+@pytest.mark.parametrize("args, says", [(["--strategy-option", "gamma=high"], "setting 'gamma' takes a number"),
+                                        (["--strategy-option", "ring=\"nearest\""], "setting 'ring' must be one of"),
+                                        (["--strategy", "random", "--strategy-option", "start=2"], "has no setting 'start'"),
+                                        (["--strategy", "nosuch"], "unknown strategy")])
+def test_tune_all_refuses_bad_strategy_settings_before_anything_is_measured(tmp_path, tiny, cl_info, args, says):
+    db = tmp_path / "t.db"
+    res = CliRunner().invoke(main, ["tune-all", "--device", cl_info.id, "--preset", tiny, *args, "--db", str(db),
+                                    "--out", str(tmp_path / "o.jsonl")])
+    assert res.exit_code == 2 and says in res.output and "Traceback" not in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not db.exists() and not (tmp_path / "o.jsonl").exists()

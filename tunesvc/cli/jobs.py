@@ -116,8 +116,11 @@ def demand(limit, include_tuned, db, as_json):
 @click.option("--lease", type=float, default=60.0, show_default=True,
               help="Seconds a claimed job stays this worker's without a renewal (renewed every third of it).")
 @click.option("--exit-when-idle", is_flag=True, help="Exit once no job this device can serve is left.")
+@click.option("--strategy", default=None, help="Search strategy for every job (default: ensemble); 'tunesvc strategies' lists them.")
+@click.option("--strategy-option", "strategy_option", multiple=True, metavar="KEY=VALUE",
+              help="A setting of the strategy, VALUE as JSON, for every job; repeatable.")
 @library_errors
-def worker(device, db, trials, time_budget, lease, exit_when_idle):
+def worker(device, db, trials, time_budget, lease, exit_when_idle, strategy, strategy_option):
     """Claim and tune the queued jobs this device can serve, one at a time; SIGTERM finishes the
     trial in flight, hands the job back and exits 0."""
     import threading
@@ -126,7 +129,8 @@ def worker(device, db, trials, time_budget, lease, exit_when_idle):
 
     stop = threading.Event()
     stop_on_signals(stop)
-    limits = {k: v for k, v in (("trials", trials), ("time_budget", time_budget)) if v is not None}
+    limits = {k: v for k, v in (("trials", trials), ("time_budget", time_budget), ("strategy", strategy),
+                                ("strategy_options", strategy_option or None)) if v is not None}
     s = work(device, db, lease, exit_when_idle, stop=stop,
              on_job=lambda job, state: click.echo(f"job {job.id} {job.template} {job.shape} {job.dtype}: {state}", err=True),
              **limits)

@@ -117,21 +117,31 @@ def summary(r) -> str:
 @click.option("--time-budget", type=float, default=None, help="Stop after this many seconds in all (run again to resume).")
 @click.option("--template", "only", multiple=True, help="Only this template (repeatable); default: every built-in one.")
 @click.option("--trials", type=int, default=None, help="Configs to measure per problem (default: the preset's).")
+@click.option("--strategy", default=None, help="Search strategy for every problem (default: ensemble); 'tunesvc strategies' lists them.")
+@click.option("--strategy-option", "strategy_option", multiple=True, metavar="KEY=VALUE",
+              help="A setting of the strategy, VALUE as JSON, for every problem; repeatable.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Export file written at the end (default: tunesvc-<backend>-<device>-<preset>.jsonl.gz).")
 @db_option
 @json_option
 @library_errors
-def tune_all_cmd(device, preset, time_budget, only, trials, out, db, as_json):
+def tune_all_cmd(device, preset, time_budget, only, trials, strategy, strategy_option, out, db, as_json):
     """Tune every built-in template over a preset of common shapes on one device; export the results."""
     from ..tuning.presets import tune_all
 
+    from ..tuning.options import from_keywords
+
+    search = {"strategy": strategy} if strategy else {}
+    if strategy_option:
+        search["strategy_options"] = strategy_option
+    from_keywords(**search)  # refused in one line before the progress bar opens
     with Progress(f"tune-all {preset}", None, "problems", not as_json and not quiet()) as bar:
         def progress(p):
             best = f" {p.best_gflops:.1f} GFLOP/s" if p.best_gflops is not None else ""
             bar.update(p.problems_done, f"{p.problem}: trial {p.trials_done}{best}", total=p.problems)
 
-        r = tune_all(device, preset, time_budget, db, out, list(only) or None, on_progress=progress, trials=trials)
+        r = tune_all(device, preset, time_budget, db, out, list(only) or None, on_progress=progress, trials=trials,
+                     **search)
     if as_json:
         emit_json({"schema_version": JSON_SCHEMA_VERSION, "device": r.device.id, "device_name": r.device.name,
                    "preset": r.preset, "elapsed_s": r.elapsed,

@@ -121,6 +121,9 @@ def work(device=None, db=None, lease: float = DEFAULT_LEASE, exit_when_idle: boo
 
     if not lease > 0:
         raise UsageError("--lease must be a positive number of seconds")
+    from .options import from_keywords
+
+    from_keywords(**options)  # the strategy, its settings, the limits: refused now, not at the first job
     info = select_device(device)
     stop = stop or threading.Event()
     name = f"{socket.gethostname()}:{os.getpid()}:{info.id}"

@@ -168,6 +168,9 @@ def tune_all(device=None, preset: str = "small", time_budget: float | None = Non
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
     StopRules(trials=trials, time_budget=time_budget)  # the same checks as tune's, before any device is touched
+    from .options import from_keywords
+
+    from_keywords(**tune_options)  # a strategy, its settings, other tune options: checked now, not per problem
     chosen = PRESETS[preset] if trials is None else dataclasses.replace(PRESETS[preset], trials=trials)
     info = select_device(device)
     path = Path(out) if out else default_output(info, preset)
