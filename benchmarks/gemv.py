@@ -8,8 +8,9 @@ groups of 32 with float16 scales (llama.cpp's Q4_0 values), one in int8 (Q8_0) a
 groups of 128 with zero points (GPTQ, AWQ). Bandwidth is counted on the bytes a product reads
 (codes, scales, zero points, x): the fractions are of the read and copy ceilings probed before and
 after the cases (the higher of each). numpy's x @ W.T on the float32 matrix runs in child
-processes, native and with the pinned OpenBLAS environment (see reference.py); speedups are per
-call, against the native median. The tokens-per-second table adds the kernel times of one decode
+processes, native and with the pinned OpenBLAS environment (see reference.py), and natively with W
+from memory (copies of W taken in turn over the tuner's 64 MiB, as gemv_q is timed; `numpy mem`);
+speedups are per call, against the native medians. The tokens-per-second table adds the kernel times of one decode
 step: 32 layers of projections and grouped-query attention over a 4096-token cache, then the
 vocabulary head.
 
